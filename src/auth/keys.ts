@@ -1,0 +1,48 @@
+import { hkdfSync } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Logger, RandomBytes } from '../deps.js';
+
+export const SERVER_KEY_FILE = 'server.key';
+
+/** Purpose-separated keys derived from the one server key, so no key is used for two jobs. */
+export interface DerivedKeys {
+  /** HMAC key for master tokens: HMAC(base token, MAC, IP) [P-3.2]. */
+  readonly master: Buffer;
+  /** HMAC key for stored passcode hashes. */
+  readonly passcode: Buffer;
+  /** HMAC key that derives a rotated token from the old one, so the grace path needs no stored secret. */
+  readonly rotate: Buffer;
+}
+
+/**
+ * Reads `<dataDir>/server.key`, creating it (32 random bytes, mode 0600) on first start. `wx` makes
+ * creation atomic: two processes starting together cannot end up with different keys.
+ */
+export function loadOrCreateServerKey(dataDir: string, random: RandomBytes, log: Logger): Buffer {
+  const file = path.join(dataDir, SERVER_KEY_FILE);
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  try {
+    writeFileSync(file, random(32).toString('base64') + '\n', { flag: 'wx', mode: 0o600 });
+    log.info({ file }, 'generated a new server key');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  const mode = statSync(file).mode & 0o777;
+  if (mode & 0o077) {
+    log.warn({ file, mode: mode.toString(8) }, 'server key is readable by group or others; tightening to 0600');
+    chmodSync(file, 0o600);
+  }
+  const key = Buffer.from(readFileSync(file, 'utf8').trim(), 'base64');
+  if (key.length < 32) throw new Error(`server key ${file} is shorter than 32 bytes`);
+  return key;
+}
+
+export function deriveKeys(serverKey: Buffer): DerivedKeys {
+  const derive = (info: string): Buffer => Buffer.from(hkdfSync('sha256', serverKey, Buffer.alloc(0), info, 32));
+  return {
+    master: derive('hellwall/v1/master-token'),
+    passcode: derive('hellwall/v1/passcode'),
+    rotate: derive('hellwall/v1/rotate'),
+  };
+}

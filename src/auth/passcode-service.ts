@@ -1,0 +1,156 @@
+import type { Config } from '../config.js';
+import type { Clock, Logger, RandomBytes } from '../deps.js';
+import { passcodeMail, type MailQueue } from '../mail/mailer.js';
+import { ProtocolError } from '../protocol/errors.js';
+import type { Store } from '../store/store.js';
+import { constantEquals, constantEqualsBytes } from './constant-equals.js';
+import type { DerivedKeys } from './keys.js';
+import { normalizeEmail, normalizeMac, normalizePhone } from './normalize.js';
+import { generatePasscode, hashPasscode } from './passcodes.js';
+import type { PasswordHasher } from './passwords.js';
+import { masterToken, newBaseToken } from './tokens.js';
+
+export interface AuthDeps {
+  readonly config: Config;
+  readonly store: Store;
+  readonly hasher: PasswordHasher;
+  readonly keys: DerivedKeys;
+  readonly clock: Clock;
+  readonly random: RandomBytes;
+  readonly mail: MailQueue;
+}
+
+export interface LoginResult {
+  token: string;
+  expiresAt: number;
+  renewableUntil: number;
+  idleTimeoutSeconds: number;
+  user: { email: string; role: string };
+}
+
+/** The first two seed commands: emailing a passcode, and exchanging it for a session. */
+export class PasscodeService {
+  readonly #d: AuthDeps;
+
+  constructor(deps: AuthDeps) {
+    this.#d = deps;
+  }
+
+  /**
+   * [P-4.2] Always does one password verification (against a dummy hash for unknown accounts) and
+   * always answers the same, so neither the answer nor its timing says whether the account exists
+   * or the password was right. Mail goes out in the background for the same reason.
+   */
+  async request(
+    input: { email: string; password: string; mac: string; reportedIp: string | null; seenIp: string },
+    log: Logger,
+  ): Promise<{ expiresInSeconds: number }> {
+    const { store, hasher, config, clock, random, keys } = this.#d;
+    const ttl = config.passcodes.ttlSeconds;
+    const email = normalizeEmail(input.email);
+    const user = store.findUserByEmail(email);
+    const passwordOk = await hasher.verify(user?.passwordHash ?? hasher.dummyHash, input.password);
+    if (!user || user.disabled || !passwordOk) {
+      const reason = !user ? 'unknown-account' : user.disabled ? 'disabled' : 'bad-password';
+      log.info({ event: 'passcode.request', outcome: 'refused', reason, email}, 'passcode request refused');
+      return { expiresInSeconds: ttl };
+    }
+    const now = clock();
+    const passcode = generatePasscode(random);
+    const mac = normalizeMac(input.mac);
+    const expiresAt = now + ttl * 1000;
+    // [P-4.2] A newer request replaces the pending passcode (and resets its guess count).
+    store.putPasscode({
+      userId: user.id,
+      hash: hashPasscode(keys.passcode, user.id, passcode),
+      mac,
+      seenIp: input.seenIp,
+      reportedIp: input.reportedIp,
+      createdAt: now,
+      expiresAt,
+      attempts: 0,
+    });
+    this.#d.mail.enqueue(
+      passcodeMail({ to: user.email, passcode, expiresAt, seenIp: input.seenIp, reportedIp: input.reportedIp, mac }),
+      'passcode',
+    );
+    log.info({ event: 'passcode.request', outcome: 'issued', userId: user.id, mac}, 'passcode issued');
+    return { expiresInSeconds: ttl };
+  }
+
+  /**
+   * [P-4.3] Every factor must match. Any failure against a pending passcode counts as a guess;
+   * at `maxAttempts` the passcode is void. On success the passcode is consumed in the same
+   * transaction that creates the session, so it can never be used twice.
+   */
+  async authenticate(
+    input: { email: string; phone: string; password: string; passcode: string; mac: string; seenIp: string },
+    log: Logger,
+  ): Promise<LoginResult> {
+    const { store, hasher, config, clock, random, keys } = this.#d;
+    const email = normalizeEmail(input.email);
+    const mac = normalizeMac(input.mac);
+    const before = store.findUserByEmail(email);
+    const passwordOk = await hasher.verify(before?.passwordHash ?? hasher.dummyHash, input.password);
+
+    const outcome = store.transaction((): { ok: true; result: LoginResult; sessionId: number; userId: number } | { ok: false; reason: string } => {
+      // Read again after the (slow, async) password check: the state may have moved meanwhile.
+      const user = store.findUserByEmail(email);
+      if (!user || user.passwordHash !== before?.passwordHash) return { ok: false, reason: 'unknown-account' };
+      const pending = store.getPasscode(user.id);
+      if (!pending) return { ok: false, reason: 'no-passcode' };
+      const now = clock();
+      const failures: string[] = [];
+      if (user.disabled) failures.push('disabled');
+      if (!passwordOk) failures.push('password');
+      if (!constantEquals(normalizePhone(user.phone), normalizePhone(input.phone))) failures.push('phone');
+      if (!constantEquals(pending.mac, mac)) failures.push('mac');
+      if (!constantEqualsBytes(hashPasscode(keys.passcode, user.id, input.passcode), pending.hash)) failures.push('passcode');
+      if (now >= pending.expiresAt) failures.push('passcode-expired');
+      if (failures.length > 0) {
+        const attempts = pending.attempts + 1;
+        if (now >= pending.expiresAt || attempts >= config.passcodes.maxAttempts) {
+          store.deletePasscode(user.id);
+          if (now < pending.expiresAt) failures.push('passcode-void');
+        } else {
+          store.setPasscodeAttempts(user.id, attempts);
+        }
+        return { ok: false, reason: failures.join(',') };
+      }
+      store.deletePasscode(user.id);
+      const token = newBaseToken(random);
+      const ttl = config.tokens;
+      const absoluteExpiresAt = now + ttl.absoluteSeconds * 1000;
+      const expiresAt = Math.min(now + ttl.ttlSeconds * 1000, absoluteExpiresAt);
+      const sessionId = store.createSession({
+        userId: user.id,
+        master: masterToken(keys.master, token, mac, input.seenIp),
+        mac,
+        ip: input.seenIp,
+        createdAt: now,
+        expiresAt,
+        absoluteExpiresAt,
+      });
+      return {
+        ok: true,
+        sessionId,
+        userId: user.id,
+        result: {
+          token,
+          expiresAt,
+          renewableUntil: absoluteExpiresAt,
+          idleTimeoutSeconds: ttl.idleSeconds,
+          user: { email: user.email, role: user.role },
+        },
+      };
+    });
+
+    if (!outcome.ok) {
+      log.info({ event: 'login', outcome: 'failure', reason: outcome.reason, email, mac}, 'login failed');
+      // [P-4.3] One answer for every failure: nothing tells which factor was wrong.
+      throw new ProtocolError('E_AUTH_FAILED', 'authentication failed');
+    }
+    log.info({ event: 'login', outcome: 'success', userId: outcome.userId, sessionId: outcome.sessionId, mac}, 'login succeeded');
+    return outcome.result;
+  }
+}

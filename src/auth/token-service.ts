@@ -1,0 +1,104 @@
+import type { Logger } from '../deps.js';
+import type { RetiredTokenRecord, SessionRecord } from '../store/store.js';
+import { constantEqualsBytes } from './constant-equals.js';
+import { normalizeMac } from './normalize.js';
+import type { AuthDeps } from './passcode-service.js';
+import { isWellFormedToken, masterToken, rotatedToken } from './tokens.js';
+
+export type CheckResult =
+  | { status: 'authorized'; user: { email: string; role: string }; expiresAt: number }
+  | { status: 'renew'; token: string; user: { email: string; role: string }; expiresAt: number; renewableUntil: number }
+  | { status: 'unauthorized' };
+
+const UNAUTHORIZED: CheckResult = Object.freeze({ status: 'unauthorized' });
+
+// Last activity is written at most this often per session, so token checks are reads.
+const TOUCH_INTERVAL_MS = 60_000;
+
+/**
+ * The third seed command. Renewal is bounded the way RFC 9700 bounds refresh tokens: an idle
+ * limit and an absolute limit, rotation on every renewal, a short grace for requests already in
+ * flight, and reuse of a rotated-out token after the grace treated as theft [P-4.5].
+ */
+export class TokenService {
+  readonly #d: Pick<AuthDeps, 'config' | 'store' | 'keys' | 'clock' | 'random'>;
+
+  constructor(deps: Pick<AuthDeps, 'config' | 'store' | 'keys' | 'clock' | 'random'>) {
+    this.#d = deps;
+  }
+
+  check(input: { token: string; mac: string; seenIp: string; request: string }, log: Logger): CheckResult {
+    const { store, keys, clock } = this.#d;
+    const now = clock();
+    if (!isWellFormedToken(input.token)) return this.#deny(log, input, 'malformed-token');
+    // [P-3.2] Another MAC or another address yields another master token, which finds nothing:
+    // "wrong device" and "unknown token" are indistinguishable by construction.
+    const master = masterToken(keys.master, input.token, normalizeMac(input.mac), input.seenIp);
+    const session = store.findSessionByMaster(master);
+    if (session) return this.#current(session, input, now, log);
+    const retired = store.findRetiredToken(master);
+    if (retired) return this.#retired(retired, input, now, log);
+    return this.#deny(log, input, 'unknown-token-or-binding');
+  }
+
+  #current(s: SessionRecord, input: { token: string; request: string }, now: number, log: Logger): CheckResult {
+    const { store, config } = this.#d;
+    const user = { email: s.userEmail, role: s.userRole };
+    if (s.revokedAt !== null) return this.#deny(log, input, 'revoked', s.id);
+    if (s.userDisabled) return this.#deny(log, input, 'account-disabled', s.id);
+    if (now < s.expiresAt) {
+      if (now - s.lastSeenAt >= TOUCH_INTERVAL_MS) store.touchSession(s.id, now);
+      return { status: 'authorized', user, expiresAt: s.expiresAt };
+    }
+    if (now >= s.absoluteExpiresAt) return this.#deny(log, input, 'absolute-limit', s.id);
+    if (now >= s.lastSeenAt + config.tokens.idleSeconds * 1000) return this.#deny(log, input, 'idle-limit', s.id);
+
+    const nonce = this.#d.random(16);
+    const token = rotatedToken(this.#d.keys.rotate, input.token, nonce);
+    const expiresAt = Math.min(now + config.tokens.ttlSeconds * 1000, s.absoluteExpiresAt);
+    const rotated = store.rotateSession({
+      sessionId: s.id,
+      oldMaster: s.master,
+      newMaster: masterToken(this.#d.keys.master, token, s.mac, s.ip),
+      generation: s.generation,
+      now,
+      expiresAt,
+      graceUntil: now + config.tokens.graceSeconds * 1000,
+      nonce,
+    });
+    if (!rotated) return this.#deny(log, input, 'rotation-conflict', s.id);
+    log.info({ event: 'token.renew', sessionId: s.id, generation: s.generation + 1 }, 'token renewed');
+    return { status: 'renew', token, user, expiresAt, renewableUntil: s.absoluteExpiresAt };
+  }
+
+  #retired(r: RetiredTokenRecord, input: { token: string; request: string }, now: number, log: Logger): CheckResult {
+    const { store, keys } = this.#d;
+    const s = store.findSessionById(r.sessionId);
+    if (!s || s.revokedAt !== null) return this.#deny(log, input, 'revoked', r.sessionId);
+    if (now <= r.graceUntil) {
+      // [P-4.5] In flight during the rotation: hand out the same successor, never a second one.
+      const token = rotatedToken(keys.rotate, input.token, r.nonce);
+      const successor = masterToken(keys.master, token, s.mac, s.ip);
+      if (s.generation === r.generation + 1 && constantEqualsBytes(successor, s.master) && !s.userDisabled) {
+        return {
+          status: 'renew',
+          token,
+          user: { email: s.userEmail, role: s.userRole },
+          expiresAt: s.expiresAt,
+          renewableUntil: s.absoluteExpiresAt,
+        };
+      }
+      return this.#deny(log, input, 'superseded', s.id);
+    }
+    // [P-4.5] A rotated-out token after the grace: either the client or a thief holds a stale copy.
+    // We cannot tell which, so the whole session ends (RFC 9700 §4.14.2).
+    store.revokeSession(s.id, now, 'token-reuse');
+    log.warn({ event: 'token.reuse', sessionId: s.id, userId: s.userId }, 'rotated-out token reused; session revoked');
+    return this.#deny(log, input, 'token-reuse', s.id);
+  }
+
+  #deny(log: Logger, input: { request: string }, reason: string, sessionId?: number): CheckResult {
+    log.info({ event: 'token.check', outcome: 'unauthorized', reason, sessionId, request: input.request }, 'token check denied');
+    return UNAUTHORIZED;
+  }
+}

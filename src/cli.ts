@@ -1,0 +1,228 @@
+#!/usr/bin/env node
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { buildApp } from './app.js';
+import { HellwallClient } from './client/client.js';
+import { ConfigError, loadConfig } from './config.js';
+import { createLogger } from './log.js';
+import { DuplicateUserError } from './store/store.js';
+import { UserInputError } from './auth/users.js';
+import { DEV_CERT_FILE } from './tls/tls-files.js';
+
+const USAGE = `Usage: hellwall <command> [options]
+
+  serve                                   run the service (same as npm start)
+  user add --email E --phone P [--role user|admin]
+                                          add an operator; password from $HELLWALL_PASSWORD or a prompt
+  client hello                            ask the server for its protocol version and limits
+  client passcode --email E --mac M [--ip IP]
+                                          request a passcode (password from $HELLWALL_PASSWORD or a prompt)
+  client login --email E --phone P --mac M --passcode C
+                                          exchange the passcode for a token (printed as JSON)
+  client check --token T --mac M [--request NAME] [--data JSON]
+                                          check a token
+
+Client options: --host H (default from config), --port N, --ca FILE (default: the dev certificate
+in the data directory). Configuration comes from HELLWALL_* environment variables; see README.md.`;
+
+/** Runs the service until SIGTERM/SIGINT; resolves to the process exit code. */
+export async function serve(env: NodeJS.ProcessEnv): Promise<number> {
+  let config;
+  try {
+    config = loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`hellwall: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  const log = createLogger(config.logLevel);
+  const app = buildApp({ config, log });
+  await app.listen();
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      log.info({ signal }, 'shutting down');
+      resolve();
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+  await app.close();
+  return 0;
+}
+
+/** Reads a secret from the named env var, or from the terminal without echo. */
+async function readSecret(env: NodeJS.ProcessEnv, prompt: string): Promise<string> {
+  const fromEnv = env.HELLWALL_PASSWORD;
+  if (fromEnv !== undefined) return fromEnv;
+  const stdin = process.stdin;
+  if (!stdin.isTTY) {
+    // Scripts may pipe the password: the first line of stdin.
+    const chunks: Buffer[] = [];
+    for await (const chunk of stdin) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0] ?? '';
+  }
+  process.stderr.write(prompt);
+  stdin.setRawMode(true);
+  stdin.resume();
+  let value = '';
+  try {
+    for await (const chunk of stdin) {
+      for (const ch of (chunk as Buffer).toString('utf8')) {
+        if (ch === '\r' || ch === '\n') return value;
+        if (ch === '\u0003') throw new Error('cancelled');
+        if (ch === '\u007f') value = value.slice(0, -1);
+        else value += ch;
+      }
+    }
+    return value;
+  } finally {
+    stdin.setRawMode(false);
+    stdin.pause();
+    process.stderr.write('\n');
+  }
+}
+
+function need(values: Record<string, unknown>, name: string): string {
+  const v = values[name];
+  if (typeof v !== 'string' || v === '') throw new UsageError(`--${name} is required`);
+  return v;
+}
+
+class UsageError extends Error {}
+
+async function userCommand(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub !== 'add') throw new UsageError(`unknown user command ${sub ?? ''}`);
+  const { values } = parseArgs({
+    args: rest,
+    options: { email: { type: 'string' }, phone: { type: 'string' }, role: { type: 'string', default: 'user' } },
+  });
+  const config = loadConfig(env);
+  const log = createLogger(env.HELLWALL_LOG_LEVEL ?? 'warn', undefined);
+  const app = buildApp({ config, log });
+  try {
+    const email = need(values, 'email');
+    const phone = need(values, 'phone');
+    const password = await readSecret(env, `Password for ${email}: `);
+    const user = await app.addUser({ email, phone, role: values.role!, password });
+    process.stdout.write(`added ${user.role} ${user.email} (id ${user.id})\n`);
+    return 0;
+  } finally {
+    await app.close();
+  }
+}
+
+async function clientCommand(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      host: { type: 'string' },
+      port: { type: 'string' },
+      ca: { type: 'string' },
+      email: { type: 'string' },
+      phone: { type: 'string' },
+      mac: { type: 'string' },
+      ip: { type: 'string' },
+      passcode: { type: 'string' },
+      token: { type: 'string' },
+      request: { type: 'string', default: 'cli.check' },
+      data: { type: 'string' },
+    },
+  });
+  const config = loadConfig(env);
+  const caFile = values.ca ?? path.join(config.dataDir, DEV_CERT_FILE);
+  if (!existsSync(caFile)) throw new UsageError(`no CA file ${caFile}: pass --ca (the server's certificate or its CA)`);
+  const host = values.host ?? config.host;
+  const port = values.port ? Number(values.port) : config.port;
+  let message: Record<string, unknown>;
+  switch (sub) {
+    case 'hello':
+      message = { code: 0 };
+      break;
+    case 'passcode':
+      message = {
+        code: 1,
+        email: need(values, 'email'),
+        mac: need(values, 'mac'),
+        password: await readSecret(env, 'Password: '),
+        ...(values.ip && { ip: values.ip }),
+      };
+      break;
+    case 'login':
+      message = {
+        code: 2,
+        email: need(values, 'email'),
+        phone: need(values, 'phone'),
+        mac: need(values, 'mac'),
+        passcode: need(values, 'passcode'),
+        password: await readSecret(env, 'Password: '),
+      };
+      break;
+    case 'check':
+      message = {
+        code: 3,
+        token: need(values, 'token'),
+        mac: need(values, 'mac'),
+        request: values.request,
+        ...(values.data !== undefined && { data: JSON.parse(values.data) as unknown }),
+      };
+      break;
+    default:
+      throw new UsageError(`unknown client command ${sub ?? ''}`);
+  }
+  const client = await HellwallClient.connect({ host, port, ca: readFileSync(caFile) });
+  try {
+    const res = await client.send(message);
+    process.stdout.write(JSON.stringify(res, null, 2) + '\n');
+    return ['ok', 'authorized', 'renew'].includes(res.status) ? 0 : 1;
+  } finally {
+    await client.close();
+  }
+}
+
+/** Entry point for every subcommand; resolves to the exit code. */
+export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'serve':
+        return await serve(env);
+      case 'user':
+        return await userCommand(rest, env);
+      case 'client':
+        return await clientCommand(rest, env);
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(USAGE + '\n');
+        return command === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command ${command}`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`hellwall: ${err.message}\n\n${USAGE}\n`);
+      return 2;
+    }
+    if (err instanceof ConfigError || err instanceof UserInputError || err instanceof DuplicateUserError) {
+      process.stderr.write(`hellwall: ${err.message}\n`);
+      return 1;
+    }
+    if (String((err as NodeJS.ErrnoException).code).startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`hellwall: ${(err as Error).message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+}
+
+// Run only when executed, not when imported (main.ts imports `serve`).
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  process.exitCode = await main(process.argv.slice(2), process.env);
+}

@@ -1,0 +1,162 @@
+import tls from 'node:tls';
+import { FrameDecoder, parseFrame } from '../codec/frame-decoder.js';
+import { encodeFrame } from '../codec/frame-encoder.js';
+import type {
+  ErrorResponse,
+  HelloResponse,
+  PasscodeAuthResponse,
+  PasscodeRequestResponse,
+  TokenCheckResponse,
+} from '../protocol/messages.gen.js';
+
+export interface ClientOptions {
+  readonly host: string;
+  readonly port: number;
+  /** PEM of the CA (or the self-signed dev certificate) to trust. */
+  readonly ca?: string | Buffer;
+  /** Name to verify in the server certificate; defaults to `host`. */
+  readonly servername?: string;
+  /** Source address to connect from (tests use 127.0.0.2 to appear as another client). */
+  readonly localAddress?: string;
+  readonly maxFrameBytes?: number;
+  readonly connectTimeoutMs?: number;
+  readonly session?: Buffer;
+}
+
+export type AnyResponse = Record<string, unknown> & { status: string; id?: string; code?: number };
+type Result<T> = T | ErrorResponse;
+
+interface Pending {
+  resolve(res: AnyResponse): void;
+  reject(err: Error): void;
+}
+
+/**
+ * A Hellwall client over one persistent TLS connection. Requests may be pipelined; the server
+ * answers in order [P-2.4], so responses are matched to requests first-in first-out.
+ */
+export class HellwallClient {
+  readonly #socket: tls.TLSSocket;
+  readonly #decoder: FrameDecoder;
+  readonly #pending: Pending[] = [];
+  #nextId = 1;
+  #closedError: Error | null = null;
+  readonly closed: Promise<void>;
+
+  private constructor(socket: tls.TLSSocket, maxFrameBytes: number) {
+    this.#socket = socket;
+    this.#decoder = new FrameDecoder(maxFrameBytes);
+    socket.on('data', (chunk: Buffer) => {
+      const err = this.#decoder.push(chunk, (payload) => {
+        const parsed = parseFrame(payload);
+        const waiter = this.#pending.shift();
+        if (!waiter) return;
+        if (parsed.ok) waiter.resolve(parsed.value as AnyResponse);
+        else waiter.reject(new Error(`bad frame from server: ${parsed.error.message}`));
+      });
+      if (err) socket.destroy(new Error(`bad framing from server: ${err.message}`));
+    });
+    socket.on('error', (err) => {
+      this.#closedError ??= err;
+    });
+    this.closed = new Promise((resolve) =>
+      socket.once('close', () => {
+        const err = this.#closedError ?? new Error('connection closed');
+        for (const waiter of this.#pending.splice(0)) waiter.reject(err);
+        resolve();
+      }),
+    );
+  }
+
+  static connect(opts: ClientOptions): Promise<HellwallClient> {
+    return new Promise((resolve, reject) => {
+      // localAddress is a net.connect option that tls.connect passes through; its types omit it.
+      const options: tls.ConnectionOptions & { localAddress?: string } = {
+        host: opts.host,
+        port: opts.port,
+        ca: opts.ca,
+        servername: opts.servername ?? (isIpLiteral(opts.host) ? undefined : opts.host),
+        localAddress: opts.localAddress,
+        minVersion: 'TLSv1.2',
+        session: opts.session,
+        timeout: opts.connectTimeoutMs ?? 10_000,
+        // With an IP literal there is no SNI; check the certificate's IP SAN against it instead.
+        checkServerIdentity: (host, cert) => tls.checkServerIdentity(opts.servername ?? opts.host ?? host, cert),
+      };
+      const socket = tls.connect(options);
+      socket.setNoDelay(true);
+      const onError = (err: Error): void => reject(err);
+      socket.once('error', onError);
+      socket.once('secureConnect', () => {
+        socket.off('error', onError);
+        socket.setTimeout(0);
+        resolve(new HellwallClient(socket, opts.maxFrameBytes ?? 16 * 1024 * 1024));
+      });
+      socket.once('timeout', () => socket.destroy(new Error('connect timeout')));
+    });
+  }
+
+  /** Requests sent and not yet answered. */
+  get inflight(): number {
+    return this.#pending.length;
+  }
+
+  /** The TLS session, for resumption on the next connection. */
+  get tlsSession(): Buffer | undefined {
+    return this.#socket.getSession();
+  }
+
+  get socket(): tls.TLSSocket {
+    return this.#socket;
+  }
+
+  /** Sends one request object; gives it an `id` unless it has one. */
+  send<T = AnyResponse>(message: Record<string, unknown>): Promise<T> {
+    const withId = message.id === undefined ? { ...message, id: String(this.#nextId++) } : message;
+    return this.sendRaw(encodeFrame(withId)) as Promise<T>;
+  }
+
+  /** Writes raw bytes and waits for the next response (for tests that send malformed frames). */
+  sendRaw(bytes: Buffer, expectResponse = true): Promise<AnyResponse> {
+    const promise = expectResponse
+      ? new Promise<AnyResponse>((resolve, reject) => this.#pending.push({ resolve, reject }))
+      : Promise.resolve({ status: 'none' } as AnyResponse);
+    if (this.#socket.destroyed) {
+      const waiter = this.#pending.pop();
+      waiter?.reject(this.#closedError ?? new Error('connection closed'));
+    } else {
+      this.#socket.write(bytes);
+    }
+    return promise;
+  }
+
+  hello(): Promise<Result<HelloResponse>> {
+    return this.send({ code: 0 });
+  }
+
+  requestPasscode(args: { email: string; password: string; mac: string; ip?: string }): Promise<Result<PasscodeRequestResponse>> {
+    return this.send({ code: 1, ...args });
+  }
+
+  login(args: { email: string; phone: string; password: string; passcode: string; mac: string }): Promise<Result<PasscodeAuthResponse>> {
+    return this.send({ code: 2, ...args });
+  }
+
+  check(args: { token: string; mac: string; request: string; data?: unknown }): Promise<Result<TokenCheckResponse>> {
+    return this.send({ code: 3, ...args });
+  }
+
+  /** Ends the connection after the server has answered everything sent so far. */
+  async close(): Promise<void> {
+    this.#socket.end();
+    await this.closed;
+  }
+
+  destroy(): void {
+    this.#socket.destroy();
+  }
+}
+
+function isIpLiteral(host: string): boolean {
+  return /^[\d.]+$/.test(host) || host.includes(':');
+}

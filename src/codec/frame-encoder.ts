@@ -1,0 +1,19 @@
+import { HEADER_BYTES } from './frame-decoder.js';
+
+/** Encodes one message as a length-prefixed frame [P-1.1]. */
+export function encodeFrame(message: unknown): Buffer {
+  const json = JSON.stringify(message);
+  const len = Buffer.byteLength(json);
+  const frame = Buffer.allocUnsafe(HEADER_BYTES + len);
+  frame.writeUInt32BE(len, 0);
+  frame.write(json, HEADER_BYTES, 'utf8');
+  return frame;
+}
+
+/** Frames a raw payload as is; for tests and conformance vectors that need bytes that are not JSON. */
+export function frameBytes(payload: Buffer | string): Buffer {
+  const body = typeof payload === 'string' ? Buffer.from(payload) : payload;
+  const header = Buffer.allocUnsafe(HEADER_BYTES);
+  header.writeUInt32BE(body.length, 0);
+  return Buffer.concat([header, body]);
+}

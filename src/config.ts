@@ -1,0 +1,200 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+export type SmtpSecurity = 'tls' | 'starttls' | 'none';
+
+export interface Config {
+  readonly dataDir: string;
+  readonly host: string;
+  readonly port: number;
+  readonly maxFrameBytes: number;
+  readonly maxInflight: number;
+  readonly idleTimeoutMs: number;
+  readonly handshakeTimeoutMs: number;
+  readonly maxConnections: number;
+  readonly logLevel: string;
+  readonly tls: {
+    readonly certFile: string;
+    readonly keyFile: string;
+  };
+  readonly tokens: {
+    readonly ttlSeconds: number;
+    readonly idleSeconds: number;
+    readonly absoluteSeconds: number;
+    readonly graceSeconds: number;
+  };
+  readonly passcodes: {
+    readonly ttlSeconds: number;
+    readonly maxAttempts: number;
+  };
+  readonly passwords: {
+    readonly hashConcurrency: number;
+    readonly hashQueueMax: number;
+  };
+  readonly mail: {
+    readonly from: string;
+    readonly smtpHost: string;
+    readonly smtpPort: number;
+    readonly smtpSecurity: SmtpSecurity;
+    readonly smtpUser: string;
+    readonly smtpPass: string;
+    readonly smtpRejectUnauthorized: boolean;
+  };
+}
+
+type Kind = 'string' | 'int' | 'bool' | 'enum';
+
+/** One configurable option: where it lives in Config, its env var, default and meaning. */
+export interface OptionSpec {
+  readonly key: string;
+  readonly env: string;
+  readonly kind: Kind;
+  readonly default: string | number | boolean;
+  readonly min?: number;
+  readonly values?: readonly string[];
+  readonly doc: string;
+}
+
+// The single table of options. README's configuration table is written from it and a test keeps
+// the two in step, so an option cannot exist without documentation.
+export const OPTIONS: readonly OptionSpec[] = [
+  { key: 'dataDir', env: 'HELLWALL_DATA_DIR', kind: 'string', default: './data', doc: 'Directory for the SQLite file, server key, dev certificate and mail outbox.' },
+  { key: 'host', env: 'HELLWALL_HOST', kind: 'string', default: '127.0.0.1', doc: 'Address the TLS listener binds to.' },
+  { key: 'port', env: 'HELLWALL_PORT', kind: 'int', default: 7443, min: 0, doc: 'TLS listener port (0 picks a free port).' },
+  { key: 'maxFrameBytes', env: 'HELLWALL_MAX_FRAME_BYTES', kind: 'int', default: 65536, min: 64, doc: 'Largest accepted frame payload in bytes [P-1.3].' },
+  { key: 'maxInflight', env: 'HELLWALL_MAX_INFLIGHT', kind: 'int', default: 64, min: 1, doc: 'Unanswered requests per connection before the server stops reading it [P-2.6].' },
+  { key: 'idleTimeoutMs', env: 'HELLWALL_IDLE_TIMEOUT_MS', kind: 'int', default: 300000, min: 0, doc: 'Close a connection with no traffic for this long (0 = never).' },
+  { key: 'handshakeTimeoutMs', env: 'HELLWALL_HANDSHAKE_TIMEOUT_MS', kind: 'int', default: 10000, min: 100, doc: 'Abort TLS handshakes that take longer than this.' },
+  { key: 'maxConnections', env: 'HELLWALL_MAX_CONNECTIONS', kind: 'int', default: 20000, min: 1, doc: 'Refuse connections beyond this many open at once.' },
+  { key: 'logLevel', env: 'HELLWALL_LOG_LEVEL', kind: 'enum', default: 'info', values: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], doc: 'pino log level.' },
+  { key: 'tls.certFile', env: 'HELLWALL_TLS_CERT', kind: 'string', default: '', doc: 'PEM certificate chain. Empty: generate a development certificate in the data directory (with a warning).' },
+  { key: 'tls.keyFile', env: 'HELLWALL_TLS_KEY', kind: 'string', default: '', doc: 'PEM private key for `tls.certFile`.' },
+  { key: 'tokens.ttlSeconds', env: 'HELLWALL_TOKEN_TTL', kind: 'int', default: 3600, min: 1, doc: 'How long a base token answers `authorized`.' },
+  { key: 'tokens.idleSeconds', env: 'HELLWALL_RENEW_IDLE', kind: 'int', default: 86400, min: 1, doc: 'A session unused this long can no longer be renewed [P-4.5].' },
+  { key: 'tokens.absoluteSeconds', env: 'HELLWALL_RENEW_ABSOLUTE', kind: 'int', default: 2592000, min: 1, doc: 'No renewal after this long since login [P-4.5].' },
+  { key: 'tokens.graceSeconds', env: 'HELLWALL_ROTATION_GRACE', kind: 'int', default: 30, min: 0, doc: 'After a renewal, the old token still yields the same new token for this long; after it, presenting the old token revokes the session [P-4.5].' },
+  { key: 'passcodes.ttlSeconds', env: 'HELLWALL_PASSCODE_TTL', kind: 'int', default: 180, min: 10, doc: 'Passcode lifetime.' },
+  { key: 'passcodes.maxAttempts', env: 'HELLWALL_PASSCODE_MAX_ATTEMPTS', kind: 'int', default: 5, min: 1, doc: 'Failed passcode.auth attempts after which a pending passcode is void.' },
+  { key: 'passwords.hashConcurrency', env: 'HELLWALL_HASH_CONCURRENCY', kind: 'int', default: 2, min: 1, doc: 'Password hashes computed at once; the rest queue, so logins cannot starve token checks.' },
+  { key: 'passwords.hashQueueMax', env: 'HELLWALL_HASH_QUEUE_MAX', kind: 'int', default: 256, min: 1, doc: 'Queued password hashes beyond which requests answer `E_BUSY`.' },
+  { key: 'mail.from', env: 'HELLWALL_MAIL_FROM', kind: 'string', default: 'Hellwall <hellwall@localhost>', doc: 'Sender address of passcode emails.' },
+  { key: 'mail.smtpHost', env: 'HELLWALL_SMTP_HOST', kind: 'string', default: '', doc: 'SMTP server. Empty: write each message as an .eml file into `<dataDir>/outbox` (development only).' },
+  { key: 'mail.smtpPort', env: 'HELLWALL_SMTP_PORT', kind: 'int', default: 587, min: 1, doc: 'SMTP port.' },
+  { key: 'mail.smtpSecurity', env: 'HELLWALL_SMTP_SECURITY', kind: 'enum', default: 'starttls', values: ['tls', 'starttls', 'none'], doc: '`tls` (implicit TLS, usually port 465), `starttls` (required upgrade), or `none` (plain; local relays only).' },
+  { key: 'mail.smtpUser', env: 'HELLWALL_SMTP_USER', kind: 'string', default: '', doc: 'SMTP username (empty: no authentication).' },
+  { key: 'mail.smtpPass', env: 'HELLWALL_SMTP_PASS', kind: 'string', default: '', doc: 'SMTP password.' },
+  { key: 'mail.smtpRejectUnauthorized', env: 'HELLWALL_SMTP_TLS_VERIFY', kind: 'bool', default: true, doc: 'Verify the SMTP server\'s certificate.' },
+];
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** A partial config as read from a file or given by tests: nested plain values. */
+export type ConfigInput = { [key: string]: unknown };
+
+function getPath(obj: ConfigInput | undefined, key: string): unknown {
+  let cur: unknown = obj;
+  for (const part of key.split('.')) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<string, unknown>)[part];
+  }
+  return cur;
+}
+
+function setPath(obj: Record<string, unknown>, key: string, value: unknown): void {
+  const parts = key.split('.');
+  let cur = obj;
+  for (const part of parts.slice(0, -1)) {
+    cur[part] ??= {};
+    cur = cur[part] as Record<string, unknown>;
+  }
+  cur[parts[parts.length - 1]!] = value;
+}
+
+function coerce(spec: OptionSpec, raw: unknown, source: string): string | number | boolean {
+  const fail = (why: string): never => {
+    throw new ConfigError(`invalid option ${spec.key} (${source}): ${why}`);
+  };
+  switch (spec.kind) {
+    case 'string':
+      if (typeof raw !== 'string') fail('expected a string');
+      return raw as string;
+    case 'enum':
+      if (typeof raw !== 'string' || !spec.values!.includes(raw)) fail(`expected one of ${spec.values!.join(', ')}`);
+      return raw as string;
+    case 'bool':
+      if (typeof raw === 'boolean') return raw;
+      if (raw === 'true' || raw === '1') return true;
+      if (raw === 'false' || raw === '0') return false;
+      return fail('expected true or false');
+    case 'int': {
+      const n = typeof raw === 'string' && /^-?\d+$/.test(raw.trim()) ? Number(raw) : raw;
+      if (typeof n !== 'number' || !Number.isSafeInteger(n)) fail('expected an integer');
+      if (spec.min !== undefined && (n as number) < spec.min) fail(`must be at least ${spec.min}`);
+      return n as number;
+    }
+  }
+}
+
+function deepFreeze<T>(obj: T): T {
+  for (const value of Object.values(obj as object)) {
+    if (value && typeof value === 'object') deepFreeze(value);
+  }
+  return Object.freeze(obj);
+}
+
+/**
+ * Builds the configuration: defaults, then the JSON file named by HELLWALL_CONFIG (or `file`),
+ * then environment variables, then `overrides`. Validated and frozen; the only reader of env.
+ */
+export function loadConfig(
+  env: NodeJS.ProcessEnv = process.env,
+  overrides: ConfigInput = {},
+  file: string | undefined = env.HELLWALL_CONFIG,
+): Config {
+  let fromFile: ConfigInput = {};
+  if (file) {
+    try {
+      fromFile = JSON.parse(readFileSync(file, 'utf8')) as ConfigInput;
+    } catch (err) {
+      throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`);
+    }
+  }
+  const known = new Set(OPTIONS.map((o) => o.key));
+  for (const [name, layer] of [['config file', fromFile], ['overrides', overrides]] as const) {
+    for (const key of leafKeys(layer)) {
+      if (!known.has(key)) throw new ConfigError(`unknown option ${key} (${name})`);
+    }
+  }
+  const out: Record<string, unknown> = {};
+  for (const spec of OPTIONS) {
+    let value = spec.default;
+    const layers: Array<[unknown, string]> = [
+      [getPath(fromFile, spec.key), `config file ${file ?? ''}`.trim()],
+      [env[spec.env], `env ${spec.env}`],
+      [getPath(overrides, spec.key), 'overrides'],
+    ];
+    for (const [raw, source] of layers) {
+      if (raw !== undefined) value = coerce(spec, raw, source);
+    }
+    setPath(out, spec.key, value);
+  }
+  out.dataDir = path.resolve(out.dataDir as string);
+  const config = out as unknown as Config;
+  if (Boolean(config.tls.certFile) !== Boolean(config.tls.keyFile)) {
+    throw new ConfigError('invalid option tls.certFile/tls.keyFile: set both or neither');
+  }
+  return deepFreeze(config);
+}
+
+function leafKeys(obj: ConfigInput, prefix = ''): string[] {
+  const keys: string[] = [];
+  for (const [k, v] of Object.entries(obj)) {
+    if (k === '$comment') continue;
+    const key = prefix ? `${prefix}.${k}` : k;
+    if (v && typeof v === 'object' && !Array.isArray(v)) keys.push(...leafKeys(v as ConfigInput, key));
+    else keys.push(key);
+  }
+  return keys;
+}

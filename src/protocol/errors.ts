@@ -1,0 +1,48 @@
+/**
+ * The error registry as TypeScript. protocol/errors.json is the source; a test fails when the two
+ * differ, so `ErrorCode` is always the set of codes the server can answer.
+ */
+export const ERROR_CODES = [
+  'E_FRAME_EMPTY',
+  'E_FRAME_TOO_LARGE',
+  'E_FRAME_INVALID_UTF8',
+  'E_FRAME_INVALID_JSON',
+  'E_FRAME_NOT_OBJECT',
+  'E_SCHEMA',
+  'E_UNKNOWN_COMMAND',
+  'E_AUTH_FAILED',
+  'E_BUSY',
+  'E_SHUTTING_DOWN',
+  'E_INTERNAL',
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+/**
+ * A failure a handler reports to the client. `message` is public: it goes on the wire, so it must
+ * never carry a secret or say whether an account exists. Anything else belongs in the log.
+ */
+export class ProtocolError extends Error {
+  override name = 'ProtocolError';
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+export type ErrorResponse = {
+  id?: string;
+  code?: number;
+  status: 'error';
+  error: ErrorCode;
+  message: string;
+};
+
+/** The one serializer of errors: everything the client sees of a failure passes through here. */
+export function toErrorResponse(error: ErrorCode, message: string, id?: string, code?: number): ErrorResponse {
+  const res: ErrorResponse = { status: 'error', error, message };
+  if (id !== undefined) res.id = id;
+  if (code !== undefined) res.code = code;
+  return res;
+}

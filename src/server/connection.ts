@@ -1,0 +1,174 @@
+import type { Duplex } from 'node:stream';
+import { FrameDecoder, parseFrame, type FrameErrorCode } from '../codec/frame-decoder.js';
+import { encodeFrame } from '../codec/frame-encoder.js';
+import type { Logger } from '../deps.js';
+import type { RequestContext } from '../handlers/context.js';
+import { toErrorResponse } from '../protocol/errors.js';
+import type { DispatchFn, Response } from './dispatcher.js';
+
+export interface ConnectionOptions {
+  readonly dispatch: DispatchFn;
+  readonly log: Logger;
+  /** The peer address as the server sees it, normalized. */
+  readonly ip: string;
+  readonly maxFrameBytes: number;
+  readonly maxInflight: number;
+  /** How long to wait for the peer to close after we ended the stream, before destroying it. */
+  readonly closeTimeoutMs?: number;
+}
+
+interface Slot {
+  frame: Buffer | null;
+}
+
+/**
+ * One client connection over any Duplex (a TLS socket in production, a duplexPair in tests).
+ * Owns the framing, the ordering of responses [P-2.4], the in-flight limit [P-2.6] and
+ * backpressure: it stops reading while the peer is not reading what we write.
+ */
+export class Connection {
+  readonly #stream: Duplex;
+  readonly #opts: ConnectionOptions;
+  readonly #decoder: FrameDecoder;
+  readonly #ctx: RequestContext;
+  /** Responses in request order; a slot with no frame is still being worked on. */
+  readonly #slots: Slot[] = [];
+  #writeBlocked = false;
+  #closing = false;
+  #peerEnded = false;
+  #readPaused = false;
+  readonly closed: Promise<void>;
+
+  constructor(stream: Duplex, opts: ConnectionOptions) {
+    this.#stream = stream;
+    this.#opts = opts;
+    this.#decoder = new FrameDecoder(opts.maxFrameBytes);
+    this.#ctx = { ip: opts.ip, log: opts.log };
+    this.closed = new Promise((resolve) => stream.once('close', () => resolve()));
+    stream.on('data', (chunk: Buffer) => this.#onData(chunk));
+    stream.on('drain', () => {
+      this.#writeBlocked = false;
+      this.#updateReading();
+    });
+    stream.on('end', () => this.#onPeerEnd());
+    stream.on('error', (err) => opts.log.debug({ err: err.message }, 'connection error'));
+    stream.once('close', () => {
+      if (this.#decoder.bufferedBytes > 0) {
+        opts.log.info({ bufferedBytes: this.#decoder.bufferedBytes }, 'peer closed mid-frame; partial frame dropped');
+      }
+      const unanswered = this.#slots.length;
+      if (unanswered > 0) opts.log.info({ unanswered }, 'peer closed before all responses were sent');
+      this.#slots.length = 0;
+    });
+  }
+
+  /** Responses queued or being worked on. */
+  get pending(): number {
+    return this.#slots.length;
+  }
+
+  /** Stops reading requests; answers those already received, then closes (graceful shutdown). */
+  shutdown(): void {
+    if (this.#closing) return;
+    this.#closing = true;
+    this.#updateReading();
+    this.#flush();
+  }
+
+  /** Drops the connection at once, answered or not (shutdown grace elapsed). */
+  destroy(): void {
+    this.#stream.destroy();
+  }
+
+  #onData(chunk: Buffer): void {
+    if (this.#closing) return;
+    const error = this.#decoder.push(chunk, (payload) => this.#onFrame(payload));
+    if (error) this.#fatal(error.code, error.message);
+    this.#flush();
+    this.#updateReading();
+  }
+
+  #onFrame(payload: Buffer): void {
+    if (this.#closing) return;
+    const parsed = parseFrame(payload);
+    if (!parsed.ok) {
+      this.#fatal(parsed.error.code, parsed.error.message);
+      return;
+    }
+    let result: Response | Promise<Response>;
+    try {
+      result = this.#opts.dispatch(parsed.value, this.#ctx);
+    } catch (err) {
+      // The dispatcher is not supposed to throw; if it does, the client still gets an answer.
+      this.#opts.log.error({ err }, 'dispatch threw');
+      result = toErrorResponse('E_INTERNAL', 'internal error');
+    }
+    if (result instanceof Promise) {
+      const slot: Slot = { frame: null };
+      this.#slots.push(slot);
+      result.then(
+        (res) => this.#complete(slot, res),
+        (err: unknown) => {
+          this.#opts.log.error({ err }, 'dispatch rejected');
+          this.#complete(slot, toErrorResponse('E_INTERNAL', 'internal error'));
+        },
+      );
+    } else {
+      this.#slots.push({ frame: encodeFrame(result) });
+    }
+  }
+
+  #complete(slot: Slot, res: Response): void {
+    slot.frame = encodeFrame(res);
+    this.#flush();
+    this.#updateReading();
+  }
+
+  /** [P-1.5] A framing error: one error frame after the responses already owed, then close. */
+  #fatal(code: FrameErrorCode, message: string): void {
+    this.#opts.log.warn({ error: code, reason: message }, 'framing error; closing connection');
+    this.#slots.push({ frame: encodeFrame(toErrorResponse(code, message)) });
+    this.#closing = true;
+    this.#updateReading();
+  }
+
+  #onPeerEnd(): void {
+    this.#peerEnded = true;
+    this.#closing = true;
+    this.#flush();
+  }
+
+  /**
+   * Writes every completed response at the head of the queue with one write: responses made from
+   * one incoming read leave in one TLS record batch instead of one syscall each.
+   */
+  #flush(): void {
+    const stream = this.#stream;
+    if (stream.destroyed) return;
+    let ready = 0;
+    while (ready < this.#slots.length && this.#slots[ready]!.frame !== null) ready++;
+    if (ready > 0) {
+      const frames = this.#slots.splice(0, ready).map((s) => s.frame!);
+      const ok = stream.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
+      if (!ok) this.#writeBlocked = true;
+    }
+    if (this.#closing && this.#slots.length === 0 && !stream.writableEnded) {
+      stream.end();
+      if (!this.#peerEnded) {
+        // The peer may never close its side; do not keep the socket forever.
+        setTimeout(() => stream.destroy(), this.#opts.closeTimeoutMs ?? 5000).unref();
+      }
+    }
+  }
+
+  #updateReading(): void {
+    const stop = this.#closing || this.#writeBlocked || this.#slots.length >= this.#opts.maxInflight;
+    if (stop && !this.#readPaused) {
+      this.#readPaused = true;
+      this.#stream.pause();
+    } else if (!stop && this.#readPaused) {
+      this.#readPaused = false;
+      this.#stream.resume();
+    }
+  }
+}

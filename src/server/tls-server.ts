@@ -1,0 +1,120 @@
+import type { AddressInfo } from 'node:net';
+import tls from 'node:tls';
+import { normalizeIp } from '../auth/normalize.js';
+import type { Logger } from '../deps.js';
+import { Connection } from './connection.js';
+import type { DispatchFn } from './dispatcher.js';
+
+// TLS 1.3 suites first, then TLS 1.2 with forward secrecy and AEAD only (Mozilla "intermediate").
+export const CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
+export interface ListenerOptions {
+  readonly key: Buffer;
+  readonly cert: Buffer;
+  readonly dispatch: DispatchFn;
+  readonly log: Logger;
+  readonly maxFrameBytes: number;
+  readonly maxInflight: number;
+  readonly maxConnections: number;
+  readonly idleTimeoutMs: number;
+  readonly handshakeTimeoutMs: number;
+}
+
+/** The TLS listener: one Connection per socket, tracked so shutdown can drain them. */
+export class TlsListener {
+  readonly #server: tls.Server;
+  readonly #connections = new Set<Connection>();
+  readonly #log: Logger;
+  #nextId = 1;
+
+  constructor(opts: ListenerOptions) {
+    this.#log = opts.log;
+    this.#server = tls.createServer(
+      {
+        key: opts.key,
+        cert: opts.cert,
+        minVersion: 'TLSv1.2',
+        ciphers: CIPHERS,
+        honorCipherOrder: true,
+        handshakeTimeout: opts.handshakeTimeoutMs,
+        // Let a client half-close after its last request and still read the answers.
+        allowHalfOpen: true,
+      },
+      (socket) => this.#accept(socket, opts),
+    );
+    this.#server.maxConnections = opts.maxConnections;
+    this.#server.on('tlsClientError', (err, socket) => {
+      this.#log.info({ err: err.message, ip: normalizeIp(socket.remoteAddress) }, 'TLS handshake failed');
+    });
+  }
+
+  get connectionCount(): number {
+    return this.#connections.size;
+  }
+
+  #accept(socket: tls.TLSSocket, opts: ListenerOptions): void {
+    const ip = normalizeIp(socket.remoteAddress);
+    const log = opts.log.child({ conn: this.#nextId++, ip });
+    socket.setNoDelay(true);
+    if (opts.idleTimeoutMs > 0) {
+      socket.setTimeout(opts.idleTimeoutMs, () => {
+        log.info('idle timeout; closing connection');
+        socket.destroy();
+      });
+    }
+    const conn = new Connection(socket, {
+      dispatch: opts.dispatch,
+      log,
+      ip,
+      maxFrameBytes: opts.maxFrameBytes,
+      maxInflight: opts.maxInflight,
+    });
+    this.#connections.add(conn);
+    log.debug({ protocol: socket.getProtocol(), cipher: socket.getCipher().name }, 'connection open');
+    void conn.closed.then(() => {
+      this.#connections.delete(conn);
+      log.debug('connection closed');
+    });
+  }
+
+  listen(port: number, host: string): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(port, host, () => {
+        this.#server.off('error', reject);
+        resolve(this.#server.address() as AddressInfo);
+      });
+    });
+  }
+
+  /**
+   * Stops accepting, lets every connection answer what it already received, and waits for them to
+   * close; after `graceMs` whatever is left is destroyed.
+   */
+  async close(graceMs = 5000): Promise<void> {
+    const stopped = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    for (const conn of this.#connections) conn.shutdown();
+    const drained = Promise.all([...this.#connections].map((c) => c.closed));
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), graceMs);
+    });
+    if ((await Promise.race([drained, timeout])) === 'timeout') {
+      this.#log.warn({ open: this.#connections.size }, 'shutdown grace elapsed; destroying connections');
+      for (const conn of this.#connections) conn.destroy();
+      await drained;
+    }
+    clearTimeout(timer);
+    await stopped;
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * Versioned schema migrations, applied in order at start-up inside one transaction each. Never
+ * edit a released migration: add a new one, so databases made by older versions upgrade.
+ */
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  readonly sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'users, passcodes, sessions, retired tokens',
+    sql: `
+      CREATE TABLE users (
+        id            INTEGER PRIMARY KEY,
+        email         TEXT NOT NULL UNIQUE,
+        phone         TEXT NOT NULL,
+        role          TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        disabled      INTEGER NOT NULL DEFAULT 0,
+        created_at    INTEGER NOT NULL
+      );
+      CREATE TABLE passcodes (
+        user_id     INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        hash        BLOB NOT NULL,
+        mac         TEXT NOT NULL,
+        seen_ip     TEXT NOT NULL,
+        reported_ip TEXT,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0
+      );
+      CREATE INDEX passcodes_expires ON passcodes(expires_at);
+      CREATE TABLE sessions (
+        id                  INTEGER PRIMARY KEY,
+        user_id             INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        master              BLOB NOT NULL UNIQUE,
+        mac                 TEXT NOT NULL,
+        ip                  TEXT NOT NULL,
+        created_at          INTEGER NOT NULL,
+        last_seen_at        INTEGER NOT NULL,
+        expires_at          INTEGER NOT NULL,
+        absolute_expires_at INTEGER NOT NULL,
+        generation          INTEGER NOT NULL DEFAULT 0,
+        revoked_at          INTEGER,
+        revoke_reason       TEXT
+      );
+      CREATE INDEX sessions_user ON sessions(user_id);
+      CREATE TABLE retired_tokens (
+        master      BLOB PRIMARY KEY,
+        session_id  INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        generation  INTEGER NOT NULL,
+        retired_at  INTEGER NOT NULL,
+        grace_until INTEGER NOT NULL,
+        nonce       BLOB NOT NULL
+      ) WITHOUT ROWID;
+      CREATE INDEX retired_tokens_session ON retired_tokens(session_id);
+    `,
+  },
+];

@@ -1,0 +1,232 @@
+import { closeSync, openSync } from 'node:fs';
+import Database from 'better-sqlite3';
+import type { Logger } from '../deps.js';
+import { MIGRATIONS, type Migration } from './migrations.js';
+import {
+  DuplicateUserError,
+  type NewSession,
+  type NewUser,
+  type PasscodeRecord,
+  type RetiredTokenRecord,
+  type Rotation,
+  type SessionRecord,
+  type Store,
+  type UserRecord,
+} from './store.js';
+
+interface UserRow {
+  id: number;
+  email: string;
+  phone: string;
+  role: string;
+  password_hash: string;
+  disabled: number;
+  created_at: number;
+}
+
+interface SessionRow {
+  id: number;
+  user_id: number;
+  master: Buffer;
+  mac: string;
+  ip: string;
+  created_at: number;
+  last_seen_at: number;
+  expires_at: number;
+  absolute_expires_at: number;
+  generation: number;
+  revoked_at: number | null;
+  revoke_reason: string | null;
+  user_email: string;
+  user_role: string;
+  user_disabled: number;
+}
+
+const toUser = (r: UserRow): UserRecord => ({
+  id: r.id,
+  email: r.email,
+  phone: r.phone,
+  role: r.role,
+  passwordHash: r.password_hash,
+  disabled: r.disabled !== 0,
+  createdAt: r.created_at,
+});
+
+const toSession = (r: SessionRow): SessionRecord => ({
+  id: r.id,
+  userId: r.user_id,
+  master: r.master,
+  mac: r.mac,
+  ip: r.ip,
+  createdAt: r.created_at,
+  lastSeenAt: r.last_seen_at,
+  expiresAt: r.expires_at,
+  absoluteExpiresAt: r.absolute_expires_at,
+  generation: r.generation,
+  revokedAt: r.revoked_at,
+  revokeReason: r.revoke_reason,
+  userEmail: r.user_email,
+  userRole: r.user_role,
+  userDisabled: r.user_disabled !== 0,
+});
+
+const SESSION_SELECT = `
+  SELECT s.*, u.email AS user_email, u.role AS user_role, u.disabled AS user_disabled
+  FROM sessions s JOIN users u ON u.id = s.user_id`;
+
+/** Applies every migration newer than the database's `user_version`, each in its own transaction. */
+export function migrate(db: Database.Database, migrations: readonly Migration[] = MIGRATIONS): number {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  for (const m of migrations) {
+    if (m.version <= current) continue;
+    db.transaction(() => {
+      db.exec(m.sql);
+      db.pragma(`user_version = ${m.version}`);
+    })();
+  }
+  return db.pragma('user_version', { simple: true }) as number;
+}
+
+/**
+ * Opens (creating if needed) the SQLite database, applies migrations and prepares every statement
+ * once. WAL lets readers run beside the single writer; synchronous=FULL because an acknowledged
+ * login or revocation must survive a crash.
+ */
+export function openSqliteStore(file: string, log?: Logger): Store {
+  // Create the file 0600 before SQLite does: it holds password hashes, and SQLite gives the -wal and
+  // -shm files the main file's permissions.
+  if (file !== ':memory:') closeSync(openSync(file, 'a', 0o600));
+  const db = new Database(file);
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.pragma('foreign_keys = ON');
+  db.pragma('busy_timeout = 5000');
+  const version = migrate(db);
+  log?.debug({ file, schemaVersion: version }, 'database open');
+
+  const st = {
+    insertUser: db.prepare<[string, string, string, string, number]>(
+      'INSERT INTO users (email, phone, role, password_hash, created_at) VALUES (?, ?, ?, ?, ?) RETURNING *',
+    ),
+    userByEmail: db.prepare<[string]>('SELECT * FROM users WHERE email = ?'),
+    putPasscode: db.prepare(
+      `INSERT OR REPLACE INTO passcodes (user_id, hash, mac, seen_ip, reported_ip, created_at, expires_at, attempts)
+       VALUES (@userId, @hash, @mac, @seenIp, @reportedIp, @createdAt, @expiresAt, @attempts)`,
+    ),
+    getPasscode: db.prepare<[number]>('SELECT * FROM passcodes WHERE user_id = ?'),
+    deletePasscode: db.prepare<[number]>('DELETE FROM passcodes WHERE user_id = ?'),
+    setAttempts: db.prepare<[number, number]>('UPDATE passcodes SET attempts = ? WHERE user_id = ?'),
+    insertSession: db.prepare(
+      `INSERT INTO sessions (user_id, master, mac, ip, created_at, last_seen_at, expires_at, absolute_expires_at)
+       VALUES (@userId, @master, @mac, @ip, @createdAt, @createdAt, @expiresAt, @absoluteExpiresAt)`,
+    ),
+    sessionByMaster: db.prepare<[Buffer]>(`${SESSION_SELECT} WHERE s.master = ?`),
+    sessionById: db.prepare<[number]>(`${SESSION_SELECT} WHERE s.id = ?`),
+    retired: db.prepare<[Buffer]>('SELECT * FROM retired_tokens WHERE master = ?'),
+    insertRetired: db.prepare(
+      `INSERT OR REPLACE INTO retired_tokens (master, session_id, generation, retired_at, grace_until, nonce)
+       VALUES (@oldMaster, @sessionId, @generation, @now, @graceUntil, @nonce)`,
+    ),
+    rotate: db.prepare(
+      `UPDATE sessions SET master = @newMaster, generation = generation + 1, expires_at = @expiresAt,
+         last_seen_at = @now
+       WHERE id = @sessionId AND master = @oldMaster AND generation = @generation AND revoked_at IS NULL`,
+    ),
+    touch: db.prepare<[number, number]>('UPDATE sessions SET last_seen_at = ? WHERE id = ?'),
+    revoke: db.prepare<[number, string, number]>(
+      'UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE id = ? AND revoked_at IS NULL',
+    ),
+  };
+
+  const store: Store = {
+    transaction: (fn) => db.transaction(fn)(),
+
+    createUser(user: NewUser): UserRecord {
+      try {
+        return toUser(st.insertUser.get(user.email, user.phone, user.role, user.passwordHash, user.createdAt) as UserRow);
+      } catch (err) {
+        if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
+          throw new DuplicateUserError(`a user with email ${user.email} already exists`);
+        }
+        throw err;
+      }
+    },
+    findUserByEmail(email) {
+      const row = st.userByEmail.get(email) as UserRow | undefined;
+      return row && toUser(row);
+    },
+
+    putPasscode(p) {
+      st.putPasscode.run(p);
+    },
+    getPasscode(userId) {
+      const r = st.getPasscode.get(userId) as
+        | { user_id: number; hash: Buffer; mac: string; seen_ip: string; reported_ip: string | null; created_at: number; expires_at: number; attempts: number }
+        | undefined;
+      return (
+        r && {
+          userId: r.user_id,
+          hash: r.hash,
+          mac: r.mac,
+          seenIp: r.seen_ip,
+          reportedIp: r.reported_ip,
+          createdAt: r.created_at,
+          expiresAt: r.expires_at,
+          attempts: r.attempts,
+        }
+      );
+    },
+    deletePasscode(userId) {
+      st.deletePasscode.run(userId);
+    },
+    setPasscodeAttempts(userId, attempts) {
+      st.setAttempts.run(attempts, userId);
+    },
+
+    createSession(s: NewSession) {
+      return Number(st.insertSession.run(s).lastInsertRowid);
+    },
+    findSessionByMaster(master) {
+      const row = st.sessionByMaster.get(master) as SessionRow | undefined;
+      return row && toSession(row);
+    },
+    findSessionById(id) {
+      const row = st.sessionById.get(id) as SessionRow | undefined;
+      return row && toSession(row);
+    },
+    findRetiredToken(master) {
+      const r = st.retired.get(master) as
+        | { master: Buffer; session_id: number; generation: number; retired_at: number; grace_until: number; nonce: Buffer }
+        | undefined;
+      return (
+        r && {
+          master: r.master,
+          sessionId: r.session_id,
+          generation: r.generation,
+          retiredAt: r.retired_at,
+          graceUntil: r.grace_until,
+          nonce: r.nonce,
+        }
+      );
+    },
+    rotateSession(rotation: Rotation) {
+      return db.transaction(() => {
+        if (st.rotate.run(rotation).changes !== 1) return false;
+        st.insertRetired.run(rotation);
+        return true;
+      })();
+    },
+    touchSession(id, now) {
+      st.touch.run(now, id);
+    },
+    revokeSession(id, now, reason) {
+      st.revoke.run(now, reason, id);
+    },
+
+    close() {
+      if (db.open) db.close();
+    },
+  };
+  return store;
+}
+

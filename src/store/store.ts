@@ -1,0 +1,107 @@
+/**
+ * The storage interface every service uses. SQLite implements it today; a second backend
+ * (PostgreSQL) is meant to be an addition behind this same interface. Methods are synchronous
+ * because better-sqlite3 is, and the token check's speed depends on that.
+ */
+
+export interface UserRecord {
+  readonly id: number;
+  readonly email: string;
+  readonly phone: string;
+  readonly role: string;
+  readonly passwordHash: string;
+  readonly disabled: boolean;
+  readonly createdAt: number;
+}
+
+export interface NewUser {
+  readonly email: string;
+  readonly phone: string;
+  readonly role: string;
+  readonly passwordHash: string;
+  readonly createdAt: number;
+}
+
+export interface PasscodeRecord {
+  readonly userId: number;
+  /** Keyed hash of the passcode; the passcode itself is never stored. */
+  readonly hash: Buffer;
+  readonly mac: string;
+  readonly seenIp: string;
+  readonly reportedIp: string | null;
+  readonly createdAt: number;
+  readonly expiresAt: number;
+  readonly attempts: number;
+}
+
+export interface NewSession {
+  readonly userId: number;
+  readonly master: Buffer;
+  readonly mac: string;
+  readonly ip: string;
+  readonly createdAt: number;
+  readonly expiresAt: number;
+  readonly absoluteExpiresAt: number;
+}
+
+export interface SessionRecord extends NewSession {
+  readonly id: number;
+  readonly lastSeenAt: number;
+  readonly generation: number;
+  readonly revokedAt: number | null;
+  readonly revokeReason: string | null;
+  /** The owner, joined in the same statement so a token check costs one lookup. */
+  readonly userEmail: string;
+  readonly userRole: string;
+  readonly userDisabled: boolean;
+}
+
+/** A master token that a renewal replaced; kept to serve the grace and to detect reuse. */
+export interface RetiredTokenRecord {
+  readonly master: Buffer;
+  readonly sessionId: number;
+  readonly generation: number;
+  readonly retiredAt: number;
+  readonly graceUntil: number;
+  readonly nonce: Buffer;
+}
+
+export interface Rotation {
+  readonly sessionId: number;
+  readonly oldMaster: Buffer;
+  readonly newMaster: Buffer;
+  readonly generation: number;
+  readonly now: number;
+  readonly expiresAt: number;
+  readonly graceUntil: number;
+  readonly nonce: Buffer;
+}
+
+export class DuplicateUserError extends Error {
+  override name = 'DuplicateUserError';
+}
+
+export interface Store {
+  /** Runs `fn` atomically; nested calls join the outer transaction. */
+  transaction<T>(fn: () => T): T;
+
+  createUser(user: NewUser): UserRecord;
+  findUserByEmail(email: string): UserRecord | undefined;
+
+  /** Stores the user's pending passcode, replacing any earlier one. */
+  putPasscode(passcode: PasscodeRecord): void;
+  getPasscode(userId: number): PasscodeRecord | undefined;
+  deletePasscode(userId: number): void;
+  setPasscodeAttempts(userId: number, attempts: number): void;
+
+  createSession(session: NewSession): number;
+  findSessionByMaster(master: Buffer): SessionRecord | undefined;
+  findSessionById(id: number): SessionRecord | undefined;
+  findRetiredToken(master: Buffer): RetiredTokenRecord | undefined;
+  /** Replaces the session's master token; false if it was rotated or revoked meanwhile. */
+  rotateSession(rotation: Rotation): boolean;
+  touchSession(id: number, now: number): void;
+  revokeSession(id: number, now: number, reason: string): void;
+
+  close(): void;
+}

@@ -1,0 +1,134 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { buildApp, type App } from '../../src/app.js';
+import { HellwallClient, type AnyResponse, type ClientOptions } from '../../src/client/client.js';
+import { loadConfig, type ConfigInput } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
+import type { Mailer } from '../../src/mail/mailer.js';
+import { LogSink } from './log-sink.js';
+import { passcodeFrom, SMTP_PASS, SMTP_USER, SmtpSink } from './smtp-sink.js';
+
+/** Test time: starts at a fixed instant and moves only when told. */
+export class FakeClock {
+  now = Date.UTC(2026, 10, 21, 12, 0, 0);
+  readonly fn = (): number => this.now;
+  advance(ms: number): void {
+    this.now += ms;
+  }
+}
+
+// Light scrypt so suites that hash often stay quick; production parameters are tested in
+// test/auth/passwords.test.ts and used by every process-level test.
+export const TEST_SCRYPT = { ln: 10, r: 8, p: 1 };
+
+export const ALICE = {
+  email: 'alice@example.com',
+  phone: '+1 555 0100',
+  password: 'correct horse battery staple',
+  role: 'user',
+};
+export const MAC = '00:1a:2b:3c:4d:5e';
+
+interface Teardown {
+  teardown(fn: () => unknown): void;
+}
+
+export interface Harness {
+  readonly app: App;
+  readonly port: number;
+  readonly ca: Buffer;
+  readonly clock: FakeClock;
+  readonly smtp: SmtpSink;
+  readonly logs: LogSink;
+  readonly dataDir: string;
+  connect(opts?: Partial<ClientOptions>): Promise<HellwallClient>;
+  /** passcode.request, then the passcode as received by the SMTP sink. */
+  requestPasscode(client: HellwallClient, user?: typeof ALICE, mac?: string): Promise<string>;
+  /** The whole seed flow: passcode by SMTP, then login; returns the login response. */
+  login(client: HellwallClient, user?: typeof ALICE, mac?: string): Promise<AnyResponse & { token: string }>;
+  /** Asserts that a response validates against its command's schema (or the error schema). */
+  validate(response: AnyResponse): string | null;
+}
+
+/**
+ * A real server for one test: TLS on 127.0.0.1:0, its own SQLite file in a temp directory, mail
+ * over SMTP (STARTTLS + AUTH) to a real smtp-server, a fake clock and a log sink at trace level.
+ */
+export async function startHarness(
+  t: Teardown,
+  opts: { config?: ConfigInput; mailer?: Mailer; users?: Array<typeof ALICE> } = {},
+): Promise<Harness> {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'hellwall-test-'));
+  const smtp = await SmtpSink.start();
+  const clock = new FakeClock();
+  const logs = new LogSink();
+  const config = loadConfig({}, {
+    dataDir,
+    port: 0,
+    logLevel: 'trace',
+    mail: {
+      smtpHost: '127.0.0.1',
+      smtpPort: smtp.port,
+      smtpSecurity: 'starttls',
+      smtpUser: SMTP_USER,
+      smtpPass: SMTP_PASS,
+      // The sink's certificate is a throwaway self-signed one.
+      smtpRejectUnauthorized: false,
+    },
+    ...opts.config,
+  }, undefined);
+  const app = buildApp({
+    config,
+    log: createLogger('trace', logs),
+    clock: clock.fn,
+    scrypt: TEST_SCRYPT,
+    mailRetryDelayMs: 10,
+    ...(opts.mailer && { mailer: opts.mailer }),
+  });
+  for (const user of opts.users ?? [ALICE]) await app.addUser(user);
+  const { address, tls } = await app.listen();
+  const clients: HellwallClient[] = [];
+  t.teardown(async () => {
+    for (const c of clients) c.destroy();
+    await app.close(1000);
+    await smtp.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  const h: Harness = {
+    app,
+    port: address.port,
+    ca: tls.cert,
+    clock,
+    smtp,
+    logs,
+    dataDir,
+    async connect(more = {}) {
+      const client = await HellwallClient.connect({ host: '127.0.0.1', port: address.port, ca: tls.cert, ...more });
+      clients.push(client);
+      return client;
+    },
+    async requestPasscode(client, user = ALICE, mac = MAC) {
+      const since = smtp.messages.length;
+      const res = await client.requestPasscode({ email: user.email, password: user.password, mac });
+      if (res.status !== 'ok') throw new Error(`passcode request failed: ${JSON.stringify(res)}`);
+      return passcodeFrom(await smtp.waitFor(user.email, since));
+    },
+    async login(client, user = ALICE, mac = MAC) {
+      const passcode = await h.requestPasscode(client, user, mac);
+      const res = await client.login({ email: user.email, phone: user.phone, password: user.password, passcode, mac });
+      if (res.status !== 'ok') throw new Error(`login failed: ${JSON.stringify(res)}`);
+      return res as AnyResponse & { token: string };
+    },
+    validate(response) {
+      const validator =
+        response.status === 'error'
+          ? app.protocol.validateError
+          : app.protocol.commands.get(response.code as number)?.validateResponse;
+      if (!validator) return `no schema for response code ${String(response.code)}`;
+      return validator(response) ? null : JSON.stringify(validator.errors);
+    },
+  };
+  return h;
+}

@@ -1,0 +1,95 @@
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { generate } from 'selfsigned';
+import { SMTPServer } from 'smtp-server';
+
+export interface ReceivedMail {
+  readonly from: string;
+  readonly to: string[];
+  readonly raw: string;
+  readonly secure: boolean;
+  readonly user: string | undefined;
+}
+
+export const SMTP_USER = 'hellwall';
+export const SMTP_PASS = 'sink-password';
+
+/**
+ * A real SMTP server on 127.0.0.1 (the smtp-server package): STARTTLS with a throwaway
+ * certificate and AUTH required, so the service's nodemailer transport has a real conversation.
+ */
+export class SmtpSink {
+  readonly messages: ReceivedMail[] = [];
+  #server!: SMTPServer;
+  #waiters: Array<() => void> = [];
+  port = 0;
+  /** When set, every message is refused with this SMTP reply (to test delivery failures). */
+  rejectWith: string | null = null;
+
+  static async start(): Promise<SmtpSink> {
+    const sink = new SmtpSink();
+    const pems = await generate([{ name: 'commonName', value: 'localhost' }], { keyType: 'ec', algorithm: 'sha256' });
+    sink.#server = new SMTPServer({
+      key: pems.private,
+      cert: pems.cert,
+      authMethods: ['PLAIN', 'LOGIN'],
+      logger: false,
+      onAuth(auth, _session, cb) {
+        if (auth.username === SMTP_USER && auth.password === SMTP_PASS) cb(null, { user: auth.username });
+        else cb(new Error('invalid credentials'));
+      },
+      onData(stream, session, cb) {
+        const chunks: Buffer[] = [];
+        stream.on('data', (c: Buffer) => chunks.push(c));
+        stream.on('end', () => {
+          if (sink.rejectWith) {
+            cb(new Error(sink.rejectWith));
+            return;
+          }
+          sink.messages.push({
+            from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+            to: session.envelope.rcptTo.map((r) => r.address),
+            raw: Buffer.concat(chunks).toString('utf8'),
+            secure: session.secure,
+            user: session.user as string | undefined,
+          });
+          for (const w of sink.#waiters.splice(0)) w();
+          cb();
+        });
+      },
+    });
+    sink.#server.listen(0, '127.0.0.1');
+    await once(sink.#server.server, 'listening');
+    sink.port = (sink.#server.server.address() as AddressInfo).port;
+    return sink;
+  }
+
+  /** Waits for the next message to `to` that arrives after `since` messages, or fails after `timeoutMs`. */
+  async waitFor(to: string, since = 0, timeoutMs = 10_000): Promise<ReceivedMail> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.messages.slice(since).find((m) => m.to.includes(to));
+      if (found) return found;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no mail to ${to} within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.#waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => this.#server.close(() => resolve()));
+  }
+}
+
+/** The passcode in a passcode mail. */
+export function passcodeFrom(mail: ReceivedMail): string {
+  const m = /passcode is: ([A-Z0-9]{6})/.exec(mail.raw);
+  if (!m) throw new Error('no passcode in mail');
+  return m[1]!;
+}
