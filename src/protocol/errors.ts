@@ -12,7 +12,6 @@ export const ERROR_CODES = [
   'E_UNKNOWN_COMMAND',
   'E_AUTH_FAILED',
   'E_BUSY',
-  'E_SHUTTING_DOWN',
   'E_INTERNAL',
 ] as const;
 

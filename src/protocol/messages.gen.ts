@@ -32,7 +32,6 @@ export interface ErrorResponse {
     | 'E_UNKNOWN_COMMAND'
     | 'E_AUTH_FAILED'
     | 'E_BUSY'
-    | 'E_SHUTTING_DOWN'
     | 'E_INTERNAL';
   /**
    * A human-readable explanation. Never contains secrets or says whether an account exists.

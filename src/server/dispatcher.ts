@@ -58,11 +58,11 @@ export function createDispatcher(services: Services, protocol: Protocol, clock: 
   };
 
   function logged(ctx: RequestContext, response: Response, command: string | undefined, started: number): Response {
-    if (ctx.log.isLevelEnabled('debug')) {
-      ctx.log.debug(
-        { command, id: response.id, status: response.status, error: response.error, ms: clock() - started },
-        'request',
-      );
+    // Refused requests are worth an operator's attention; successes only when debugging.
+    if (response.status === 'error') {
+      ctx.log.info({ command, id: response.id, error: response.error, reason: response.message }, 'request refused');
+    } else if (ctx.log.isLevelEnabled('debug')) {
+      ctx.log.debug({ command, id: response.id, status: response.status, ms: clock() - started }, 'request');
     }
     return response;
   }

@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { buildApp, type App } from '../../src/app.js';
-import { HellwallClient, type AnyResponse, type ClientOptions } from '../../src/client/client.js';
+import { HellwallClient, type ClientOptions } from '../../src/client/client.js';
+import type { PasscodeAuthResponse } from '../../src/protocol/messages.gen.js';
 import { loadConfig, type ConfigInput } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import type { Mailer } from '../../src/mail/mailer.js';
@@ -46,9 +47,9 @@ export interface Harness {
   /** passcode.request, then the passcode as received by the SMTP sink. */
   requestPasscode(client: HellwallClient, user?: typeof ALICE, mac?: string): Promise<string>;
   /** The whole seed flow: passcode by SMTP, then login; returns the login response. */
-  login(client: HellwallClient, user?: typeof ALICE, mac?: string): Promise<AnyResponse & { token: string }>;
+  login(client: HellwallClient, user?: typeof ALICE, mac?: string): Promise<PasscodeAuthResponse>;
   /** Asserts that a response validates against its command's schema (or the error schema). */
-  validate(response: AnyResponse): string | null;
+  validate(response: { status: string; code?: number }): string | null;
 }
 
 /**
@@ -119,7 +120,7 @@ export async function startHarness(
       const passcode = await h.requestPasscode(client, user, mac);
       const res = await client.login({ email: user.email, phone: user.phone, password: user.password, passcode, mac });
       if (res.status !== 'ok') throw new Error(`login failed: ${JSON.stringify(res)}`);
-      return res as AnyResponse & { token: string };
+      return res;
     },
     validate(response) {
       const validator =

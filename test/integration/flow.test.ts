@@ -87,6 +87,41 @@ t.test('passcode request answers the same for unknown accounts and wrong passwor
   t.equal(h.logs.find({ event: 'passcode.request', reason: 'bad-password' }).length, 1);
 });
 
+t.test('passcode request does the same expensive work whether or not the account exists', async (t) => {
+  const h = await startHarness(t);
+  const client = await h.connect();
+  const hasher = h.app.hasher;
+  const verified: string[] = [];
+  const original = hasher.verify.bind(hasher);
+  hasher.verify = async (encoded: string, password: string) => {
+    verified.push(encoded === hasher.dummyHash ? 'dummy' : 'real');
+    return original(encoded, password);
+  };
+  await client.requestPasscode({ email: 'nobody@example.com', password: ALICE.password, mac: MAC });
+  await client.requestPasscode({ email: ALICE.email, password: 'wrong password', mac: MAC });
+  await client.requestPasscode({ email: ALICE.email, password: ALICE.password, mac: MAC });
+  t.same(verified, ['dummy', 'real', 'real'], 'one scrypt verification per request, a dummy one for an unknown account');
+  await client.send({ code: 2, email: 'nobody@example.com', phone: ALICE.phone, password: ALICE.password, passcode: 'ABCDEF', mac: MAC });
+  t.same(verified.at(-1), 'dummy', 'passcode.auth for an unknown account verifies against the dummy too');
+});
+
+t.test('when SMTP refuses the message the answer is unchanged and the failure is logged after retries', async (t) => {
+  const h = await startHarness(t);
+  h.smtp.rejectWith = '550 mailbox unavailable';
+  const client = await h.connect();
+  const res = await client.requestPasscode({ email: ALICE.email, password: ALICE.password, mac: MAC });
+  t.same(res, { id: '1', code: 1, status: 'ok', expiresInSeconds: 180 });
+  await h.app.mail.drain();
+  t.equal(h.app.mail.failed, 1, 'counted as failed');
+  t.equal(h.logs.find({ msg: 'mail attempt failed; retrying' }).length, 2, 'retried twice');
+  t.equal(h.logs.find({ msg: 'mail failed', kind: 'passcode' }).length, 1, 'then logged as failed');
+  h.smtp.rejectWith = null;
+  t.equal((await client.hello()).status, 'ok', 'the service carries on');
+  await h.requestPasscode(client);
+  await h.app.mail.drain();
+  t.equal(h.app.mail.sent, 1, 'and mails again once SMTP recovers');
+});
+
 t.test('a passcode expires after 3 minutes', async (t) => {
   const h = await startHarness(t);
   const client = await h.connect();

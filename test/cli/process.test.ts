@@ -1,0 +1,124 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+
+// These tests run the built entry points (dist/), as `npm start` and a newcomer do; `npm test`
+// builds first.
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const CLI = path.join(ROOT, 'dist/cli.js');
+const MAIN = path.join(ROOT, 'dist/main.js');
+const PASSWORD = 'correct horse battery staple';
+const MAC = '00:1a:2b:3c:4d:5e';
+
+function env(dataDir: string, more: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return { PATH: process.env.PATH, HOME: process.env.HOME, HELLWALL_DATA_DIR: dataDir, ...more };
+}
+
+function cli(args: string[], e: NodeJS.ProcessEnv) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { env: e, encoding: 'utf8', timeout: 30_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Starts dist/main.js and resolves with the port once it logs that it listens. */
+function startServer(e: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; port: number; lines: Array<Record<string, unknown>> }> {
+  const child = spawn(process.execPath, [MAIN], { env: e, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: Array<Record<string, unknown>> = [];
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      buf += chunk.toString('utf8');
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = JSON.parse(buf.slice(0, nl)) as Record<string, unknown>;
+        buf = buf.slice(nl + 1);
+        lines.push(line);
+        if (line.msg === 'hellwall listening') resolve({ child, port: line.port as number, lines });
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`server exited with ${code} before listening`)));
+  });
+}
+
+t.test('a newcomer: user add, npm start, passcode from the outbox, login, check, SIGTERM', async (t) => {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'hellwall-proc-'));
+  const e = env(dataDir, { HELLWALL_PORT: '0' });
+
+  const add = cli(['user', 'add', '--email', 'ops@example.com', '--phone', '+1 555 0100', '--role', 'admin'], { ...e, HELLWALL_PASSWORD: PASSWORD });
+  t.equal(add.code, 0, add.stderr);
+  t.match(add.stdout, /added admin ops@example\.com/);
+  const dup = cli(['user', 'add', '--email', 'OPS@example.com', '--phone', '+1 555 0100'], { ...e, HELLWALL_PASSWORD: PASSWORD });
+  t.equal(dup.code, 1, 'a duplicate user is refused');
+  t.match(dup.stderr, /already exists/);
+  const weak = cli(['user', 'add', '--email', 'new@example.com', '--phone', '+1 555 0101'], { ...e, HELLWALL_PASSWORD: 'short' });
+  t.equal(weak.code, 1);
+  t.match(weak.stderr, /at least 8 characters/);
+
+  const { child, port, lines } = await startServer(e);
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  t.teardown(() => {
+    child.kill('SIGKILL');
+  });
+  t.ok(lines.some((l) => String(l.msg).startsWith('USING A SELF-SIGNED DEVELOPMENT CERTIFICATE')), 'the dev certificate is announced loudly');
+  t.ok(lines.some((l) => String(l.msg).startsWith('no SMTP server configured')), 'the outbox mailer is announced');
+  t.equal(statSync(path.join(dataDir, 'server.key')).mode & 0o777, 0o600, 'server key is 0600');
+  t.equal(statSync(path.join(dataDir, 'dev-key.pem')).mode & 0o777, 0o600, 'dev private key is 0600');
+
+  const ce = { ...e, HELLWALL_PORT: String(port), HELLWALL_PASSWORD: PASSWORD };
+  const hello = cli(['client', 'hello'], ce);
+  t.equal(hello.code, 0, hello.stderr);
+  t.match(JSON.parse(hello.stdout), { status: 'ok', protocol: 'hellwall' });
+
+  const req = cli(['client', 'passcode', '--email', 'ops@example.com', '--mac', MAC], ce);
+  t.equal(req.code, 0, req.stderr);
+  const outbox = path.join(dataDir, 'outbox');
+  let files: string[] = [];
+  for (let i = 0; i < 50 && files.length === 0; i++) {
+    files = readdirSync(outbox).filter((f) => f.endsWith('.eml'));
+    if (files.length === 0) await new Promise((r) => setTimeout(r, 100));
+  }
+  t.equal(files.length, 1, 'one message in the outbox');
+  const mail = readFileSync(path.join(outbox, files[0]!), 'utf8');
+  const passcode = /passcode is: ([A-Z0-9]{6})/.exec(mail)?.[1];
+  t.ok(passcode, 'the message holds the passcode');
+
+  const login = cli(['client', 'login', '--email', 'ops@example.com', '--phone', '+1 555 0100', '--mac', MAC, '--passcode', passcode!], ce);
+  t.equal(login.code, 0, login.stderr);
+  const { token, user } = JSON.parse(login.stdout) as { token: string; user: unknown };
+  t.same(user, { email: 'ops@example.com', role: 'admin' });
+
+  const check = cli(['client', 'check', '--token', token, '--mac', MAC, '--request', 'inventory.read'], ce);
+  t.equal(check.code, 0);
+  t.equal(JSON.parse(check.stdout).status, 'authorized');
+  const denied = cli(['client', 'check', '--token', token, '--mac', '00:1a:2b:3c:4d:5f'], ce);
+  t.equal(denied.code, 1, 'an unauthorized check exits 1');
+  t.equal(JSON.parse(denied.stdout).status, 'unauthorized');
+
+  child.kill('SIGTERM');
+  t.equal(await exited, 0, 'SIGTERM stops the server with exit code 0');
+  t.ok(lines.some((l) => l.msg === 'hellwall stopped'), 'after a clean shutdown');
+  const logText = lines.map((l) => JSON.stringify(l)).join('\n');
+  t.notOk(logText.includes(token.slice(15)), 'the token is not in the server log');
+  t.notOk(logText.includes(passcode!), 'the passcode is not in the server log');
+  t.notOk(logText.includes(PASSWORD), 'the password is not in the server log');
+});
+
+t.test('an invalid configuration stops start-up with a message naming the option', async (t) => {
+  const r = spawnSync(process.execPath, [MAIN], { env: env('/tmp/unused', { HELLWALL_PORT: 'seventy' }), encoding: 'utf8' });
+  t.equal(r.status, 2);
+  t.match(r.stderr, /invalid option port \(env HELLWALL_PORT\)/);
+});
+
+t.test('the CLI explains its usage and refuses unknown commands', async (t) => {
+  const help = cli(['help'], env('/tmp/unused'));
+  t.equal(help.code, 0);
+  t.match(help.stdout, /Usage: hellwall/);
+  const bad = cli(['frobnicate'], env('/tmp/unused'));
+  t.equal(bad.code, 2);
+  t.match(bad.stderr, /unknown command frobnicate/);
+  const missing = cli(['user', 'add', '--email', 'x@example.com'], env(mkdtempSync(path.join(os.tmpdir(), 'hellwall-proc-')), { HELLWALL_PASSWORD: PASSWORD }));
+  t.equal(missing.code, 2);
+  t.match(missing.stderr, /--phone is required/);
+});

@@ -1,0 +1,120 @@
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { HANDLERS } from '../../src/handlers/index.js';
+import { ERROR_CODES } from '../../src/protocol/errors.js';
+import { loadProtocol, PROTOCOL_DIR } from '../../src/protocol/registry.js';
+
+const ROOT = path.resolve(PROTOCOL_DIR, '..');
+const protocol = loadProtocol();
+const readme = readFileSync(path.join(PROTOCOL_DIR, 'README.md'), 'utf8');
+const registry = JSON.parse(readFileSync(path.join(PROTOCOL_DIR, 'errors.json'), 'utf8')) as {
+  errors: Array<{ code: string; closes: boolean; rule: string }>;
+};
+
+function sourceFiles(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true, recursive: true })
+    .filter((e) => e.isFile() && e.name.endsWith('.ts'))
+    .map((e) => path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name));
+}
+
+t.test('the error registry, the TypeScript union, the error schema and the README agree', async (t) => {
+  const codes = registry.errors.map((e) => e.code);
+  t.same([...ERROR_CODES].sort(), [...codes].sort(), 'src/protocol/errors.ts lists exactly the registry');
+  const schema = protocol.schemas.get('error.response.json') as { properties: { error: { enum: string[] } } };
+  t.same([...schema.properties.error.enum].sort(), [...codes].sort(), 'error.response.json enumerates exactly the registry');
+  for (const e of registry.errors) {
+    const row = new RegExp(`\\| \`${e.code}\` \\| ${e.closes ? 'yes' : 'no'} \\| ${e.rule} \\|`);
+    t.match(readme, row, `${e.code} is documented in protocol/README.md with closes=${e.closes}`);
+  }
+});
+
+t.test('every error code the source answers is in the registry', async (t) => {
+  const used = new Set<string>();
+  for (const file of sourceFiles(path.join(ROOT, 'src'))) {
+    for (const m of readFileSync(file, 'utf8').matchAll(/'(E_[A-Z0-9_]+)'/g)) used.add(m[1]!);
+  }
+  t.ok(used.size >= 5, 'found the codes used in src');
+  for (const code of used) t.ok(ERROR_CODES.includes(code as never), `${code} is registered`);
+});
+
+t.test('every command has schemas, a handler, a README section and a test', async (t) => {
+  const tests = sourceFiles(path.join(ROOT, 'test'))
+    .filter((f) => f.endsWith('.test.ts'))
+    .map((f) => readFileSync(f, 'utf8'))
+    .join('\n');
+  t.ok(protocol.commands.size >= 4);
+  for (const [code, cmd] of protocol.commands) {
+    t.ok(protocol.schemas.has(cmd.request), `${cmd.name} request schema exists`);
+    t.ok(protocol.schemas.has(cmd.response), `${cmd.name} response schema exists`);
+    t.type(HANDLERS[cmd.name], 'function', `${cmd.name} has a handler`);
+    t.match(readme, `### \`${cmd.name}\` (code ${code})`, `${cmd.name} has a README section`);
+    t.ok(new RegExp(`code: ${code}[,} ]`).test(tests), `${cmd.name} is exercised by a test`);
+  }
+  t.same(Object.keys(HANDLERS).sort(), [...protocol.commands.values()].map((c) => c.name).sort(), 'no handler without a command');
+});
+
+t.test('every rule tag cited in the source is defined in protocol/README.md', async (t) => {
+  const defined = new Set([...readme.matchAll(/\*\*\[(P-\d+\.\d+)\]/g)].map((m) => m[1]));
+  t.ok(defined.size > 10);
+  const files = [...sourceFiles(path.join(ROOT, 'src')), ...readdirSync(path.join(PROTOCOL_DIR, 'schemas')).map((f) => path.join(PROTOCOL_DIR, 'schemas', f))];
+  const cited = new Set<string>();
+  for (const file of files) for (const m of readFileSync(file, 'utf8').matchAll(/\[(P-\d+\.\d+)\]/g)) cited.add(m[1]!);
+  for (const tag of cited) t.ok(defined.has(tag), `${tag} is defined`);
+  for (const e of registry.errors) t.ok(defined.has(e.rule), `${e.code}'s rule ${e.rule} is defined`);
+});
+
+t.test('every example in every schema validates against its schema', async (t) => {
+  let checked = 0;
+  for (const [code, cmd] of protocol.commands) {
+    for (const [file, validate] of [
+      [cmd.request, cmd.validateRequest],
+      [cmd.response, cmd.validateResponse],
+    ] as const) {
+      const examples = (protocol.schemas.get(file)!.examples ?? []) as unknown[];
+      t.ok(examples.length > 0, `${file} has examples`);
+      for (const ex of examples) {
+        t.ok(validate(ex), `${file} example is valid: ${JSON.stringify(validate.errors)}`);
+        t.equal((ex as { code: number }).code, code, `${file} example carries code ${code}`);
+        checked++;
+      }
+    }
+  }
+  for (const ex of (protocol.schemas.get('error.response.json')!.examples ?? []) as unknown[]) {
+    t.ok(protocol.validateError(ex), 'error example is valid');
+    checked++;
+  }
+  t.ok(checked >= 9);
+});
+
+t.test('every schema field has a description', async (t) => {
+  const missing: string[] = [];
+  const common = protocol.schemas.get('common.json') as { definitions: Record<string, { description?: string }> };
+  // A property that is only a $ref takes its description from the definition it points to.
+  const describe = (prop: Record<string, unknown>): unknown =>
+    prop.description ?? (typeof prop.$ref === 'string' ? common.definitions[prop.$ref.split('/').pop()!]?.description : undefined);
+  const walk = (node: unknown, where: string): void => {
+    if (!node || typeof node !== 'object') return;
+    const obj = node as Record<string, unknown>;
+    if (obj.properties) {
+      for (const [name, prop] of Object.entries(obj.properties as Record<string, Record<string, unknown>>)) {
+        if (!describe(prop)) missing.push(`${where}.${name}`);
+        walk(prop, `${where}.${name}`);
+      }
+    }
+    for (const key of ['oneOf', 'definitions'] as const) {
+      const sub = obj[key];
+      if (Array.isArray(sub)) sub.forEach((s, i) => walk(s, `${where}.${key}[${i}]`));
+      else if (sub) for (const [k, v] of Object.entries(sub)) walk(v, `${where}.${k}`);
+    }
+  };
+  for (const [file, schema] of protocol.schemas) walk(schema, file);
+  t.same(missing, []);
+});
+
+t.test('the generated TypeScript types match the schemas', async (t) => {
+  // Fails when a schema changed without `npm run gen:types`.
+  const out = execFileSync(process.execPath, [path.join(ROOT, 'scripts/gen-types.mjs'), '--check'], { encoding: 'utf8' });
+  t.equal(out, '');
+});

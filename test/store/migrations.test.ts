@@ -1,0 +1,63 @@
+import Database from 'better-sqlite3';
+import { mkdtempSync, statSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import t from 'tap';
+import { MIGRATIONS } from '../../src/store/migrations.js';
+import { migrate, openSqliteStore } from '../../src/store/sqlite-store.js';
+import { DuplicateUserError } from '../../src/store/store.js';
+
+const tmp = () => path.join(mkdtempSync(path.join(os.tmpdir(), 'hellwall-db-')), 'hellwall.db');
+
+t.test('migrations run once and record the schema version', async (t) => {
+  const file = tmp();
+  const store = openSqliteStore(file);
+  store.close();
+  const db = new Database(file);
+  t.equal(db.pragma('user_version', { simple: true }), MIGRATIONS.at(-1)!.version);
+  t.equal(migrate(db), MIGRATIONS.at(-1)!.version, 'running again changes nothing');
+  t.equal(db.pragma('journal_mode', { simple: true }), 'wal');
+  db.close();
+});
+
+t.test('the database file is private', async (t) => {
+  const file = tmp();
+  openSqliteStore(file).close();
+  t.equal(statSync(file).mode & 0o077, 0, 'no group or other access');
+});
+
+t.test('data survives closing and reopening', async (t) => {
+  const file = tmp();
+  let store = openSqliteStore(file);
+  const user = store.createUser({ email: 'a@b.c', phone: '+1555', role: 'user', passwordHash: 'h', createdAt: 1 });
+  const id = store.createSession({ userId: user.id, master: Buffer.alloc(32, 7), mac: 'm', ip: 'i', createdAt: 1, expiresAt: 2, absoluteExpiresAt: 3 });
+  store.close();
+  store = openSqliteStore(file);
+  t.equal(store.findUserByEmail('a@b.c')?.id, user.id);
+  t.equal(store.findSessionByMaster(Buffer.alloc(32, 7))?.id, id);
+  t.equal(store.findSessionByMaster(Buffer.alloc(32, 7))?.userEmail, 'a@b.c', 'the owner is joined in');
+  store.close();
+});
+
+t.test('a duplicate email is a DuplicateUserError', async (t) => {
+  const store = openSqliteStore(tmp());
+  const u = { email: 'a@b.c', phone: '+1555', role: 'user', passwordHash: 'h', createdAt: 1 };
+  store.createUser(u);
+  t.throws(() => store.createUser(u), DuplicateUserError);
+  store.close();
+});
+
+t.test('a rotation applies only to the generation it was computed from', async (t) => {
+  const store = openSqliteStore(tmp());
+  const user = store.createUser({ email: 'a@b.c', phone: '+1555', role: 'user', passwordHash: 'h', createdAt: 1 });
+  const old = Buffer.alloc(32, 1);
+  const sessionId = store.createSession({ userId: user.id, master: old, mac: 'm', ip: 'i', createdAt: 1, expiresAt: 2, absoluteExpiresAt: 3 });
+  const rotation = { sessionId, oldMaster: old, newMaster: Buffer.alloc(32, 2), generation: 0, now: 5, expiresAt: 9, graceUntil: 6, nonce: Buffer.alloc(16) };
+  t.ok(store.rotateSession(rotation));
+  t.notOk(store.rotateSession({ ...rotation, newMaster: Buffer.alloc(32, 3) }), 'a second rotation from the same state loses');
+  t.equal(store.findSessionById(sessionId)?.generation, 1);
+  t.equal(store.findRetiredToken(old)?.sessionId, sessionId);
+  store.revokeSession(sessionId, 7, 'test');
+  t.notOk(store.rotateSession({ ...rotation, oldMaster: Buffer.alloc(32, 2), generation: 1 }), 'a revoked session is not rotated');
+  store.close();
+});
