@@ -31,9 +31,9 @@ export class FrameDecoder {
     this.#maxFrameBytes = maxFrameBytes;
   }
 
-  /** Bytes buffered towards an incomplete frame. */
+  /** Bytes received towards an incomplete frame (its length prefix included). */
   get bufferedBytes(): number {
-    return this.#pendingBytes;
+    return this.#pendingBytes + (this.#need >= 0 ? HEADER_BYTES : 0);
   }
 
   get failed(): FrameError | null {
@@ -46,13 +46,14 @@ export class FrameDecoder {
    */
   push(chunk: Buffer, onFrame: (payload: Buffer) => void): FrameError | null {
     if (this.#failed) return this.#failed;
-    let buf = chunk;
-    if (this.#pendingBytes > 0) {
-      this.#pending.push(chunk);
-      buf = Buffer.concat(this.#pending, this.#pendingBytes + chunk.length);
-      this.#pending = [];
-      this.#pendingBytes = 0;
-    }
+    this.#pending.push(chunk);
+    this.#pendingBytes += chunk.length;
+    // Join chunks only once a whole header or payload is there: a client trickling tiny TLS
+    // records must cost one copy per frame, not one per record (which would be quadratic).
+    if (this.#pendingBytes < (this.#need < 0 ? HEADER_BYTES : this.#need)) return null;
+    const buf = this.#pending.length === 1 ? this.#pending[0]! : Buffer.concat(this.#pending, this.#pendingBytes);
+    this.#pending = [];
+    this.#pendingBytes = 0;
     let off = 0;
     for (;;) {
       if (this.#need < 0) {
@@ -73,8 +74,8 @@ export class FrameDecoder {
       onFrame(payload);
     }
     if (off < buf.length) {
-      // Copy the tail so the caller's (possibly large) chunk is not retained by a small subarray.
-      const rest = Buffer.from(buf.subarray(off));
+      // Copy a small tail so the caller's (possibly large) chunk is not retained by a subarray.
+      const rest = off === 0 ? buf : Buffer.from(buf.subarray(off));
       this.#pending.push(rest);
       this.#pendingBytes = rest.length;
     }
@@ -83,6 +84,7 @@ export class FrameDecoder {
 
   #fail(code: FrameErrorCode, message: string): FrameError {
     this.#failed = { code, message };
+    this.#need = -1;
     this.#pending = [];
     this.#pendingBytes = 0;
     return this.#failed;

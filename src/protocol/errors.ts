@@ -40,7 +40,8 @@ export type ErrorResponse = {
 
 /** The one serializer of errors: everything the client sees of a failure passes through here. */
 export function toErrorResponse(error: ErrorCode, message: string, id?: string, code?: number): ErrorResponse {
-  const res: ErrorResponse = { status: 'error', error, message };
+  // error.response.json caps `message` at 512 characters; never answer outside our own schema.
+  const res: ErrorResponse = { status: 'error', error, message: message.length > 512 ? `${message.slice(0, 511)}…` : message };
   if (id !== undefined) res.id = id;
   if (code !== undefined) res.code = code;
   return res;

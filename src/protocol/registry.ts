@@ -92,7 +92,9 @@ export function describeSchemaError(errors: ErrorObject[] | null | undefined): s
   if (!first) return 'request does not match its schema';
   const where = first.instancePath || '(request)';
   if (first.keyword === 'additionalProperties') {
-    return `${where} has unknown field "${String((first.params as { additionalProperty: string }).additionalProperty)}"`;
+    // The name is client input: echo only a bounded prefix of it.
+    const name = String((first.params as { additionalProperty: string }).additionalProperty);
+    return `${where} has unknown field "${name.length > 64 ? `${name.slice(0, 64)}…` : name}"`;
   }
   if (first.keyword === 'required') {
     return `${where} is missing required field "${String((first.params as { missingProperty: string }).missingProperty)}"`;

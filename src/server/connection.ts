@@ -83,7 +83,8 @@ export class Connection {
   #onData(chunk: Buffer): void {
     if (this.#closing) return;
     const error = this.#decoder.push(chunk, (payload) => this.#onFrame(payload));
-    if (error) this.#fatal(error.code, error.message);
+    // A bad payload earlier in this chunk may already have failed the stream: one error frame only.
+    if (error && !this.#closing) this.#fatal(error.code, error.message);
     this.#flush();
     this.#updateReading();
   }
@@ -154,6 +155,7 @@ export class Connection {
     }
     if (this.#closing && this.#slots.length === 0 && !stream.writableEnded) {
       stream.end();
+      this.#updateReading();
       if (!this.#peerEnded) {
         // The peer may never close its side; do not keep the socket forever.
         setTimeout(() => stream.destroy(), this.#opts.closeTimeoutMs ?? 5000).unref();
@@ -162,7 +164,10 @@ export class Connection {
   }
 
   #updateReading(): void {
-    const stop = this.#closing || this.#writeBlocked || this.#slots.length >= this.#opts.maxInflight;
+    // Once our side has ended, read (and discard) whatever the peer still sends, so its close is
+    // seen at once instead of waiting out the close timeout behind unread bytes.
+    const stop =
+      !this.#stream.writableEnded && (this.#closing || this.#writeBlocked || this.#slots.length >= this.#opts.maxInflight);
     if (stop && !this.#readPaused) {
       this.#readPaused = true;
       this.#stream.pause();

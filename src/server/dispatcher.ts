@@ -31,7 +31,8 @@ export function createDispatcher(services: Services, protocol: Protocol, clock: 
   return function dispatch(message, ctx) {
     // [P-2.4] Echo the id only when it is one we could have accepted.
     const rawId = message.id;
-    const id = typeof rawId === 'string' && rawId.length > 0 && rawId.length <= 64 ? rawId : undefined;
+    // The schema counts characters (code points), not UTF-16 units.
+    const id = typeof rawId === 'string' && rawId.length > 0 && rawId.length <= 128 && [...rawId].length <= 64 ? rawId : undefined;
     const code = message.code;
     if (typeof code !== 'number' || !Number.isInteger(code)) {
       const why = code === undefined ? '(request) is missing required field "code"' : '/code must be integer';

@@ -1,0 +1,201 @@
+// `npm run bench`: token checks per second against the real server, next to a framed echo over the
+// same TLS listener as the ceiling. Usage: bench.js [--json] [--duration <s>] [--warmup <s>] [--quick]
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { CpuSample, ServerMode, ServerReady } from './bench-server.js';
+import type { LoadEvent, LoadResult, LoadSpec } from './load-client.js';
+
+const CONNS = [1, 16, 256] as const;
+const INFLIGHT = [1, 32] as const;
+const SERVER_JS = fileURLToPath(new URL('./bench-server.js', import.meta.url));
+const CLIENT_JS = fileURLToPath(new URL('./load-client.js', import.meta.url));
+
+export interface RunResult extends LoadResult {
+  /** Server CPU time over the measured window, in cores (the server is single-threaded: 1 is saturated). */
+  readonly serverCpu: number;
+}
+
+export interface ConfigResult {
+  readonly conns: number;
+  readonly inflight: number;
+  readonly echo: RunResult;
+  readonly check: RunResult;
+  /** check req/s as a fraction of echo req/s. */
+  readonly ratio: number;
+}
+
+interface ServerChild {
+  readonly ready: ServerReady;
+  cpu(): Promise<CpuSample>;
+  stop(): Promise<void>;
+}
+
+function startServer(mode: ServerMode, dataDir: string): Promise<ServerChild> {
+  const child = spawn(process.execPath, [SERVER_JS, mode, dataDir], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const waiting: Array<(sample: CpuSample) => void> = [];
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    // Closing the channel asks for a graceful stop; a child that does not manage it is killed.
+    if (child.connected) child.disconnect();
+    const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+    await exited;
+    clearTimeout(timer);
+  };
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => fail(new Error(`${mode} server did not start within 30 s`)), 30_000);
+    const fail = (err: Error): void => {
+      clearTimeout(timer);
+      void stop();
+      reject(err);
+    };
+    child.once('error', fail);
+    child.once('exit', (code, signal) => fail(new Error(`${mode} server exited (${signal ?? code})`)));
+    child.on('message', (message: ServerReady | CpuSample) => {
+      if (message.type === 'cpu') {
+        waiting.shift()?.(message);
+        return;
+      }
+      clearTimeout(timer);
+      resolve({
+        ready: message,
+        cpu: () =>
+          new Promise((resolveSample) => {
+            waiting.push(resolveSample);
+            child.send('cpu');
+          }),
+        stop,
+      });
+    });
+  });
+}
+
+/** One load-client process against one server; samples the server's CPU around the measured window. */
+function runClient(spec: LoadSpec, server: ServerChild): Promise<RunResult> {
+  const child = spawn(process.execPath, [CLIENT_JS], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, BENCH_SPEC: JSON.stringify(spec) },
+  });
+  return new Promise((resolve, reject) => {
+    const killer = setTimeout(() => child.kill('SIGKILL'), spec.warmupMs + spec.durationMs + 30_000);
+    let before: Promise<CpuSample> | undefined;
+    let after: Promise<CpuSample> | undefined;
+    let result: LoadResult | undefined;
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      const event = JSON.parse(line) as LoadEvent;
+      if (event.event === 'measure') before = server.cpu();
+      else if (event.event === 'stop') after = server.cpu();
+      else result = event.result;
+    });
+    child.once('error', reject);
+    child.once('close', (code, signal) => {
+      clearTimeout(killer);
+      if (code !== 0 || !result || !before || !after) {
+        reject(new Error(`load client failed (${signal ?? code}) for ${spec.conns}x${spec.inflight}`));
+        return;
+      }
+      const done = result;
+      Promise.all([before, after]).then(([a, b]) => {
+        resolve({ ...done, serverCpu: (b.cpuMs - a.cpuMs) / (b.atMs - a.atMs) });
+      }, reject);
+    });
+  });
+}
+
+function seconds(raw: string | undefined, fallback: number, name: string): number {
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0 || value > 600) throw new Error(`--${name} must be a number of seconds in (0, 600]`);
+  return value;
+}
+
+interface Report {
+  readonly node: string;
+  readonly cpus: number;
+  /** 1-minute load average before the run: anything else busy on the machine skews every figure. */
+  readonly loadBefore: number;
+  readonly durationS: number;
+  readonly warmupS: number;
+  readonly results: readonly ConfigResult[];
+}
+
+function table(report: Report): string {
+  const ms = (v: number): string => (v < 10 ? v.toFixed(3) : v.toFixed(1)).padStart(7);
+  const cpu = (r: RunResult): string => `${Math.round(r.serverCpu * 100)}/${Math.round(r.clientCpu * 100)}`.padStart(7);
+  const run = (r: RunResult): string => `${Math.round(r.rps).toString().padStart(11)} ${ms(r.p50Ms)} ${ms(r.p99Ms)}`;
+  const lines = [
+    `Hellwall bench: node ${report.node}, ${report.cpus} CPUs (load ${report.loadBefore.toFixed(2)} before), ` +
+      `${report.durationS} s per run after ${report.warmupS} s warm-up; latency in ms`,
+    'conns inflight |  echo req/s     p50     p99 | check req/s     p50     p99 | ratio | cpu% srv/cli echo   check | errors',
+  ];
+  for (const r of report.results) {
+    lines.push(
+      `${String(r.conns).padStart(5)} ${String(r.inflight).padStart(8)} | ${run(r.echo)} | ${run(r.check)} | ${r.ratio.toFixed(2).padStart(5)} |` +
+        `              ${cpu(r.echo)} ${cpu(r.check)} | ${String(r.echo.errors + r.check.errors).padStart(6)}`,
+    );
+  }
+  return lines.join('\n');
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      json: { type: 'boolean', default: false },
+      quick: { type: 'boolean', default: false },
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+    },
+  });
+  const durationS = seconds(values.duration, values.quick ? 1 : 3, 'duration');
+  const warmupS = seconds(values.warmup, values.quick ? 0.25 : 1, 'warmup');
+  const loadBefore = os.loadavg()[0] ?? 0;
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'hellwall-bench-'));
+  const servers: ServerChild[] = [];
+  const cleanup = async (): Promise<void> => {
+    await Promise.all(servers.map((s) => s.stop()));
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  process.once('SIGINT', () => void cleanup().finally(() => process.exit(130)));
+  try {
+    // Hellwall first: it generates the dev certificate in dataDir that the echo server then loads.
+    const hellwall = await startServer('hellwall', dataDir);
+    servers.push(hellwall);
+    const echo = await startServer('echo', dataDir);
+    servers.push(echo);
+    const { token, mac } = hellwall.ready;
+    const results: ConfigResult[] = [];
+    for (const conns of CONNS) {
+      for (const inflight of INFLIGHT) {
+        const base = { caFile: hellwall.ready.certFile, conns, inflight, warmupMs: warmupS * 1000, durationMs: durationS * 1000 };
+        // Echo and check back to back per configuration, so drift in the machine hits both alike.
+        const echoRun = await runClient({ ...base, port: echo.ready.port, message: { code: 0 }, expect: 'ok' }, echo);
+        const checkRun = await runClient(
+          { ...base, port: hellwall.ready.port, message: { code: 3, token, mac, request: 'bench.read', data: {} }, expect: 'authorized' },
+          hellwall,
+        );
+        results.push({ conns, inflight, echo: echoRun, check: checkRun, ratio: checkRun.rps / echoRun.rps });
+        if (!values.json) process.stderr.write(`  done ${conns}x${inflight}\n`);
+      }
+    }
+    const report: Report = { node: process.version, cpus: os.cpus().length, loadBefore, durationS, warmupS, results };
+    process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${table(report)}\n`);
+    return results.some((r) => r.echo.errors + r.check.errors > 0) ? 1 : 0;
+  } finally {
+    await cleanup();
+  }
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);
