@@ -37,8 +37,13 @@ interface ServerChild {
 
 function startServer(mode: ServerMode, dataDir: string): Promise<ServerChild> {
   const child = spawn(process.execPath, [SERVER_JS, mode, dataDir], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const waiting: Array<(sample: CpuSample) => void> = [];
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const waiting: Array<{ resolve(sample: CpuSample): void; reject(err: Error): void }> = [];
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      for (const w of waiting.splice(0)) w.reject(new Error(`${mode} server exited during the run`));
+      resolve();
+    }),
+  );
   const stop = async (): Promise<void> => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     // Closing the channel asks for a graceful stop; a child that does not manage it is killed.
@@ -58,15 +63,16 @@ function startServer(mode: ServerMode, dataDir: string): Promise<ServerChild> {
     child.once('exit', (code, signal) => fail(new Error(`${mode} server exited (${signal ?? code})`)));
     child.on('message', (message: ServerReady | CpuSample) => {
       if (message.type === 'cpu') {
-        waiting.shift()?.(message);
+        waiting.shift()?.resolve(message);
         return;
       }
       clearTimeout(timer);
       resolve({
         ready: message,
         cpu: () =>
-          new Promise((resolveSample) => {
-            waiting.push(resolveSample);
+          new Promise((resolveSample, rejectSample) => {
+            if (!child.connected) return rejectSample(new Error(`${mode} server is gone`));
+            waiting.push({ resolve: resolveSample, reject: rejectSample });
             child.send('cpu');
           }),
         stop,
@@ -86,10 +92,16 @@ function runClient(spec: LoadSpec, server: ServerChild): Promise<RunResult> {
     let before: Promise<CpuSample> | undefined;
     let after: Promise<CpuSample> | undefined;
     let result: LoadResult | undefined;
+    const sample = (): Promise<CpuSample> => {
+      const pending = server.cpu();
+      // Awaited once the client exits; until then a failure must not count as unhandled.
+      pending.catch(() => {});
+      return pending;
+    };
     createInterface({ input: child.stdout }).on('line', (line) => {
       const event = JSON.parse(line) as LoadEvent;
-      if (event.event === 'measure') before = server.cpu();
-      else if (event.event === 'stop') after = server.cpu();
+      if (event.event === 'measure') before = sample();
+      else if (event.event === 'stop') after = sample();
       else result = event.result;
     });
     child.once('error', reject);
