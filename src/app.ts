@@ -106,6 +106,7 @@ export function buildApp(deps: AppDeps): App {
         maxConnections: config.maxConnections,
         idleTimeoutMs: config.idleTimeoutMs,
         handshakeTimeoutMs: config.handshakeTimeoutMs,
+        aroundRead: (handle) => store.readBatch(handle),
       });
       const address = await listener.listen(config.port, config.host);
       log.info({ host: address.address, port: address.port }, 'hellwall listening');

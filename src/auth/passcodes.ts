@@ -1,4 +1,4 @@
-import { createHmac } from 'node:crypto';
+import { createHmac, type KeyObject } from 'node:crypto';
 import type { RandomBytes } from '../deps.js';
 
 // No 0/O, 1/I/L: a passcode is read from an email and typed by a person.
@@ -33,6 +33,6 @@ export function normalizePasscode(code: string): string {
  * stolen database would be brute-forced at once; keyed with a secret that is not in the database,
  * it cannot be.
  */
-export function hashPasscode(key: Buffer, userId: number, code: string): Buffer {
+export function hashPasscode(key: Buffer | KeyObject, userId: number, code: string): Buffer {
   return createHmac('sha256', key).update(`${userId}:${normalizePasscode(code)}`).digest();
 }

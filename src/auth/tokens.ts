@@ -1,4 +1,4 @@
-import { createHmac } from 'node:crypto';
+import { createHmac, type KeyObject } from 'node:crypto';
 import type { RandomBytes } from '../deps.js';
 
 /** [P-3.1] The prefix lets secret scanners recognise a leaked token. */
@@ -19,7 +19,7 @@ export function newBaseToken(random: RandomBytes): string {
  * server saw. Only this is stored, so a copy of the database yields no usable token, and a token
  * presented with another MAC or from another address simply finds nothing.
  */
-export function masterToken(key: Buffer, token: string, mac: string, ip: string): Buffer {
+export function masterToken(key: Buffer | KeyObject, token: string, mac: string, ip: string): Buffer {
   // NUL separators: none of the three fields can contain one, so the encoding is unambiguous.
   return createHmac('sha256', key).update(`${token}\0${mac}\0${ip}`).digest();
 }
@@ -29,6 +29,6 @@ export function masterToken(key: Buffer, token: string, mac: string, ip: string)
  * already in flight with the old token, arriving within the grace, can be given the very same new
  * token without the server storing any token in clear. `nonce` is fresh per rotation.
  */
-export function rotatedToken(key: Buffer, oldToken: string, nonce: Buffer): string {
+export function rotatedToken(key: Buffer | KeyObject, oldToken: string, nonce: Buffer): string {
   return TOKEN_PREFIX + createHmac('sha256', key).update(nonce).update(oldToken).digest().toString('base64url');
 }

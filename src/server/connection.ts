@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import { FrameDecoder, parseFrame, type FrameErrorCode } from '../codec/frame-decoder.js';
+import { FrameDecoder, parseFrame, type FrameError, type FrameErrorCode } from '../codec/frame-decoder.js';
 import { encodeFrame } from '../codec/frame-encoder.js';
 import type { Logger } from '../deps.js';
 import type { RequestContext } from '../handlers/context.js';
@@ -15,6 +15,11 @@ export interface ConnectionOptions {
   readonly maxInflight: number;
   /** How long to wait for the peer to close after we ended the stream, before destroying it. */
   readonly closeTimeoutMs?: number;
+  /**
+   * Wraps the synchronous handling of one incoming read, so that everything a read produces can
+   * share per-read work (the store validates its session cache once per read).
+   */
+  readonly aroundRead?: (handle: () => void) => void;
 }
 
 interface Slot {
@@ -82,9 +87,15 @@ export class Connection {
 
   #onData(chunk: Buffer): void {
     if (this.#closing) return;
-    const error = this.#decoder.push(chunk, (payload) => this.#onFrame(payload));
+    let error: FrameError | null = null;
+    const handle = (): void => {
+      error = this.#decoder.push(chunk, (payload) => this.#onFrame(payload));
+    };
+    if (this.#opts.aroundRead) this.#opts.aroundRead(handle);
+    else handle();
     // A bad payload earlier in this chunk may already have failed the stream: one error frame only.
-    if (error && !this.#closing) this.#fatal(error.code, error.message);
+    const failed = error as FrameError | null; // assigned inside the callback, which TS cannot see
+    if (failed && !this.#closing) this.#fatal(failed.code, failed.message);
     this.#flush();
     this.#updateReading();
   }

@@ -28,6 +28,7 @@ export interface ListenerOptions {
   readonly maxConnections: number;
   readonly idleTimeoutMs: number;
   readonly handshakeTimeoutMs: number;
+  readonly aroundRead?: (handle: () => void) => void;
 }
 
 /** The TLS listener: one Connection per socket, tracked so shutdown can drain them. */
@@ -78,6 +79,7 @@ export class TlsListener {
       ip,
       maxFrameBytes: opts.maxFrameBytes,
       maxInflight: opts.maxInflight,
+      ...(opts.aroundRead && { aroundRead: opts.aroundRead }),
     });
     this.#connections.add(conn);
     log.debug({ protocol: socket.getProtocol(), cipher: socket.getCipher().name }, 'connection open');

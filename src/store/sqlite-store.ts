@@ -70,6 +70,49 @@ const toSession = (r: SessionRow): SessionRecord => ({
   userDisabled: r.user_disabled !== 0,
 });
 
+// Bounds the session cache's memory; past it the cache simply starts over.
+const SESSION_CACHE_MAX = 100_000;
+
+/**
+ * Sessions by master token, in memory. A token check is otherwise one SQLite statement, whose
+ * fixed cost (locking the WAL index) dominates the whole check. `PRAGMA data_version` changes when
+ * another connection (another process: the CLI, a cluster worker) commits, so one cheap pragma per
+ * incoming read tells whether the cache may still be trusted; this connection's own writes update
+ * the cache directly. Every statement here that changes sessions or users must keep it right.
+ */
+class SessionCache {
+  readonly #byKey = new Map<string, SessionRecord>();
+  readonly #keyById = new Map<number, string>();
+
+  get(key: string): SessionRecord | undefined {
+    return this.#byKey.get(key);
+  }
+
+  set(key: string, record: SessionRecord): void {
+    if (this.#byKey.size >= SESSION_CACHE_MAX) this.clear();
+    this.#byKey.set(key, record);
+    this.#keyById.set(record.id, key);
+  }
+
+  update(id: number, change: (r: SessionRecord) => SessionRecord): void {
+    const key = this.#keyById.get(id);
+    const record = key === undefined ? undefined : this.#byKey.get(key);
+    if (key !== undefined && record) this.#byKey.set(key, change(record));
+  }
+
+  delete(id: number): void {
+    const key = this.#keyById.get(id);
+    if (key === undefined) return;
+    this.#byKey.delete(key);
+    this.#keyById.delete(id);
+  }
+
+  clear(): void {
+    this.#byKey.clear();
+    this.#keyById.clear();
+  }
+}
+
 const SESSION_SELECT = `
   SELECT s.*, u.email AS user_email, u.role AS user_role, u.disabled AS user_disabled
   FROM sessions s JOIN users u ON u.id = s.user_id`;
@@ -136,10 +179,32 @@ export function openSqliteStore(file: string, log?: Logger): Store {
     revoke: db.prepare<[number, string, number]>(
       'UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE id = ? AND revoked_at IS NULL',
     ),
+    dataVersion: db.prepare('PRAGMA data_version').pluck(),
+  };
+
+  const cache = new SessionCache();
+  let seenVersion: unknown = st.dataVersion.get();
+  let batchDepth = 0;
+  const revalidate = (): void => {
+    const version = st.dataVersion.get();
+    if (version !== seenVersion) {
+      cache.clear();
+      seenVersion = version;
+    }
   };
 
   const store: Store = {
     transaction: (fn) => db.transaction(fn)(),
+
+    readBatch(fn) {
+      if (batchDepth === 0) revalidate();
+      batchDepth++;
+      try {
+        return fn();
+      } finally {
+        batchDepth--;
+      }
+    },
 
     createUser(user: NewUser): UserRecord {
       try {
@@ -187,8 +252,15 @@ export function openSqliteStore(file: string, log?: Logger): Store {
       return Number(st.insertSession.run(s).lastInsertRowid);
     },
     findSessionByMaster(master) {
+      if (batchDepth === 0) revalidate();
+      const key = master.toString('latin1');
+      const cached = cache.get(key);
+      if (cached) return cached;
       const row = st.sessionByMaster.get(master) as SessionRow | undefined;
-      return row && toSession(row);
+      if (!row) return undefined;
+      const session = toSession(row);
+      cache.set(key, session);
+      return session;
     },
     findSessionById(id) {
       const row = st.sessionById.get(id) as SessionRow | undefined;
@@ -210,6 +282,7 @@ export function openSqliteStore(file: string, log?: Logger): Store {
       );
     },
     rotateSession(rotation: Rotation) {
+      cache.delete(rotation.sessionId);
       return db.transaction(() => {
         if (st.rotate.run(rotation).changes !== 1) return false;
         st.insertRetired.run(rotation);
@@ -218,9 +291,11 @@ export function openSqliteStore(file: string, log?: Logger): Store {
     },
     touchSession(id, now) {
       st.touch.run(now, id);
+      cache.update(id, (r) => ({ ...r, lastSeenAt: now }));
     },
     revokeSession(id, now, reason) {
       st.revoke.run(now, reason, id);
+      cache.delete(id);
     },
 
     close() {

@@ -85,6 +85,13 @@ export interface Store {
   /** Runs `fn` atomically; nested calls join the outer transaction. */
   transaction<T>(fn: () => T): T;
 
+  /**
+   * Runs `fn` (the synchronous handling of one incoming read) as one batch: the store may answer
+   * session lookups inside it from a cache it validated once for the whole batch. Writes inside
+   * it are seen by later lookups.
+   */
+  readBatch<T>(fn: () => T): T;
+
   createUser(user: NewUser): UserRecord;
   findUserByEmail(email: string): UserRecord | undefined;
 

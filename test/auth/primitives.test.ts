@@ -156,5 +156,7 @@ t.test('the server key is created once with mode 0600 and derived per purpose', 
   t.equal(logs.find({ msg: 'server key is readable by group or others; tightening to 0600' }).length, 1);
   t.notOk(logs.text.includes(readFileSync(path.join(dir, 'server.key'), 'utf8').trim()), 'the key is never logged');
   const keys = deriveKeys(key);
-  t.equal(new Set([keys.master.toString('hex'), keys.passcode.toString('hex'), keys.rotate.toString('hex')]).size, 3);
+  const hex = (k: typeof keys.master) => k.export().toString('hex');
+  t.equal(new Set([hex(keys.master), hex(keys.passcode), hex(keys.rotate)]).size, 3, 'three different keys');
+  t.equal(keys.master.symmetricKeySize, 32);
 });

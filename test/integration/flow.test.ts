@@ -365,3 +365,22 @@ t.test('no password, passcode or token ever reaches the log', async (t) => {
     t.notOk(text.includes(secret), `${name} absent from the log`);
   }
 });
+
+t.test('last activity is written at most once a minute per session', async (t) => {
+  const h = await startHarness(t);
+  const client = await h.connect();
+  const login = await h.login(client);
+  const loginAt = h.clock.now;
+  const lastSeen = () => {
+    const db = h.app.store as unknown as { findSessionById(id: number): { lastSeenAt: number } | undefined };
+    return db.findSessionById(1)?.lastSeenAt;
+  };
+  for (let i = 0; i < 5; i++) {
+    h.clock.advance(10_000);
+    t.equal((await client.check({ token: login.token, mac: MAC, request: 'r' })).status, 'authorized');
+  }
+  t.equal(lastSeen(), loginAt, 'no write within the first minute');
+  h.clock.advance(10_000);
+  await client.check({ token: login.token, mac: MAC, request: 'r' });
+  t.equal(lastSeen(), loginAt + 60_000, 'written once a minute has passed');
+});

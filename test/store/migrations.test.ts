@@ -61,3 +61,48 @@ t.test('a rotation applies only to the generation it was computed from', async (
   t.notOk(store.rotateSession({ ...rotation, oldMaster: Buffer.alloc(32, 2), generation: 1 }), 'a revoked session is not rotated');
   store.close();
 });
+
+t.test('the session cache never hides a change committed by another connection', async (t) => {
+  const file = tmp();
+  const store = openSqliteStore(file);
+  const user = store.createUser({ email: 'a@b.c', phone: '+1555', role: 'user', passwordHash: 'h', createdAt: 1 });
+  const master = Buffer.alloc(32, 9);
+  const id = store.createSession({ userId: user.id, master, mac: 'm', ip: 'i', createdAt: 1, expiresAt: 2, absoluteExpiresAt: 3 });
+  t.equal(store.findSessionByMaster(master)?.revokedAt, null, 'looked up (and cached)');
+  t.equal(store.readBatch(() => store.findSessionByMaster(master)?.revokedAt), null);
+
+  // Another process (the CLI, a cluster worker) revokes the session and disables the user.
+  const other = new Database(file);
+  other.prepare('UPDATE sessions SET revoked_at = 5 WHERE id = ?').run(id);
+  t.equal(store.findSessionByMaster(master)?.revokedAt, 5, 'seen outside a batch');
+  other.prepare('UPDATE users SET disabled = 1').run();
+  t.equal(store.readBatch(() => store.findSessionByMaster(master)?.userDisabled), true, 'seen in the next batch');
+  other.prepare('DELETE FROM sessions').run();
+  t.equal(store.findSessionByMaster(master), undefined, 'a deleted session is gone');
+  other.close();
+  store.close();
+});
+
+t.test('the session cache follows this connection\'s own writes', async (t) => {
+  const store = openSqliteStore(tmp());
+  const user = store.createUser({ email: 'a@b.c', phone: '+1555', role: 'user', passwordHash: 'h', createdAt: 1 });
+  const master = Buffer.alloc(32, 4);
+  const id = store.createSession({ userId: user.id, master, mac: 'm', ip: 'i', createdAt: 1, expiresAt: 2, absoluteExpiresAt: 3 });
+  store.readBatch(() => {
+    t.equal(store.findSessionByMaster(master)?.lastSeenAt, 1);
+    store.touchSession(id, 50);
+    t.equal(store.findSessionByMaster(master)?.lastSeenAt, 50, 'touch is visible in the same batch');
+    store.revokeSession(id, 60, 'test');
+    t.equal(store.findSessionByMaster(master)?.revokedAt, 60, 'revocation is visible in the same batch');
+  });
+  const newMaster = Buffer.alloc(32, 5);
+  const user2 = store.createUser({ email: 'b@b.c', phone: '+1555', role: 'user', passwordHash: 'h', createdAt: 1 });
+  const id2 = store.createSession({ userId: user2.id, master: newMaster, mac: 'm', ip: 'i', createdAt: 1, expiresAt: 2, absoluteExpiresAt: 3 });
+  store.readBatch(() => {
+    t.ok(store.findSessionByMaster(newMaster));
+    t.ok(store.rotateSession({ sessionId: id2, oldMaster: newMaster, newMaster: Buffer.alloc(32, 6), generation: 0, now: 5, expiresAt: 9, graceUntil: 6, nonce: Buffer.alloc(16) }));
+    t.equal(store.findSessionByMaster(newMaster), undefined, 'the rotated-out master no longer finds the session');
+    t.equal(store.findSessionByMaster(Buffer.alloc(32, 6))?.id, id2, 'the new one does');
+  });
+  store.close();
+});
