@@ -1,4 +1,4 @@
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import tls from 'node:tls';
 import { normalizeIp } from '../auth/normalize.js';
 import type { Logger } from '../deps.js';
@@ -35,6 +35,8 @@ export interface ListenerOptions {
 export class TlsListener {
   readonly #server: tls.Server;
   readonly #connections = new Set<Connection>();
+  /** Every TCP socket, handshaking or not: a half-open handshake would otherwise hold up close(). */
+  readonly #sockets = new Set<Socket>();
   readonly #log: Logger;
   #nextId = 1;
 
@@ -54,6 +56,10 @@ export class TlsListener {
       (socket) => this.#accept(socket, opts),
     );
     this.#server.maxConnections = opts.maxConnections;
+    this.#server.on('connection', (raw: Socket) => {
+      this.#sockets.add(raw);
+      raw.once('close', () => this.#sockets.delete(raw));
+    });
     this.#server.on('tlsClientError', (err, socket) => {
       this.#log.info({ err: err.message, ip: normalizeIp(socket.remoteAddress) }, 'TLS handshake failed');
     });
@@ -117,6 +123,9 @@ export class TlsListener {
       await drained;
     }
     clearTimeout(timer);
+    // What is left never finished its handshake (e.g. a client that gave up half way, which with
+    // allowHalfOpen lingers until the handshake timeout): nothing is owed to it.
+    for (const raw of this.#sockets) raw.destroy();
     await stopped;
   }
 }

@@ -105,6 +105,17 @@ t.test('a newcomer: user add, npm start, passcode from the outbox, login, check,
   t.notOk(logText.includes(PASSWORD), 'the password is not in the server log');
 });
 
+t.test('user add reads the password from standard input when it is piped', async (t) => {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'hellwall-proc-'));
+  const r = spawnSync(process.execPath, [CLI, 'user', 'add', '--email', 'piped@example.com', '--phone', '+1 555 0102'], {
+    env: env(dataDir),
+    input: `${PASSWORD}\nignored second line\n`,
+    encoding: 'utf8',
+  });
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /added user piped@example\.com/);
+});
+
 t.test('an invalid configuration stops start-up with a message naming the option', async (t) => {
   const r = spawnSync(process.execPath, [MAIN], { env: env('/tmp/unused', { HELLWALL_PORT: 'seventy' }), encoding: 'utf8' });
   t.equal(r.status, 2);
