@@ -12,7 +12,7 @@ import type { Services } from './handlers/context.js';
 import { createOutboxMailer, createSmtpMailer, MailQueue, type Mailer } from './mail/mailer.js';
 import { loadProtocol, type Protocol } from './protocol/registry.js';
 import { createDispatcher, type DispatchFn } from './server/dispatcher.js';
-import { TlsListener } from './server/tls-server.js';
+import { listenerLimits, TlsListener } from './server/tls-server.js';
 import { openSqliteStore } from './store/sqlite-store.js';
 import type { Store } from './store/store.js';
 import { loadTlsMaterial, type TlsMaterial } from './tls/tls-files.js';
@@ -101,11 +101,7 @@ export function buildApp(deps: AppDeps): App {
         cert: tls.cert,
         dispatch,
         log,
-        maxFrameBytes: config.maxFrameBytes,
-        maxInflight: config.maxInflight,
-        maxConnections: config.maxConnections,
-        idleTimeoutMs: config.idleTimeoutMs,
-        handshakeTimeoutMs: config.handshakeTimeoutMs,
+        ...listenerLimits(config),
         aroundRead: (handle) => store.readBatch(handle),
       });
       const address = await listener.listen(config.port, config.host);

@@ -41,7 +41,14 @@ export async function serve(env: NodeJS.ProcessEnv): Promise<number> {
   }
   const log = createLogger(config.logLevel);
   const app = buildApp({ config, log });
-  await app.listen();
+  try {
+    await app.listen();
+  } catch (err) {
+    // e.g. EADDRINUSE, or an unreadable certificate: one clear line, then a clean exit.
+    log.fatal({ err: (err as Error).message }, 'cannot start');
+    await app.close();
+    return 1;
+  }
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       log.info({ signal }, 'shutting down');

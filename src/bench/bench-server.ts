@@ -8,7 +8,7 @@ import { loadConfig, type Config } from '../config.js';
 import type { Logger } from '../deps.js';
 import { createLogger } from '../log.js';
 import type { MailMessage, Mailer } from '../mail/mailer.js';
-import { TlsListener } from '../server/tls-server.js';
+import { listenerLimits, TlsListener } from '../server/tls-server.js';
 import { loadTlsMaterial } from '../tls/tls-files.js';
 
 export type ServerMode = 'hellwall' | 'echo';
@@ -76,11 +76,7 @@ async function startEcho(config: Config, log: Logger): Promise<Running> {
     cert: tls.cert,
     dispatch: (message) => ({ id: message.id, code: message.code, status: 'ok' }),
     log,
-    maxFrameBytes: config.maxFrameBytes,
-    maxInflight: config.maxInflight,
-    maxConnections: config.maxConnections,
-    idleTimeoutMs: config.idleTimeoutMs,
-    handshakeTimeoutMs: config.handshakeTimeoutMs,
+    ...listenerLimits(config),
   });
   const address = await listener.listen(config.port, config.host);
   return { ready: { type: 'ready', port: address.port, certFile: tls.certFile }, close: () => listener.close(1000) };

@@ -1,6 +1,6 @@
 // `npm run bench`: token checks per second against the real server, next to a framed echo over the
 // same TLS listener as the ceiling. Usage: bench.js [--json] [--duration <s>] [--warmup <s>] [--quick]
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';

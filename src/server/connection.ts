@@ -19,7 +19,7 @@ export interface ConnectionOptions {
    * Wraps the synchronous handling of one incoming read, so that everything a read produces can
    * share per-read work (the store validates its session cache once per read).
    */
-  readonly aroundRead?: (handle: () => void) => void;
+  readonly aroundRead?: <T>(handle: () => T) => T;
 }
 
 interface Slot {
@@ -87,15 +87,10 @@ export class Connection {
 
   #onData(chunk: Buffer): void {
     if (this.#closing) return;
-    let error: FrameError | null = null;
-    const handle = (): void => {
-      error = this.#decoder.push(chunk, (payload) => this.#onFrame(payload));
-    };
-    if (this.#opts.aroundRead) this.#opts.aroundRead(handle);
-    else handle();
+    const handle = (): FrameError | null => this.#decoder.push(chunk, (payload) => this.#onFrame(payload));
+    const error = this.#opts.aroundRead ? this.#opts.aroundRead(handle) : handle();
     // A bad payload earlier in this chunk may already have failed the stream: one error frame only.
-    const failed = error as FrameError | null; // assigned inside the callback, which TS cannot see
-    if (failed && !this.#closing) this.#fatal(failed.code, failed.message);
+    if (error && !this.#closing) this.#fatal(error.code, error.message);
     this.#flush();
     this.#updateReading();
   }

@@ -1,6 +1,7 @@
 import type { AddressInfo, Socket } from 'node:net';
 import tls from 'node:tls';
 import { normalizeIp } from '../auth/normalize.js';
+import type { Config } from '../config.js';
 import type { Logger } from '../deps.js';
 import { Connection } from './connection.js';
 import type { DispatchFn } from './dispatcher.js';
@@ -28,7 +29,20 @@ export interface ListenerOptions {
   readonly maxConnections: number;
   readonly idleTimeoutMs: number;
   readonly handshakeTimeoutMs: number;
-  readonly aroundRead?: (handle: () => void) => void;
+  readonly aroundRead?: <T>(handle: () => T) => T;
+}
+
+type ConfigLimits = Pick<ListenerOptions, 'maxFrameBytes' | 'maxInflight' | 'maxConnections' | 'idleTimeoutMs' | 'handshakeTimeoutMs'>;
+
+/** The listener settings that come from config: the service and the benchmark's echo share them. */
+export function listenerLimits(config: Config): ConfigLimits {
+  return {
+    maxFrameBytes: config.maxFrameBytes,
+    maxInflight: config.maxInflight,
+    maxConnections: config.maxConnections,
+    idleTimeoutMs: config.idleTimeoutMs,
+    handshakeTimeoutMs: config.handshakeTimeoutMs,
+  };
 }
 
 /** The TLS listener: one Connection per socket, tracked so shutdown can drain them. */

@@ -6,8 +6,6 @@ import {
   DuplicateUserError,
   type NewSession,
   type NewUser,
-  type PasscodeRecord,
-  type RetiredTokenRecord,
   type Rotation,
   type SessionRecord,
   type Store,

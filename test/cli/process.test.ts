@@ -116,6 +116,20 @@ t.test('user add reads the password from standard input when it is piped', async
   t.match(r.stdout, /added user piped@example\.com/);
 });
 
+t.test('a port already in use stops start-up with exit code 1 and a clear log line', async (t) => {
+  const { createServer } = await import('node:net');
+  const blocker = createServer().listen(0, '127.0.0.1');
+  await new Promise((r) => blocker.once('listening', r));
+  t.teardown(() => blocker.close());
+  const port = (blocker.address() as { port: number }).port;
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'hellwall-proc-'));
+  const r = spawnSync(process.execPath, [MAIN], { env: env(dataDir, { HELLWALL_PORT: String(port) }), encoding: 'utf8', timeout: 30_000 });
+  t.equal(r.status, 1);
+  const fatal = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { level: number; msg: string; err?: string }).find((l) => l.level === 60);
+  t.equal(fatal?.msg, 'cannot start');
+  t.match(fatal?.err, /EADDRINUSE/);
+});
+
 t.test('an invalid configuration stops start-up with a message naming the option', async (t) => {
   const r = spawnSync(process.execPath, [MAIN], { env: env('/tmp/unused', { HELLWALL_PORT: 'seventy' }), encoding: 'utf8' });
   t.equal(r.status, 2);

@@ -1,18 +1,8 @@
 import t from 'tap';
 import { FrameDecoder, HEADER_BYTES, parseFrame, type FrameError } from '../../src/codec/frame-decoder.js';
 import { encodeFrame, frameBytes } from '../../src/codec/frame-encoder.js';
+import { mulberry32 } from '../helpers/test-utils.js';
 
-/** mulberry32: a tiny seeded PRNG, so every "random" case here is reproducible from its seed. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const header = (len: number): Buffer => {
   const b = Buffer.alloc(HEADER_BYTES);

@@ -6,6 +6,7 @@ import type { MailMessage, Mailer } from '../../src/mail/mailer.js';
 import { Connection } from '../../src/server/connection.js';
 import type { Response } from '../../src/server/dispatcher.js';
 import { ALICE, MAC, startHarness, type Harness } from '../helpers/harness.js';
+import { mulberry32 } from '../helpers/test-utils.js';
 
 /*
  * Bounded, seeded fuzzing. Every case is reproducible from SEED; a failure message names the case
@@ -14,16 +15,6 @@ import { ALICE, MAC, startHarness, type Harness } from '../helpers/harness.js';
  */
 const SEED = 0x5eed_2026;
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Rng {
   readonly next: () => number;
@@ -71,11 +62,6 @@ class Rng {
 
 const FRAME_CODES = new Set(['E_FRAME_EMPTY', 'E_FRAME_TOO_LARGE', 'E_FRAME_INVALID_UTF8', 'E_FRAME_INVALID_JSON', 'E_FRAME_NOT_OBJECT']);
 
-const header = (len: number): Buffer => {
-  const b = Buffer.alloc(HEADER_BYTES);
-  b.writeUInt32BE(len >>> 0, 0);
-  return b;
-};
 
 /** A reference decoder: the whole stream at once, the simplest way. Chunked decoding must agree. */
 function referenceDecode(stream: Buffer, max: number): { payloads: Buffer[]; error: string | null } {

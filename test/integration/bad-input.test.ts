@@ -5,6 +5,7 @@ import { encodeFrame, frameBytes } from '../../src/codec/frame-encoder.js';
 import type { AnyResponse, HellwallClient } from '../../src/client/client.js';
 import { ALICE, MAC, startHarness, type Harness } from '../helpers/harness.js';
 import type { LogLine } from '../helpers/log-sink.js';
+import { header, within } from '../helpers/test-utils.js';
 
 /*
  * Malformed input over real TLS. Framing errors [P-1.x] get one error frame and a closed
@@ -12,23 +13,7 @@ import type { LogLine } from '../helpers/log-sink.js';
  * After every case, other connections must still be served.
  */
 
-const header = (len: number): Buffer => {
-  const b = Buffer.alloc(HEADER_BYTES);
-  b.writeUInt32BE(len >>> 0, 0);
-  return b;
-};
 
-async function within<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<'timeout'>((resolve) => {
-    timer = setTimeout(() => resolve('timeout'), ms);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Polls the log until a line satisfies `pred`, or gives up after `ms`. */
 async function waitForLog(h: Harness, pred: (l: LogLine) => boolean, ms = 3000): Promise<LogLine | undefined> {

@@ -1,11 +1,12 @@
 import { duplexPair, type Duplex } from 'node:stream';
 import t, { type Test } from 'tap';
-import { FrameDecoder, HEADER_BYTES, parseFrame } from '../../src/codec/frame-decoder.js';
+import { FrameDecoder, parseFrame } from '../../src/codec/frame-decoder.js';
 import { encodeFrame, frameBytes } from '../../src/codec/frame-encoder.js';
 import { createLogger } from '../../src/log.js';
 import { Connection } from '../../src/server/connection.js';
 import type { DispatchFn, Response } from '../../src/server/dispatcher.js';
 import { LogSink } from '../helpers/log-sink.js';
+import { header, within } from '../helpers/test-utils.js';
 
 type Msg = Record<string, unknown>;
 
@@ -30,11 +31,6 @@ async function settle(rounds = 5): Promise<void> {
   for (let i = 0; i < rounds; i++) await new Promise((r) => setImmediate(r));
 }
 
-const header = (len: number): Buffer => {
-  const b = Buffer.alloc(HEADER_BYTES);
-  b.writeUInt32BE(len, 0);
-  return b;
-};
 
 interface Rig {
   readonly conn: Connection;
@@ -120,17 +116,6 @@ function framesIn(bytes: Buffer): number {
 
 const ok = (msg: Msg): Response => ({ id: msg.id, status: 'ok' });
 
-async function within<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<'timeout'>((resolve) => {
-    timer = setTimeout(() => resolve('timeout'), ms);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 t.test('responses come back in request order even when earlier requests resolve later', async (t) => {
   const pending = new Map<string, Deferred>();
