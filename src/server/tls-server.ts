@@ -137,6 +137,9 @@ export class TlsListener {
       await drained;
     }
     clearTimeout(timer);
+    // Let the raw sockets of connections that just closed report it, so the sweep below only
+    // reaches sockets that have no connection.
+    await new Promise((resolve) => setImmediate(resolve));
     // What is left never finished its handshake (e.g. a client that gave up half way, which with
     // allowHalfOpen lingers until the handshake timeout): nothing is owed to it.
     for (const raw of this.#sockets) raw.destroy();
