@@ -95,6 +95,9 @@ export function buildApp(deps: AppDeps): App {
       if (!deps.mailer && !config.mail.smtpHost) {
         log.warn({ outbox: path.join(config.dataDir, 'outbox') }, 'no SMTP server configured: mail is written to the outbox folder (development only)');
       }
+      if (config.mail.smtpHost && !config.mail.smtpRejectUnauthorized) {
+        log.warn('SMTP certificate verification is OFF (HELLWALL_SMTP_TLS_VERIFY=false): passcodes can be intercepted');
+      }
       const tls = await loadTlsMaterial(config, log);
       listener = new TlsListener({
         key: tls.key,

@@ -22,7 +22,7 @@ const USAGE = `Usage: hellwall <command> [options]
   client login --email E --phone P --mac M --passcode C
                                           exchange the passcode for a token (printed as JSON)
   client check --token T --mac M [--request NAME] [--data JSON]
-                                          check a token
+                                          check a token (or set $HELLWALL_TOKEN instead of --token)
 
 Client options: --host H (default from config), --port N, --ca FILE (default: the dev certificate
 in the data directory). Configuration comes from HELLWALL_* environment variables; see README.md.`;
@@ -76,13 +76,27 @@ async function readSecret(env: NodeJS.ProcessEnv, prompt: string): Promise<strin
   stdin.setRawMode(true);
   stdin.resume();
   let value = '';
+  // 0: text; 1: after ESC; 2: inside a CSI sequence (arrow keys and the like send ESC [ ... final).
+  let escape = 0;
   try {
     for await (const chunk of stdin) {
       for (const ch of (chunk as Buffer).toString('utf8')) {
-        if (ch === '\r' || ch === '\n') return value;
-        if (ch === '\u0003') throw new Error('cancelled');
-        if (ch === '\u007f') value = value.slice(0, -1);
-        else value += ch;
+        if (escape === 1) {
+          escape = ch === '[' ? 2 : 0;
+          continue;
+        }
+        if (escape === 2) {
+          if (ch >= '@' && ch <= '~') escape = 0;
+          continue;
+        }
+        if (ch === '\u001b') {
+          escape = 1;
+          continue;
+        }
+        if (ch === '\r' || ch === '\n' || ch === '\u0004') return value; // Enter, or Ctrl-D
+        if (ch === '\u0003') throw new CancelledError(); // Ctrl-C
+        if (ch === '\u007f' || ch === '\b') value = [...value].slice(0, -1).join('');
+        else if (ch >= ' ') value += ch; // other control characters (and escape sequences) are not part of a password
       }
     }
     return value;
@@ -100,6 +114,7 @@ function need(values: Record<string, unknown>, name: string): string {
 }
 
 class UsageError extends Error {}
+class CancelledError extends Error {}
 
 async function userCommand(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const [sub, ...rest] = args;
@@ -170,15 +185,19 @@ async function clientCommand(args: string[], env: NodeJS.ProcessEnv): Promise<nu
         password: await readSecret(env, 'Password: '),
       };
       break;
-    case 'check':
-      message = {
-        code: 3,
-        token: need(values, 'token'),
-        mac: need(values, 'mac'),
-        request: values.request,
-        ...(values.data !== undefined && { data: JSON.parse(values.data) as unknown }),
-      };
+    case 'check': {
+      // $HELLWALL_TOKEN keeps the token out of `ps` and shell history.
+      const token = values.token ?? env.HELLWALL_TOKEN;
+      if (!token) throw new UsageError('--token (or $HELLWALL_TOKEN) is required');
+      let data: unknown;
+      try {
+        data = values.data === undefined ? undefined : JSON.parse(values.data);
+      } catch {
+        throw new UsageError('--data must be JSON');
+      }
+      message = { code: 3, token, mac: need(values, 'mac'), request: values.request, ...(data !== undefined && { data }) };
       break;
+    }
     default:
       throw new UsageError(`unknown client command ${sub ?? ''}`);
   }
@@ -213,6 +232,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
         throw new UsageError(`unknown command ${command}`);
     }
   } catch (err) {
+    if (err instanceof CancelledError) {
+      process.stderr.write('\nhellwall: cancelled\n');
+      return 130;
+    }
     if (err instanceof UsageError) {
       process.stderr.write(`hellwall: ${err.message}\n\n${USAGE}\n`);
       return 2;

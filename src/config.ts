@@ -51,6 +51,7 @@ export interface OptionSpec {
   readonly kind: Kind;
   readonly default: string | number | boolean;
   readonly min?: number;
+  readonly max?: number;
   readonly values?: readonly string[];
   readonly doc: string;
 }
@@ -61,7 +62,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'dataDir', env: 'HELLWALL_DATA_DIR', kind: 'string', default: './data', doc: 'Directory for the SQLite file, server key, dev certificate and mail outbox.' },
   { key: 'host', env: 'HELLWALL_HOST', kind: 'string', default: '127.0.0.1', doc: 'Address the TLS listener binds to.' },
   { key: 'port', env: 'HELLWALL_PORT', kind: 'int', default: 7443, min: 0, doc: 'TLS listener port (0 picks a free port).' },
-  { key: 'maxFrameBytes', env: 'HELLWALL_MAX_FRAME_BYTES', kind: 'int', default: 65536, min: 64, doc: 'Largest accepted frame payload in bytes [P-1.3].' },
+  { key: 'maxFrameBytes', env: 'HELLWALL_MAX_FRAME_BYTES', kind: 'int', default: 65536, min: 64, max: 16777216, doc: 'Largest accepted frame payload in bytes [P-1.3].' },
   { key: 'maxInflight', env: 'HELLWALL_MAX_INFLIGHT', kind: 'int', default: 64, min: 1, doc: 'Unanswered requests per connection before the server stops reading it [P-2.6].' },
   { key: 'idleTimeoutMs', env: 'HELLWALL_IDLE_TIMEOUT_MS', kind: 'int', default: 300000, min: 0, doc: 'Close a connection with no traffic for this long (0 = never).' },
   { key: 'handshakeTimeoutMs', env: 'HELLWALL_HANDSHAKE_TIMEOUT_MS', kind: 'int', default: 10000, min: 100, doc: 'Abort TLS handshakes that take longer than this.' },
@@ -132,6 +133,7 @@ function coerce(spec: OptionSpec, raw: unknown, source: string): string | number
       const n = typeof raw === 'string' && /^-?\d+$/.test(raw.trim()) ? Number(raw) : raw;
       if (typeof n !== 'number' || !Number.isSafeInteger(n)) fail('expected an integer');
       if (spec.min !== undefined && (n as number) < spec.min) fail(`must be at least ${spec.min}`);
+      if (spec.max !== undefined && (n as number) > spec.max) fail(`must be at most ${spec.max}`);
       return n as number;
     }
   }
@@ -182,10 +184,24 @@ export function loadConfig(
   }
   out.dataDir = path.resolve(out.dataDir as string);
   const config = out as unknown as Config;
-  if (Boolean(config.tls.certFile) !== Boolean(config.tls.keyFile)) {
-    throw new ConfigError('invalid option tls.certFile/tls.keyFile: set both or neither');
-  }
+  checkCombinations(config);
   return deepFreeze(config);
+}
+
+/** Options that are each valid but together unsafe or meaningless. */
+function checkCombinations(config: Config): void {
+  const fail = (keys: string, why: string): never => {
+    throw new ConfigError(`invalid option ${keys}: ${why}`);
+  };
+  const { tokens, tls, mail } = config;
+  if (Boolean(tls.certFile) !== Boolean(tls.keyFile)) fail('tls.certFile/tls.keyFile', 'set both or neither');
+  // A grace as long as the token's life would let a stolen, rotated-out token be replayed
+  // without ever tripping reuse detection.
+  if (tokens.graceSeconds >= tokens.ttlSeconds) fail('tokens.graceSeconds', 'must be shorter than tokens.ttlSeconds');
+  if (tokens.ttlSeconds > tokens.absoluteSeconds) fail('tokens.ttlSeconds', 'must not exceed tokens.absoluteSeconds');
+  if (mail.smtpSecurity === 'none' && mail.smtpUser) {
+    fail('mail.smtpSecurity', "'none' with mail.smtpUser would send the SMTP password in clear");
+  }
 }
 
 function leafKeys(obj: ConfigInput, prefix = ''): string[] {

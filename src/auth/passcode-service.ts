@@ -45,37 +45,54 @@ export class PasscodeService {
     input: { email: string; password: string; mac: string; reportedIp: string | null; seenIp: string },
     log: Logger,
   ): Promise<{ expiresInSeconds: number }> {
-    const { store, hasher, config, clock, random, keys } = this.#d;
+    const { store, hasher, config } = this.#d;
     const ttl = config.passcodes.ttlSeconds;
     const email = normalizeEmail(input.email);
     const user = store.findUserByEmail(email);
     const passwordOk = await hasher.verify(user?.passwordHash ?? hasher.dummyHash, input.password);
     if (!user || user.disabled || !passwordOk) {
       const reason = !user ? 'unknown-account' : user.disabled ? 'disabled' : 'bad-password';
-      log.info({ event: 'passcode.request', outcome: 'refused', reason, email}, 'passcode request refused');
+      log.info({ event: 'passcode.request', outcome: 'refused', reason, email }, 'passcode request refused');
       return { expiresInSeconds: ttl };
     }
+    // Answer first, then store and mail: an fsync'd write (and, under lock contention, a failing
+    // one) only on the right-password path would otherwise show in the answer's timing.
+    setImmediate(() => this.#issue(user.id, user.email, input, log));
+    return { expiresInSeconds: ttl };
+  }
+
+  #issue(
+    userId: number,
+    email: string,
+    input: { mac: string; reportedIp: string | null; seenIp: string },
+    log: Logger,
+  ): void {
+    const { store, clock, random, keys, config } = this.#d;
     const now = clock();
     const passcode = generatePasscode(random);
     const mac = normalizeMac(input.mac);
-    const expiresAt = now + ttl * 1000;
-    // [P-4.2] A newer request replaces the pending passcode (and resets its guess count).
-    store.putPasscode({
-      userId: user.id,
-      hash: hashPasscode(keys.passcode, user.id, passcode),
-      mac,
-      seenIp: input.seenIp,
-      reportedIp: input.reportedIp,
-      createdAt: now,
-      expiresAt,
-      attempts: 0,
-    });
+    const expiresAt = now + config.passcodes.ttlSeconds * 1000;
+    try {
+      // [P-4.2] A newer request replaces the pending passcode (and resets its guess count).
+      store.putPasscode({
+        userId,
+        hash: hashPasscode(keys.passcode, userId, passcode),
+        mac,
+        seenIp: input.seenIp,
+        reportedIp: input.reportedIp,
+        createdAt: now,
+        expiresAt,
+        attempts: 0,
+      });
+    } catch (err) {
+      log.error({ event: 'passcode.request', outcome: 'store-failed', userId, err: (err as Error).message }, 'could not store passcode; none sent');
+      return;
+    }
     this.#d.mail.enqueue(
-      passcodeMail({ to: user.email, passcode, expiresAt, seenIp: input.seenIp, reportedIp: input.reportedIp, mac }),
+      passcodeMail({ to: email, passcode, expiresAt, seenIp: input.seenIp, reportedIp: input.reportedIp, mac }),
       'passcode',
     );
-    log.info({ event: 'passcode.request', outcome: 'issued', userId: user.id, mac}, 'passcode issued');
-    return { expiresInSeconds: ttl };
+    log.info({ event: 'passcode.request', outcome: 'issued', userId, mac }, 'passcode issued');
   }
 
   /**

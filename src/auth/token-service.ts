@@ -66,7 +66,12 @@ export class TokenService {
       graceUntil: now + config.tokens.graceSeconds * 1000,
       nonce,
     });
-    if (!rotated) return this.#deny(log, input, 'rotation-conflict', s.id);
+    if (!rotated) {
+      // Another worker rotated this session a moment ago: the token is now a retired one, and the
+      // grace path hands out that worker's successor.
+      const retired = store.findRetiredToken(s.master);
+      return retired ? this.#retired(retired, input, now, log) : this.#deny(log, input, 'rotation-conflict', s.id);
+    }
     log.info({ event: 'token.renew', sessionId: s.id, generation: s.generation + 1 }, 'token renewed');
     return { status: 'renew', token, user, expiresAt, renewableUntil: s.absoluteExpiresAt };
   }

@@ -19,21 +19,34 @@ export interface FrameError {
  * Incremental decoder for 4-byte big-endian length-prefixed frames [P-1.1]. Accepts any chunking:
  * a byte at a time, or many frames in one chunk. It only splits frames; JSON parsing is
  * `parseFrame`'s job so the two can be tested and fuzzed separately.
+ *
+ * Memory is fixed per frame: once a header is read, exactly the payload's size is allocated and
+ * incoming pieces are copied into it. (Keeping the pieces instead costs a Buffer per piece: a
+ * client trickling one-byte TLS records would make the server hold ~20x what it sent.) A frame
+ * that arrives whole in one chunk is handed out without any copy.
  */
 export class FrameDecoder {
   readonly #maxFrameBytes: number;
-  #pending: Buffer[] = [];
-  #pendingBytes = 0;
-  #need = -1; // payload length of the frame being read, or -1 while reading a header
+  readonly #head = Buffer.alloc(HEADER_BYTES);
+  #headFilled = 0;
+  #body: Buffer | null = null;
+  #bodyFilled = 0;
+  /** Input not decoded yet because the consumer asked to stop (bounded by one chunk). */
+  #backlog: Buffer | null = null;
   #failed: FrameError | null = null;
 
   constructor(maxFrameBytes: number) {
     this.#maxFrameBytes = maxFrameBytes;
   }
 
-  /** Bytes received towards an incomplete frame (its length prefix included). */
+  /** Bytes received towards an incomplete frame (its length prefix included), plus any backlog. */
   get bufferedBytes(): number {
-    return this.#pendingBytes + (this.#need >= 0 ? HEADER_BYTES : 0);
+    return this.#headFilled + (this.#body ? HEADER_BYTES + this.#bodyFilled : 0) + (this.#backlog?.length ?? 0);
+  }
+
+  /** True when input is held back because `onFrame` asked to stop; `push(EMPTY)` resumes it. */
+  get hasBacklog(): boolean {
+    return this.#backlog !== null;
   }
 
   get failed(): FrameError | null {
@@ -41,55 +54,76 @@ export class FrameDecoder {
   }
 
   /**
-   * Feeds a chunk; calls `onFrame` for each complete payload in order. Returns a FrameError when
-   * the stream turned out to be malformed (frames decoded before that point were delivered).
+   * Feeds a chunk; calls `onFrame` for each complete payload in order. When `onFrame` returns
+   * false, decoding stops and the rest of the input waits for the next `push` (which may be an
+   * empty chunk). The payload is only valid during the call. Returns a FrameError when the stream
+   * turned out to be malformed (frames decoded before that point were delivered).
    */
-  push(chunk: Buffer, onFrame: (payload: Buffer) => void): FrameError | null {
+  push(chunk: Buffer, onFrame: (payload: Buffer) => unknown): FrameError | null {
     if (this.#failed) return this.#failed;
-    this.#pending.push(chunk);
-    this.#pendingBytes += chunk.length;
-    // Join chunks only once a whole header or payload is there: a client trickling tiny TLS
-    // records must cost one copy per frame, not one per record (which would be quadratic).
-    if (this.#pendingBytes < (this.#need < 0 ? HEADER_BYTES : this.#need)) return null;
-    const buf = this.#pending.length === 1 ? this.#pending[0]! : Buffer.concat(this.#pending, this.#pendingBytes);
-    this.#pending = [];
-    this.#pendingBytes = 0;
+    let buf = chunk;
+    if (this.#backlog) {
+      buf = chunk.length > 0 ? Buffer.concat([this.#backlog, chunk]) : this.#backlog;
+      this.#backlog = null;
+    }
     let off = 0;
-    for (;;) {
-      if (this.#need < 0) {
-        if (buf.length - off < HEADER_BYTES) break;
-        const len = buf.readUInt32BE(off);
+    while (off < buf.length) {
+      if (this.#body === null) {
+        let len: number;
+        if (this.#headFilled === 0 && buf.length - off >= HEADER_BYTES) {
+          len = buf.readUInt32BE(off);
+          off += HEADER_BYTES;
+        } else {
+          const n = Math.min(HEADER_BYTES - this.#headFilled, buf.length - off);
+          buf.copy(this.#head, this.#headFilled, off, off + n);
+          this.#headFilled += n;
+          off += n;
+          if (this.#headFilled < HEADER_BYTES) break;
+          this.#headFilled = 0;
+          len = this.#head.readUInt32BE(0);
+        }
         if (len === 0) return this.#fail('E_FRAME_EMPTY', 'frame length is zero'); // [P-1.2]
         if (len > this.#maxFrameBytes) {
           // [P-1.3] Refuse on the header alone: never buffer an oversize payload.
           return this.#fail('E_FRAME_TOO_LARGE', `frame length ${len} exceeds maximum ${this.#maxFrameBytes}`);
         }
-        this.#need = len;
-        off += HEADER_BYTES;
+        if (buf.length - off >= len) {
+          const payload = buf.subarray(off, off + len);
+          off += len;
+          if (onFrame(payload) === false) return this.#hold(buf, off);
+          continue;
+        }
+        this.#body = Buffer.allocUnsafe(len);
+        this.#bodyFilled = 0;
       }
-      if (buf.length - off < this.#need) break;
-      const payload = buf.subarray(off, off + this.#need);
-      off += this.#need;
-      this.#need = -1;
-      onFrame(payload);
+      const body = this.#body;
+      const n = Math.min(body.length - this.#bodyFilled, buf.length - off);
+      buf.copy(body, this.#bodyFilled, off, off + n);
+      this.#bodyFilled += n;
+      off += n;
+      if (this.#bodyFilled < body.length) break;
+      this.#body = null;
+      if (onFrame(body) === false) return this.#hold(buf, off);
     }
-    if (off < buf.length) {
-      // Copy a small tail so the caller's (possibly large) chunk is not retained by a subarray.
-      const rest = off === 0 ? buf : Buffer.from(buf.subarray(off));
-      this.#pending.push(rest);
-      this.#pendingBytes = rest.length;
-    }
+    return null;
+  }
+
+  #hold(buf: Buffer, off: number): null {
+    // A copy, so the caller's chunk is not retained.
+    if (off < buf.length) this.#backlog = Buffer.from(buf.subarray(off));
     return null;
   }
 
   #fail(code: FrameErrorCode, message: string): FrameError {
     this.#failed = { code, message };
-    this.#need = -1;
-    this.#pending = [];
-    this.#pendingBytes = 0;
+    this.#headFilled = 0;
+    this.#body = null;
+    this.#backlog = null;
     return this.#failed;
   }
 }
+
+export const EMPTY = Buffer.alloc(0);
 
 export type ParsedFrame = { ok: true; value: Record<string, unknown> } | { ok: false; error: FrameError };
 

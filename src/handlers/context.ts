@@ -17,6 +17,8 @@ export interface RequestContext {
   readonly ip: string;
   /** The connection's child logger. */
   readonly log: Logger;
+  /** Requests refused on this connection so far; bounds how many are logged one by one. */
+  refusals: number;
 }
 
 /** A response body without `id` and `code`; the dispatcher adds those [P-2.4]. */

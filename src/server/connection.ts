@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import { FrameDecoder, parseFrame, type FrameError, type FrameErrorCode } from '../codec/frame-decoder.js';
+import { EMPTY, FrameDecoder, parseFrame, type FrameError, type FrameErrorCode } from '../codec/frame-decoder.js';
 import { encodeFrame } from '../codec/frame-encoder.js';
 import type { Logger } from '../deps.js';
 import type { RequestContext } from '../handlers/context.js';
@@ -39,16 +39,19 @@ export class Connection {
   /** Responses in request order; a slot with no frame is still being worked on. */
   readonly #slots: Slot[] = [];
   #writeBlocked = false;
+  /** No new requests are taken (framing error or shutdown); answers owed are still sent. */
   #closing = false;
+  /** The peer will send nothing more; requests already received (backlog included) are answered. */
   #peerEnded = false;
   #readPaused = false;
+  #backlogScheduled = false;
   readonly closed: Promise<void>;
 
   constructor(stream: Duplex, opts: ConnectionOptions) {
     this.#stream = stream;
     this.#opts = opts;
     this.#decoder = new FrameDecoder(opts.maxFrameBytes);
-    this.#ctx = { ip: opts.ip, log: opts.log };
+    this.#ctx = { ip: opts.ip, log: opts.log, refusals: 0 };
     this.closed = new Promise((resolve) => stream.once('close', () => resolve()));
     stream.on('data', (chunk: Buffer) => this.#onData(chunk));
     stream.on('drain', () => {
@@ -63,6 +66,7 @@ export class Connection {
       }
       const unanswered = this.#slots.length;
       if (unanswered > 0) opts.log.info({ unanswered }, 'peer closed before all responses were sent');
+      if (this.#ctx.refusals > 0) opts.log.info({ refusals: this.#ctx.refusals }, 'requests refused on this connection');
       this.#slots.length = 0;
     });
   }
@@ -88,19 +92,29 @@ export class Connection {
   #onData(chunk: Buffer): void {
     if (this.#closing) return;
     const handle = (): FrameError | null => this.#decoder.push(chunk, (payload) => this.#onFrame(payload));
-    const error = this.#opts.aroundRead ? this.#opts.aroundRead(handle) : handle();
+    let error: FrameError | null;
+    try {
+      error = this.#opts.aroundRead ? this.#opts.aroundRead(handle) : handle();
+    } catch (err) {
+      // Nothing below is meant to throw (dispatch answers its own failures), but a throw here would
+      // escape a socket event and take the whole process down: lose this connection instead.
+      this.#opts.log.error({ err }, 'connection failed while handling a read');
+      this.#stream.destroy();
+      return;
+    }
     // A bad payload earlier in this chunk may already have failed the stream: one error frame only.
     if (error && !this.#closing) this.#fatal(error.code, error.message);
     this.#flush();
     this.#updateReading();
   }
 
-  #onFrame(payload: Buffer): void {
-    if (this.#closing) return;
+  /** Handles one payload; returns false when the in-flight limit is reached, to stop decoding. */
+  #onFrame(payload: Buffer): boolean {
+    if (this.#closing) return false;
     const parsed = parseFrame(payload);
     if (!parsed.ok) {
       this.#fatal(parsed.error.code, parsed.error.message);
-      return;
+      return false;
     }
     let result: Response | Promise<Response>;
     try {
@@ -123,6 +137,8 @@ export class Connection {
     } else {
       this.#slots.push({ frame: encodeFrame(result) });
     }
+    // [P-2.6] Exact, not per read: one read can hold hundreds of small requests.
+    return this.#slots.length < this.#opts.maxInflight;
   }
 
   #complete(slot: Slot, res: Response): void {
@@ -141,8 +157,8 @@ export class Connection {
 
   #onPeerEnd(): void {
     this.#peerEnded = true;
-    this.#closing = true;
     this.#flush();
+    this.#updateReading();
   }
 
   /**
@@ -159,7 +175,8 @@ export class Connection {
       const ok = stream.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
       if (!ok) this.#writeBlocked = true;
     }
-    if (this.#closing && this.#slots.length === 0 && !stream.writableEnded) {
+    const done = this.#closing || (this.#peerEnded && !this.#decoder.hasBacklog);
+    if (done && this.#slots.length === 0 && !stream.writableEnded) {
       stream.end();
       this.#updateReading();
       if (!this.#peerEnded) {
@@ -170,10 +187,19 @@ export class Connection {
   }
 
   #updateReading(): void {
+    const busy = this.#writeBlocked || this.#slots.length >= this.#opts.maxInflight;
     // Once our side has ended, read (and discard) whatever the peer still sends, so its close is
     // seen at once instead of waiting out the close timeout behind unread bytes.
-    const stop =
-      !this.#stream.writableEnded && (this.#closing || this.#writeBlocked || this.#slots.length >= this.#opts.maxInflight);
+    const stop = !this.#stream.writableEnded && (this.#closing || busy || this.#decoder.hasBacklog);
+    if (!this.#closing && !busy && this.#decoder.hasBacklog && !this.#backlogScheduled) {
+      // Requests held back by the in-flight limit: decode them on a later turn, which also lets
+      // other connections go first.
+      this.#backlogScheduled = true;
+      setImmediate(() => {
+        this.#backlogScheduled = false;
+        if (!this.#stream.destroyed) this.#onData(EMPTY);
+      });
+    }
     if (stop && !this.#readPaused) {
       this.#readPaused = true;
       this.#stream.pause();

@@ -7,6 +7,9 @@ import { describeSchemaError, type Protocol } from '../protocol/registry.js';
 
 export type Response = Record<string, unknown>;
 
+/** Refused requests per connection logged at info; the rest at debug, with a total at close. */
+export const REFUSALS_LOGGED = 20;
+
 /** What a connection hands each parsed request to. Sync results keep the hot path promise-free. */
 export type DispatchFn = (message: Record<string, unknown>, ctx: RequestContext) => Response | Promise<Response>;
 
@@ -59,9 +62,12 @@ export function createDispatcher(services: Services, protocol: Protocol, clock: 
   };
 
   function logged(ctx: RequestContext, response: Response, command: string | undefined, started: number): Response {
-    // Refused requests are worth an operator's attention; successes only when debugging.
+    // Refused requests are worth an operator's attention; successes only when debugging. Past a
+    // few per connection they go to debug (the connection logs its total when it closes): one read
+    // of tiny bad frames must not turn into megabytes of log.
     if (response.status === 'error') {
-      ctx.log.info({ command, id: response.id, error: response.error, reason: response.message }, 'request refused');
+      const level = ++ctx.refusals <= REFUSALS_LOGGED ? 'info' : 'debug';
+      ctx.log[level]({ command, id: response.id, error: response.error, reason: response.message }, 'request refused');
     } else if (ctx.log.isLevelEnabled('debug')) {
       ctx.log.debug({ command, id: response.id, status: response.status, ms: clock() - started }, 'request');
     }
@@ -76,6 +82,11 @@ function withEnvelope(body: ResponseBody, id: string | undefined, code: number):
 /** Only ProtocolErrors reach the client as themselves; anything else is an internal fault [P-2.5]. */
 function errorFor(err: unknown, ctx: RequestContext, id: string | undefined, code: number): Response {
   if (err instanceof ProtocolError) return toErrorResponse(err.code, err.message, id, code);
+  if ((err as { code?: unknown }).code === 'SQLITE_BUSY') {
+    // Another process holds the write lock: nothing was changed, and retrying is the right move.
+    ctx.log.warn({ err: (err as Error).message }, 'database busy');
+    return toErrorResponse('E_BUSY', 'server is busy; retry later', id, code);
+  }
   ctx.log.error({ err }, 'handler failed');
   return toErrorResponse('E_INTERNAL', 'internal error', id, code);
 }

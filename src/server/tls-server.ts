@@ -53,6 +53,7 @@ export class TlsListener {
   readonly #sockets = new Set<Socket>();
   readonly #log: Logger;
   #nextId = 1;
+  #closing = false;
 
   constructor(opts: ListenerOptions) {
     this.#log = opts.log;
@@ -102,6 +103,8 @@ export class TlsListener {
       ...(opts.aroundRead && { aroundRead: opts.aroundRead }),
     });
     this.#connections.add(conn);
+    // A handshake that completes after shutdown began: answer nothing new, close promptly.
+    if (this.#closing) conn.shutdown();
     log.debug({ protocol: socket.getProtocol(), cipher: socket.getCipher().name }, 'connection open');
     void conn.closed.then(() => {
       this.#connections.delete(conn);
@@ -124,6 +127,7 @@ export class TlsListener {
    * close; after `graceMs` whatever is left is destroyed.
    */
   async close(graceMs = 5000): Promise<void> {
+    this.#closing = true;
     const stopped = new Promise<void>((resolve) => this.#server.close(() => resolve()));
     for (const conn of this.#connections) conn.shutdown();
     const drained = Promise.all([...this.#connections].map((c) => c.closed));

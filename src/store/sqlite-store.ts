@@ -141,7 +141,9 @@ export function openSqliteStore(file: string, log?: Logger): Store {
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');
   db.pragma('foreign_keys = ON');
-  db.pragma('busy_timeout = 5000');
+  // SQLite waits for a lock synchronously, blocking the event loop: keep the wait short. Writers
+  // are brief (the CLI, another worker); a write that still finds the lock answers E_BUSY.
+  db.pragma('busy_timeout = 100');
   const version = migrate(db);
   log?.debug({ file, schemaVersion: version }, 'database open');
 
@@ -183,6 +185,7 @@ export function openSqliteStore(file: string, log?: Logger): Store {
   const cache = new SessionCache();
   let seenVersion: unknown = st.dataVersion.get();
   let batchDepth = 0;
+  let batchValidated = false;
   const revalidate = (): void => {
     const version = st.dataVersion.get();
     if (version !== seenVersion) {
@@ -195,7 +198,17 @@ export function openSqliteStore(file: string, log?: Logger): Store {
     transaction: (fn) => db.transaction(fn)(),
 
     readBatch(fn) {
-      if (batchDepth === 0) revalidate();
+      if (batchDepth === 0) {
+        try {
+          revalidate();
+          batchValidated = true;
+        } catch {
+          // Could not tell whether the cache is current: validate per lookup, inside each request,
+          // where a failure becomes that request's error response.
+          cache.clear();
+          batchValidated = false;
+        }
+      }
       batchDepth++;
       try {
         return fn();
@@ -250,7 +263,7 @@ export function openSqliteStore(file: string, log?: Logger): Store {
       return Number(st.insertSession.run(s).lastInsertRowid);
     },
     findSessionByMaster(master) {
-      if (batchDepth === 0) revalidate();
+      if (batchDepth === 0 || !batchValidated) revalidate();
       const key = master.toString('latin1');
       const cached = cache.get(key);
       if (cached) return cached;
@@ -288,8 +301,15 @@ export function openSqliteStore(file: string, log?: Logger): Store {
       })();
     },
     touchSession(id, now) {
-      st.touch.run(now, id);
+      try {
+        st.touch.run(now, id);
+      } catch (err) {
+        // Best effort: a lock held elsewhere must not fail the token check; the next check retries.
+        if ((err as { code?: string }).code === 'SQLITE_BUSY') return false;
+        throw err;
+      }
       cache.update(id, (r) => ({ ...r, lastSeenAt: now }));
+      return true;
     },
     revokeSession(id, now, reason) {
       st.revoke.run(now, reason, id);

@@ -107,7 +107,8 @@ export interface Store {
   findRetiredToken(master: Buffer): RetiredTokenRecord | undefined;
   /** Replaces the session's master token; false if it was rotated or revoked meanwhile. */
   rotateSession(rotation: Rotation): boolean;
-  touchSession(id: number, now: number): void;
+  /** Records last activity; best effort: false when the database was busy and nothing was written. */
+  touchSession(id: number, now: number): boolean;
   revokeSession(id: number, now: number, reason: string): void;
 
   close(): void;

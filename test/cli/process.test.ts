@@ -92,6 +92,11 @@ t.test('a newcomer: user add, npm start, passcode from the outbox, login, check,
   const check = cli(['client', 'check', '--token', token, '--mac', MAC, '--request', 'inventory.read'], ce);
   t.equal(check.code, 0);
   t.equal(JSON.parse(check.stdout).status, 'authorized');
+  const viaEnv = cli(['client', 'check', '--mac', MAC], { ...ce, HELLWALL_TOKEN: token });
+  t.equal(JSON.parse(viaEnv.stdout).status, 'authorized', 'the token can come from $HELLWALL_TOKEN, out of ps and history');
+  const badData = cli(['client', 'check', '--mac', MAC, '--data', '{oops'], { ...ce, HELLWALL_TOKEN: token });
+  t.equal(badData.code, 2);
+  t.match(badData.stderr, /--data must be JSON/);
   const denied = cli(['client', 'check', '--token', token, '--mac', '00:1a:2b:3c:4d:5f'], ce);
   t.equal(denied.code, 1, 'an unauthorized check exits 1');
   t.equal(JSON.parse(denied.stdout).status, 'unauthorized');
@@ -128,6 +133,46 @@ t.test('a port already in use stops start-up with exit code 1 and a clear log li
   const fatal = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { level: number; msg: string; err?: string }).find((l) => l.level === 60);
   t.equal(fatal?.msg, 'cannot start');
   t.match(fatal?.err, /EADDRINUSE/);
+});
+
+/** Runs the CLI under a real pseudo-terminal (util-linux `script`), typing `keys` once it prompts. */
+function underPty(args: string[], e: NodeJS.ProcessEnv, keys: string): Promise<{ code: number | null; output: string }> {
+  const child = spawn('script', ['-qec', [process.execPath, CLI, ...args].map((a) => `'${a}'`).join(' '), '/dev/null'], { env: e });
+  let output = '';
+  let typed = false;
+  child.stdout.on('data', (chunk: Buffer) => {
+    output += chunk.toString('utf8');
+    if (!typed && output.includes('Password for')) {
+      typed = true;
+      child.stdin.write(keys);
+    }
+  });
+  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, output })));
+}
+
+t.test('the password prompt does not echo, and ignores arrow keys and honours backspace', async (t) => {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'hellwall-proc-'));
+  const typed = await underPty(['user', 'add', '--email', 'tty@example.com', '--phone', '5550100'], env(dataDir), 'correct horse\x1b[Dx\x7f battery staple\r');
+  t.equal(typed.code, 0, typed.output);
+  t.notMatch(typed.output, /battery/, 'nothing typed is echoed');
+  // The account works with exactly the password meant: log in through the real server.
+  const { child, port } = await startServer(env(dataDir, { HELLWALL_PORT: '0' }));
+  t.teardown(() => {
+    child.kill('SIGKILL');
+  });
+  const ce = env(dataDir, { HELLWALL_PORT: String(port), HELLWALL_PASSWORD: 'correct horse battery staple' });
+  t.equal(cli(['client', 'passcode', '--email', 'tty@example.com', '--mac', MAC], ce).code, 0);
+  let mail = '';
+  for (let i = 0; i < 50 && !mail; i++) {
+    const files = readdirSync(path.join(dataDir, 'outbox'));
+    if (files[0]) mail = readFileSync(path.join(dataDir, 'outbox', files[0]), 'utf8');
+    else await new Promise((r) => setTimeout(r, 100));
+  }
+  t.match(mail, /passcode is: [A-Z0-9]{6}/, 'a passcode was mailed: the typed password is the stored one');
+
+  const cancelled = await underPty(['user', 'add', '--email', 'cancel@example.com', '--phone', '5550100'], env(dataDir), 'abc\x03');
+  t.equal(cancelled.code, 130, 'Ctrl-C cancels with exit code 130');
+  t.match(cancelled.output, /cancelled/);
 });
 
 t.test('an invalid configuration stops start-up with a message naming the option', async (t) => {

@@ -251,3 +251,36 @@ t.test('encodeFrame and frameBytes round-trip, with the length counted in bytes'
   t.ok(fromBuffer.subarray(HEADER_BYTES).equals(raw), 'frameBytes keeps raw bytes as they are');
   t.equal(new FrameDecoder(16).push(frameBytes(''), () => {})?.code, 'E_FRAME_EMPTY', 'an empty payload frames as length zero');
 });
+
+t.test('a consumer can stop decoding mid-chunk and resume with an empty push', async (t) => {
+  const d = new FrameDecoder(1024);
+  const frames = [0, 1, 2, 3, 4].map((i) => encodeFrame({ i }));
+  const got: number[] = [];
+  let allow = 2;
+  const take = (p: Buffer): boolean => {
+    got.push((JSON.parse(p.toString()) as { i: number }).i);
+    return --allow > 0;
+  };
+  t.equal(d.push(Buffer.concat(frames), take), null);
+  t.same(got, [0, 1], 'stopped after the consumer said so');
+  t.ok(d.hasBacklog, 'the rest is held');
+  t.equal(d.bufferedBytes, frames.slice(2).reduce((n, f) => n + f.length, 0), 'and counted');
+  allow = 10;
+  d.push(Buffer.alloc(0), take);
+  t.same(got, [0, 1, 2, 3, 4], 'resumed where it stopped');
+  t.notOk(d.hasBacklog);
+});
+
+t.test('a 64 KiB payload trickled a byte at a time is delivered whole and intact', async (t) => {
+  const d = new FrameDecoder(1 << 17);
+  const body = Buffer.from(Array.from({ length: 65536 }, (_, i) => (i * 7) & 0xff));
+  const frame = frameBytes(body);
+  const delivered: Buffer[] = [];
+  for (let i = 0; i < frame.length; i++) {
+    d.push(Buffer.from([frame[i]!]), (p) => delivered.push(Buffer.from(p)));
+    if (i === frame.length - 2) t.equal(d.bufferedBytes, frame.length - 1, 'everything but the last byte is held');
+  }
+  t.equal(delivered.length, 1);
+  t.ok(delivered[0]!.equals(body), 'byte for byte');
+  t.equal(d.bufferedBytes, 0);
+});

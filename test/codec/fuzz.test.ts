@@ -278,7 +278,7 @@ async function fuzzHarness(t: Parameters<typeof startHarness>[0]): Promise<{ h: 
     close: () => {},
   };
   const h = await startHarness(t, { mailer });
-  const ctx = { ip: '127.0.0.1', log: h.app.log.child({ setup: true }) };
+  const ctx = { ip: '127.0.0.1', log: h.app.log.child({ setup: true }), refusals: 0 };
   await h.app.dispatch({ code: 1, email: ALICE.email, password: ALICE.password, mac: MAC }, ctx);
   for (let i = 0; i < 200 && mails.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
   const passcode = /passcode is: ([A-Z0-9]{6})/.exec(mails[0]?.text ?? '')?.[1];
@@ -300,7 +300,7 @@ t.test('mutated requests through the real dispatcher never throw and always get 
   const failures: string[] = [];
   const known = { 'long-unknown-field': [] as string[], 'astral-id': [] as string[] };
   const outcomes = new Map<string, number>();
-  const ctx = { ip: '127.0.0.1', log: h.app.log.child({ fuzz: true }) };
+  const ctx = { ip: '127.0.0.1', log: h.app.log.child({ fuzz: true }), refusals: 0 };
   for (let start = 0; start < CASES; start += 25) {
     if (start % 1000 === 0) h.clock.advance(rng.int(2 * 3600_000)); // visit authorized and renew
     const batch: Array<Promise<void>> = [];

@@ -45,6 +45,14 @@ t.test('invalid values stop start-up with a message naming the option', async (t
   t.throws(() => loadConfig({}, { tokens: { ttl: 5 } }), { message: /unknown option tokens\.ttl/ });
   t.throws(() => loadConfig({ HELLWALL_TLS_CERT: '/x.pem' }), { message: /set both or neither/ });
   t.throws(() => loadConfig({ HELLWALL_CONFIG: '/nonexistent/hellwall.json' }), { message: /cannot read config file/ });
+  t.throws(() => loadConfig({ HELLWALL_MAX_FRAME_BYTES: String(2 ** 32 - 1) }), { message: /maxFrameBytes .* at most 16777216/ });
+});
+
+t.test('options that are unsafe together are refused', async (t) => {
+  t.throws(() => loadConfig({ HELLWALL_ROTATION_GRACE: '3600' }), { message: /tokens\.graceSeconds: must be shorter than tokens\.ttlSeconds/ }, 'a grace as long as the token would defeat reuse detection');
+  t.throws(() => loadConfig({ HELLWALL_TOKEN_TTL: '7200', HELLWALL_RENEW_ABSOLUTE: '3600' }), { message: /tokens\.ttlSeconds: must not exceed tokens\.absoluteSeconds/ });
+  t.throws(() => loadConfig({ HELLWALL_SMTP_SECURITY: 'none', HELLWALL_SMTP_USER: 'u' }), { message: /password in clear/ });
+  t.equal(loadConfig({ HELLWALL_SMTP_SECURITY: 'none' }).mail.smtpSecurity, 'none', 'plain SMTP without credentials (a local relay) is allowed');
 });
 
 t.test('README documents every option with its env var and default', async (t) => {

@@ -41,3 +41,38 @@ t.test('shutdown answers requests already in flight, then closes connections', a
   t.equal(h.smtp.messages.length, 1, 'queued mail was delivered before the database closed');
   t.ok(h.logs.find({ msg: 'hellwall stopped' }).length === 1);
 });
+
+t.test('a write lock held by another process answers E_BUSY, changes nothing, and does not stall the server', async (t) => {
+  const Database = (await import('better-sqlite3')).default;
+  const path = await import('node:path');
+  const h = await startHarness(t);
+  const client = await h.connect();
+  const bystander = await h.connect();
+  const passcode = await h.requestPasscode(client);
+  const login = await client.login({ email: ALICE.email, phone: ALICE.phone, password: ALICE.password, passcode, mac: MAC });
+  if (login.status !== 'ok') return t.fail('login failed');
+  const passcode2 = await h.requestPasscode(client);
+
+  const other = new Database(path.join(h.dataDir, 'hellwall.db'));
+  other.exec('BEGIN IMMEDIATE');
+  t.teardown(() => other.close());
+
+  const started = Date.now();
+  const busy = await client.login({ email: ALICE.email, phone: ALICE.phone, password: ALICE.password, passcode: passcode2, mac: MAC });
+  t.same(busy, { id: '4', code: 2, status: 'error', error: 'E_BUSY', message: 'server is busy; retry later' }, 'a login that must write is told to retry');
+  t.equal((await bystander.hello()).status, 'ok', 'other connections are served meanwhile');
+  t.ok(Date.now() - started < 3000, 'the server was not frozen for the old 5 s lock wait');
+  other.exec('ROLLBACK');
+  t.equal((await client.login({ email: ALICE.email, phone: ALICE.phone, password: ALICE.password, passcode: passcode2, mac: MAC })).status, 'ok', 'the same passcode works once the lock is gone');
+
+  other.exec('BEGIN IMMEDIATE');
+  h.clock.advance(61_000);
+  t.equal((await client.check({ token: login.token, mac: MAC, request: 'r' })).status, 'authorized', 'a check whose activity write is blocked still answers');
+  h.clock.advance(3600_000);
+  const renewal = await client.check({ token: login.token, mac: MAC, request: 'r' });
+  t.equal(renewal.status === 'error' && renewal.error, 'E_BUSY', 'a renewal that cannot be stored is not answered with a token');
+
+  other.exec('ROLLBACK');
+  t.equal((await client.check({ token: login.token, mac: MAC, request: 'r' })).status, 'renew', 'the renewal goes through once the lock is gone');
+  t.ok(h.logs.find({ msg: 'database busy' }).length >= 2, 'contention is logged');
+});

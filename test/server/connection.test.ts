@@ -368,3 +368,49 @@ t.test('shutdown answers what was received, reads nothing more, then ends', asyn
   t.equal(await within(r.peerGotEnd, 1000), undefined, 'ended after the last answer');
   t.same(r.responses.map((m) => m.id), ['in']);
 });
+
+t.test('the in-flight limit holds within a single read of many requests', async (t) => {
+  let pending = 0;
+  let peak = 0;
+  const r = rig(t, (msg) => {
+    pending++;
+    peak = Math.max(peak, pending);
+    return new Promise<Response>((resolve) =>
+      setTimeout(() => {
+        pending--;
+        resolve(ok(msg));
+      }, 5),
+    );
+  }, { maxInflight: 4 });
+  r.send(...Array.from({ length: 20 }, (_, i) => ({ id: `m${i}` })));
+  for (let i = 0; i < 100 && r.responses.length < 20; i++) await settle();
+  for (let i = 0; i < 50 && r.responses.length < 20; i++) await new Promise((res) => setTimeout(res, 10));
+  t.equal(peak, 4, 'never more than maxInflight requests were being worked on');
+  t.same(r.responses.map((m) => m.id), Array.from({ length: 20 }, (_, i) => `m${i}`), 'all answered, in order');
+});
+
+t.test('a peer that half-closes while requests are held back by the limit still gets every answer', async (t) => {
+  const r = rig(t, (msg) => new Promise<Response>((resolve) => setTimeout(() => resolve(ok(msg)), 5)), { maxInflight: 2 });
+  r.send(...Array.from({ length: 9 }, (_, i) => ({ id: `h${i}` })));
+  r.peer.end();
+  t.equal(await within(r.peerGotEnd, 3000), undefined, 'the stream ends after the answers');
+  t.same(r.responses.map((m) => m.id), Array.from({ length: 9 }, (_, i) => `h${i}`));
+});
+
+t.test('past a few refusals per connection, refusals are logged at debug and totalled at close', async (t) => {
+  const { createDispatcher } = await import('../../src/server/dispatcher.js');
+  const { loadProtocol } = await import('../../src/protocol/registry.js');
+  const { REFUSALS_LOGGED } = await import('../../src/server/dispatcher.js');
+  const protocol = loadProtocol();
+  const dispatch = createDispatcher({} as never, protocol, Date.now);
+  const [server, peer] = duplexPair();
+  const logs = new LogSink();
+  const conn = new Connection(server, { dispatch, log: createLogger('info', logs), ip: '192.0.2.7', maxFrameBytes: 1024, maxInflight: 64 });
+  peer.resume();
+  peer.write(Buffer.concat(Array.from({ length: 50 }, () => frameBytes('{}'))));
+  await settle();
+  peer.end();
+  await within(conn.closed, 2000);
+  t.equal(logs.find({ msg: 'request refused' }).length, REFUSALS_LOGGED, 'only the first ones one by one at info');
+  t.same(logs.find({ msg: 'requests refused on this connection' }).map((l) => l.refusals), [50], 'the total at close');
+});
