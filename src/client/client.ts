@@ -96,16 +96,6 @@ export class HellwallClient {
     });
   }
 
-  /** Requests sent and not yet answered. */
-  get inflight(): number {
-    return this.#pending.length;
-  }
-
-  /** The TLS session, for resumption on the next connection. */
-  get tlsSession(): Buffer | undefined {
-    return this.#socket.getSession();
-  }
-
   get socket(): tls.TLSSocket {
     return this.#socket;
   }

@@ -4,6 +4,7 @@ import { HANDLERS } from '../handlers/index.js';
 import type { Handler, RequestContext, ResponseBody, Services } from '../handlers/context.js';
 import { ProtocolError, toErrorResponse } from '../protocol/errors.js';
 import { describeSchemaError, type Protocol } from '../protocol/registry.js';
+import { StoreBusyError } from '../store/store.js';
 
 export type Response = Record<string, unknown>;
 
@@ -82,7 +83,7 @@ function withEnvelope(body: ResponseBody, id: string | undefined, code: number):
 /** Only ProtocolErrors reach the client as themselves; anything else is an internal fault [P-2.5]. */
 function errorFor(err: unknown, ctx: RequestContext, id: string | undefined, code: number): Response {
   if (err instanceof ProtocolError) return toErrorResponse(err.code, err.message, id, code);
-  if ((err as { code?: unknown }).code === 'SQLITE_BUSY') {
+  if (err instanceof StoreBusyError) {
     // Another process holds the write lock: nothing was changed, and retrying is the right move.
     ctx.log.warn({ err: (err as Error).message }, 'database busy');
     return toErrorResponse('E_BUSY', 'server is busy; retry later', id, code);

@@ -80,10 +80,6 @@ export class TlsListener {
     });
   }
 
-  get connectionCount(): number {
-    return this.#connections.size;
-  }
-
   #accept(socket: tls.TLSSocket, opts: ListenerOptions): void {
     const ip = normalizeIp(socket.remoteAddress);
     const log = opts.log.child({ conn: this.#nextId++, ip });

@@ -4,6 +4,7 @@ import type { Logger } from '../deps.js';
 import { MIGRATIONS, type Migration } from './migrations.js';
 import {
   DuplicateUserError,
+  StoreBusyError,
   type NewSession,
   type NewUser,
   type Rotation,
@@ -67,6 +68,23 @@ const toSession = (r: SessionRow): SessionRecord => ({
   userRole: r.user_role,
   userDisabled: r.user_disabled !== 0,
 });
+
+const isBusy = (err: unknown): boolean => (err as { code?: unknown }).code === 'SQLITE_BUSY';
+
+/** Wraps every method so that SQLite's lock contention leaves the store as a StoreBusyError. */
+function reportBusy(store: Store): Store {
+  const wrapped = {} as Record<string, unknown>;
+  for (const [name, method] of Object.entries(store) as Array<[string, (...args: unknown[]) => unknown]>) {
+    wrapped[name] = (...args: unknown[]) => {
+      try {
+        return method(...args);
+      } catch (err) {
+        throw isBusy(err) ? new StoreBusyError((err as Error).message) : err;
+      }
+    };
+  }
+  return wrapped as unknown as Store;
+}
 
 // Bounds the session cache's memory; past it the cache simply starts over.
 const SESSION_CACHE_MAX = 100_000;
@@ -305,7 +323,7 @@ export function openSqliteStore(file: string, log?: Logger): Store {
         st.touch.run(now, id);
       } catch (err) {
         // Best effort: a lock held elsewhere must not fail the token check; the next check retries.
-        if ((err as { code?: string }).code === 'SQLITE_BUSY') return false;
+        if (isBusy(err)) return false;
         throw err;
       }
       cache.update(id, (r) => ({ ...r, lastSeenAt: now }));
@@ -320,6 +338,6 @@ export function openSqliteStore(file: string, log?: Logger): Store {
       if (db.open) db.close();
     },
   };
-  return store;
+  return reportBusy(store);
 }
 

@@ -81,6 +81,15 @@ export class DuplicateUserError extends Error {
   override name = 'DuplicateUserError';
 }
 
+/**
+ * The database is locked by someone else beyond the store's short wait; nothing was changed and
+ * the operation may be retried. Every backend reports contention as this, so callers need not know
+ * the backend's own error codes.
+ */
+export class StoreBusyError extends Error {
+  override name = 'StoreBusyError';
+}
+
 export interface Store {
   /** Runs `fn` atomically; nested calls join the outer transaction. */
   transaction<T>(fn: () => T): T;
