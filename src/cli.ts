@@ -72,8 +72,9 @@ async function readSecret(env: NodeJS.ProcessEnv, prompt: string): Promise<strin
     for await (const chunk of stdin) chunks.push(chunk as Buffer);
     return Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0] ?? '';
   }
-  process.stderr.write(prompt);
+  // Echo goes off before the prompt appears: keys typed as soon as it shows must not be echoed.
   stdin.setRawMode(true);
+  process.stderr.write(prompt);
   stdin.resume();
   let value = '';
   // 0: text; 1: after ESC; 2: inside a CSI sequence (arrow keys and the like send ESC [ ... final).

@@ -21,6 +21,11 @@ export interface ClientOptions {
   readonly maxFrameBytes?: number;
   readonly connectTimeoutMs?: number;
   readonly session?: Buffer;
+  /**
+   * Checks each response before it is delivered; a non-null result rejects that request with an
+   * error carrying the text. The test harness uses it to hold every response to the contract.
+   */
+  readonly inspect?: (response: AnyResponse) => string | null;
 }
 
 export type AnyResponse = Record<string, unknown> & { status: string; id?: string; code?: number };
@@ -43,7 +48,7 @@ export class HellwallClient {
   #closedError: Error | null = null;
   readonly closed: Promise<void>;
 
-  private constructor(socket: tls.TLSSocket, maxFrameBytes: number) {
+  private constructor(socket: tls.TLSSocket, maxFrameBytes: number, inspect?: ClientOptions['inspect']) {
     this.#socket = socket;
     this.#decoder = new FrameDecoder(maxFrameBytes);
     socket.on('data', (chunk: Buffer) => {
@@ -51,8 +56,11 @@ export class HellwallClient {
         const parsed = parseFrame(payload);
         const waiter = this.#pending.shift();
         if (!waiter) return;
-        if (parsed.ok) waiter.resolve(parsed.value as AnyResponse);
-        else waiter.reject(new Error(`bad frame from server: ${parsed.error.message}`));
+        if (!parsed.ok) return waiter.reject(new Error(`bad frame from server: ${parsed.error.message}`));
+        const response = parsed.value as AnyResponse;
+        const violation = inspect?.(response);
+        if (violation) waiter.reject(new Error(`response violates the protocol: ${violation}: ${JSON.stringify(response)}`));
+        else waiter.resolve(response);
       });
       if (err) socket.destroy(new Error(`bad framing from server: ${err.message}`));
     });
@@ -90,7 +98,7 @@ export class HellwallClient {
       socket.once('secureConnect', () => {
         socket.off('error', onError);
         socket.setTimeout(0);
-        resolve(new HellwallClient(socket, opts.maxFrameBytes ?? 16 * 1024 * 1024));
+        resolve(new HellwallClient(socket, opts.maxFrameBytes ?? 16 * 1024 * 1024, opts.inspect));
       });
       socket.once('timeout', () => socket.destroy(new Error('connect timeout')));
     });

@@ -11,6 +11,8 @@ export interface CommandEntry {
   readonly name: string;
   readonly request: string;
   readonly response: string;
+  /** Error codes this command may answer instead of its response (framing errors belong to none). */
+  readonly errors: readonly string[];
 }
 
 export interface ErrorEntry {
@@ -63,8 +65,12 @@ export function loadProtocol(dir: string = PROTOCOL_DIR): Protocol {
     if (!schema) throw new Error(`protocol/index.json names missing schema ${file}`);
     return ajv.getSchema(schema.$id as string)!;
   };
+  const errors = new Map(errorFile.errors.map((e) => [e.code, e]));
   const commands = new Map<number, CompiledCommand>();
   for (const entry of index.commands) {
+    for (const code of entry.errors) {
+      if (!errors.has(code)) throw new Error(`protocol/index.json: ${entry.name} lists unregistered error ${code}`);
+    }
     commands.set(entry.code, {
       ...entry,
       validateRequest: compile(entry.request),
@@ -74,7 +80,7 @@ export function loadProtocol(dir: string = PROTOCOL_DIR): Protocol {
   return {
     version: index.version,
     commands,
-    errors: new Map(errorFile.errors.map((e) => [e.code, e])),
+    errors,
     validateError: compile(index.errorResponse),
     schemas,
   };

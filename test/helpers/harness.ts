@@ -7,6 +7,8 @@ import type { PasscodeAuthResponse } from '../../src/protocol/messages.gen.js';
 import { loadConfig, type ConfigInput } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import type { Mailer } from '../../src/mail/mailer.js';
+import { responseViolation } from './conformance.js';
+import type { TlsMaterial } from '../../src/tls/tls-files.js';
 import { LogSink } from './log-sink.js';
 import { passcodeFrom, SMTP_PASS, SMTP_USER, SmtpSink } from './smtp-sink.js';
 
@@ -39,6 +41,8 @@ export interface Harness {
   readonly app: App;
   readonly port: number;
   readonly ca: Buffer;
+  /** The server's certificate and key (tests that stand up a fake peer reuse them). */
+  readonly tls: TlsMaterial;
   readonly clock: FakeClock;
   readonly smtp: SmtpSink;
   readonly logs: LogSink;
@@ -48,8 +52,13 @@ export interface Harness {
   requestPasscode(client: HellwallClient, user?: typeof ALICE, mac?: string): Promise<string>;
   /** The whole seed flow: passcode by SMTP, then login; returns the login response. */
   login(client: HellwallClient, user?: typeof ALICE, mac?: string): Promise<PasscodeAuthResponse>;
-  /** Asserts that a response validates against its command's schema (or the error schema). */
+  /**
+   * What is wrong with a response under the contract, or null. Every client from `connect` applies
+   * it to every response it receives, so a response that breaks the contract fails its test.
+   */
   validate(response: { status: string; code?: number }): string | null;
+  /** How many responses `connect`'s clients have checked (a test can prove the check ran). */
+  readonly checked: number;
 }
 
 /**
@@ -90,6 +99,7 @@ export async function startHarness(
   for (const user of opts.users ?? [ALICE]) await app.addUser(user);
   const { address, tls } = await app.listen();
   const clients: HellwallClient[] = [];
+  let checked = 0;
   t.teardown(async () => {
     for (const c of clients) c.destroy();
     await app.close(1000);
@@ -101,12 +111,25 @@ export async function startHarness(
     app,
     port: address.port,
     ca: tls.cert,
+    tls,
     clock,
     smtp,
     logs,
     dataDir,
+    get checked() {
+      return checked;
+    },
     async connect(more = {}) {
-      const client = await HellwallClient.connect({ host: '127.0.0.1', port: address.port, ca: tls.cert, ...more });
+      const client = await HellwallClient.connect({
+        host: '127.0.0.1',
+        port: address.port,
+        ca: tls.cert,
+        inspect: (response) => {
+          checked++;
+          return h.validate(response);
+        },
+        ...more,
+      });
       clients.push(client);
       return client;
     },
@@ -123,12 +146,7 @@ export async function startHarness(
       return res;
     },
     validate(response) {
-      const validator =
-        response.status === 'error'
-          ? app.protocol.validateError
-          : app.protocol.commands.get(response.code as number)?.validateResponse;
-      if (!validator) return `no schema for response code ${String(response.code)}`;
-      return validator(response) ? null : JSON.stringify(validator.errors);
+      return responseViolation(app.protocol, response);
     },
   };
   return h;

@@ -118,3 +118,69 @@ t.test('the generated TypeScript types match the schemas', async (t) => {
   const out = execFileSync(process.execPath, [path.join(ROOT, 'scripts/gen-types.mjs'), '--check'], { encoding: 'utf8' });
   t.equal(out, '');
 });
+
+t.test("each command's errors: index.json, its README section and the registry agree", async (t) => {
+  for (const [code, cmd] of protocol.commands) {
+    const start = readme.indexOf(`### \`${cmd.name}\` (code ${code})`);
+    const end = readme.indexOf('\n### ', start + 1);
+    const section = readme.slice(start, end < 0 ? readme.indexOf('\n## ', start) : end);
+    const line = /\*\*Errors:\*\* (.*)/.exec(section)?.[1] ?? '';
+    const documented = [...line.matchAll(/`(E_[A-Z0-9_]+)`/g)].map((m) => m[1]);
+    t.same([...documented].sort(), [...cmd.errors].sort(), `${cmd.name}: README's Errors line matches index.json`);
+    for (const e of cmd.errors) {
+      const entry = protocol.errors.get(e);
+      t.ok(entry, `${cmd.name} lists registered ${e}`);
+      t.notOk(entry?.closes, `${cmd.name} lists ${e}, which must not be a framing error`);
+      t.not(e, 'E_UNKNOWN_COMMAND', 'a command cannot answer that it does not exist');
+    }
+  }
+  // Every per-request error belongs to some command; framing errors and E_UNKNOWN_COMMAND to none.
+  const listed = new Set([...protocol.commands.values()].flatMap((c) => c.errors));
+  for (const e of protocol.errors.values()) {
+    if (!e.closes && e.code !== 'E_UNKNOWN_COMMAND') t.ok(listed.has(e.code), `${e.code} is answered by at least one command`);
+  }
+});
+
+t.test('schemas use only constructs that code generators handle', async (t) => {
+  // The keywords quicktype and json-schema-to-typescript map to types; anything else (allOf,
+  // anyOf, if/then, not, patternProperties, ...) would be silently weakened in some language.
+  const allowed = new Set([
+    '$schema', '$id', '$ref', '$comment', 'title', 'description', 'examples', 'type', 'properties', 'required',
+    'additionalProperties', 'enum', 'const', 'pattern', 'minLength', 'maxLength', 'minimum', 'maximum', 'oneOf',
+    'definitions', 'items', 'tsType',
+  ]);
+  const problems: string[] = [];
+  const walk = (node: unknown, where: string): void => {
+    if (!node || typeof node !== 'object' || Array.isArray(node)) return;
+    const obj = node as Record<string, unknown>;
+    for (const key of Object.keys(obj)) if (!allowed.has(key)) problems.push(`${where}: keyword ${key}`);
+    if (obj.type === 'object' && obj.additionalProperties !== false) problems.push(`${where}: object without additionalProperties: false`);
+    if (obj.oneOf) {
+      // Every branch must carry a distinct `status` const, so a reader can tell them apart.
+      const branches = obj.oneOf as Array<{ properties?: { status?: { const?: unknown } } }>;
+      const tags = branches.map((b) => b.properties?.status?.const);
+      if (tags.some((s) => typeof s !== 'string') || new Set(tags).size !== tags.length) problems.push(`${where}: oneOf without a distinct status const per branch`);
+      branches.forEach((b, i) => walk(b, `${where}.oneOf[${i}]`));
+    }
+    for (const key of ['properties', 'definitions'] as const) {
+      for (const [name, sub] of Object.entries((obj[key] ?? {}) as Record<string, unknown>)) walk(sub, `${where}.${name}`);
+    }
+    if (obj.items) walk(obj.items, `${where}[]`);
+  };
+  for (const [file, schema] of protocol.schemas) {
+    walk(schema, file);
+    t.equal(schema.$id, `https://schemas.hellwall.invalid/v1/${file}`, `${file} has its $id`);
+    t.equal(schema.$schema, 'http://json-schema.org/draft-07/schema#', `${file} is draft-07`);
+    t.type(schema.title, 'string', `${file} has a title`);
+  }
+  t.same(problems, []);
+});
+
+t.test('every request and response schema pins its command code', async (t) => {
+  for (const [code, cmd] of protocol.commands) {
+    const request = protocol.schemas.get(cmd.request) as { properties: { code: { const: number } } };
+    t.equal(request.properties.code.const, code, `${cmd.request} pins code ${code}`);
+    const response = protocol.schemas.get(cmd.response) as { properties?: { code: { const: number } }; oneOf?: Array<{ properties: { code: { const: number } } }> };
+    for (const branch of response.oneOf ?? [response]) t.equal(branch.properties!.code.const, code, `${cmd.response} pins code ${code}`);
+  }
+});
