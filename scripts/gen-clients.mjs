@@ -64,9 +64,7 @@ export function generateLanguage(outDir, name) {
   const res = spawnSync(process.execPath, args, { cwd: schemaDir, encoding: 'utf8', timeout: 120_000 });
   const output = `${res.stderr ?? ''}${res.stdout ?? ''}`.trim();
   if (res.error || res.status !== 0) {
-    const err = new Error(`quicktype --lang ${spec.lang} failed (${res.error?.message ?? `exit ${res.status}`}):\n${output}`);
-    err.stderr = err.message;
-    throw err;
+    throw new Error(`quicktype --lang ${spec.lang} failed (${res.error?.message ?? `exit ${res.status}`}):\n${output}`);
   }
   return {
     files: readdirSync(dir).sort().map((f) => path.join(dir, f)),
@@ -98,7 +96,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
       for (const file of files) console.log(path.relative(process.cwd(), file));
     }
   } catch (err) {
-    console.error(String(err.stderr ?? err.message));
+    console.error(err.message);
     process.exit(1);
   }
 }

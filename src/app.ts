@@ -9,6 +9,9 @@ import { addUser } from './auth/users.js';
 import type { Config } from './config.js';
 import type { Clock, Logger, RandomBytes } from './deps.js';
 import type { Services } from './handlers/context.js';
+import { X509Certificate } from 'node:crypto';
+import { OpsServer } from './ops/http.js';
+import { createPrometheusMetrics, type PrometheusMetrics } from './ops/metrics.js';
 import { createOutboxMailer, createSmtpMailer, MailQueue, type Mailer } from './mail/mailer.js';
 import { loadProtocol, type Protocol } from './protocol/registry.js';
 import { createDispatcher, type DispatchFn } from './server/dispatcher.js';
@@ -40,9 +43,15 @@ export interface App {
   readonly dispatch: DispatchFn;
   readonly hasher: PasswordHasher;
   readonly mail: MailQueue;
+  readonly metrics: PrometheusMetrics;
   addUser(input: { email: string; phone: string; role: string; password: string }): ReturnType<typeof addUser>;
   /** Starts the TLS listener (generating the dev certificate if needed). */
-  listen(): Promise<{ address: AddressInfo; tls: TlsMaterial }>;
+  listen(): Promise<{ address: AddressInfo; tls: TlsMaterial; ops: AddressInfo | null }>;
+  /**
+   * Re-reads what can change without a restart (the certificate and key today) and applies it to
+   * new connections; open connections are untouched. On failure the old material stays in force.
+   */
+  reload(): Promise<boolean>;
   /** Graceful stop: drain connections, flush mail, close the database. Idempotent. */
   close(graceMs?: number): Promise<void>;
 }
@@ -69,17 +78,45 @@ export function buildApp(deps: AppDeps): App {
     (config.mail.smtpHost
       ? createSmtpMailer(config.mail)
       : createOutboxMailer(path.join(config.dataDir, 'outbox'), config.mail.from, clock, random, log));
-  const mail = new MailQueue(mailer, log, deps.mailRetryDelayMs === undefined ? {} : { retryDelayMs: deps.mailRetryDelayMs });
-  const authDeps = { config, store, hasher, keys, clock, random, mail };
+  const metrics = createPrometheusMetrics({
+    // Active: not revoked, inside the absolute limit, and used within the idle limit.
+    activeSessions: () => {
+      const now = clock();
+      return store.countActiveSessions(now, now - config.tokens.idleSeconds * 1000);
+    },
+  });
+  const mail = new MailQueue(mailer, log, { metrics, ...(deps.mailRetryDelayMs !== undefined && { retryDelayMs: deps.mailRetryDelayMs }) });
+  const authDeps = { config, store, hasher, keys, clock, random, mail, metrics };
   const services: Services = {
     config,
     protocol,
     passcodes: new PasscodeService(authDeps),
     tokens: new TokenService(authDeps),
   };
-  const dispatch = createDispatcher(services, protocol, clock);
+  const dispatch = createDispatcher(services, protocol, { metrics });
   let listener: TlsListener | undefined;
+  let ops: OpsServer | undefined;
+  let material: TlsMaterial | undefined;
   let closing: Promise<void> | undefined;
+
+  const readiness = [
+    {
+      name: 'database',
+      check: () => {
+        store.ping();
+        return null;
+      },
+    },
+    {
+      name: 'certificate',
+      check: () => {
+        if (!material) return 'not loaded';
+        const notAfter = Date.parse(new X509Certificate(material.cert).validTo);
+        return notAfter > clock() ? null : `expired ${new Date(notAfter).toISOString()}`;
+      },
+    },
+    { name: 'listener', check: () => (listener && !closing ? null : closing ? 'shutting down' : 'not listening') },
+  ];
 
   return {
     config,
@@ -90,6 +127,7 @@ export function buildApp(deps: AppDeps): App {
     dispatch,
     hasher,
     mail,
+    metrics,
     addUser: (input) => addUser({ store, hasher, clock }, input),
     async listen() {
       if (!deps.mailer && !config.mail.smtpHost) {
@@ -99,6 +137,7 @@ export function buildApp(deps: AppDeps): App {
         log.warn('SMTP certificate verification is OFF (HELLWALL_SMTP_TLS_VERIFY=false): passcodes can be intercepted');
       }
       const tls = await loadTlsMaterial(config, log);
+      material = tls;
       listener = new TlsListener({
         key: tls.key,
         cert: tls.cert,
@@ -106,16 +145,41 @@ export function buildApp(deps: AppDeps): App {
         log,
         ...listenerLimits(config),
         aroundRead: (handle) => store.readBatch(handle),
+        metrics,
       });
+      let opsAddress: AddressInfo | null = null;
+      if (config.ops.enabled) {
+        ops = new OpsServer({ metrics, checks: readiness, log });
+        opsAddress = await ops.listen(config.ops.port, config.ops.host);
+        log.info({ host: opsAddress.address, port: opsAddress.port }, 'health and metrics listening');
+      }
       const address = await listener.listen(config.port, config.host);
       log.info({ host: address.address, port: address.port }, 'hellwall listening');
-      return { address, tls };
+      return { address, tls, ops: opsAddress };
     },
-    close(graceMs = 5000) {
+    async reload() {
+      if (!listener) return false;
+      try {
+        const next = await loadTlsMaterial(config, log);
+        listener.setCertificate(next.key, next.cert);
+        material = next;
+        metrics.reload('tls', 'ok');
+        log.info({ certFile: next.certFile, notAfter: new X509Certificate(next.cert).validTo }, 'certificate reloaded');
+        return true;
+      } catch (err) {
+        metrics.reload('tls', 'failed');
+        log.error({ err: (err as Error).message }, 'certificate reload failed; the previous certificate stays in use');
+        return false;
+      }
+    },
+    close(graceMs = config.shutdownGraceMs) {
       closing ??= (async () => {
+        const deadline = performance.now() + graceMs;
         await listener?.close(graceMs);
-        await mail.drain();
+        // Mail gets what is left of the grace (at least a moment): shutdown must end within a bound.
+        await mail.drain(Math.max(250, deadline - performance.now()));
         mail.close();
+        await ops?.close();
         store.close();
         log.info('hellwall stopped');
       })();

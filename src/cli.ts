@@ -49,14 +49,29 @@ export async function serve(env: NodeJS.ProcessEnv): Promise<number> {
     await app.close();
     return 1;
   }
+  // SIGHUP re-reads the certificate (and whatever else can change at run time) without a restart.
+  const reload = (): void => {
+    log.info({ signal: 'SIGHUP' }, 'reloading');
+    void app.reload();
+  };
+  process.on('SIGHUP', reload);
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
-      log.info({ signal }, 'shutting down');
+      log.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down');
+      // A second signal means "now": the operator has given up waiting for the drain.
+      process.once('SIGTERM', () => process.exit(1));
+      process.once('SIGINT', () => process.exit(1));
       resolve();
     };
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
   });
+  process.off('SIGHUP', reload);
+  // close() bounds each step by the grace; this is the backstop if something still hangs.
+  setTimeout(() => {
+    log.error({ graceMs: config.shutdownGraceMs }, 'shutdown did not finish in time; exiting');
+    process.exit(1);
+  }, config.shutdownGraceMs + 5000).unref();
   await app.close();
   return 0;
 }
@@ -255,5 +270,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
 
 // Run only when executed, not when imported (main.ts imports `serve`).
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  process.exitCode = await main(process.argv.slice(2), process.env);
+  // Exit explicitly (stdout and stderr writes are synchronous on Linux, so nothing is lost): after
+  // `serve`, a mail delivery abandoned at shutdown may hold a socket open.
+  process.exit(await main(process.argv.slice(2), process.env));
 }

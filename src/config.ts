@@ -13,6 +13,12 @@ export interface Config {
   readonly handshakeTimeoutMs: number;
   readonly maxConnections: number;
   readonly logLevel: string;
+  readonly shutdownGraceMs: number;
+  readonly ops: {
+    readonly enabled: boolean;
+    readonly host: string;
+    readonly port: number;
+  };
   readonly tls: {
     readonly certFile: string;
     readonly keyFile: string;
@@ -68,6 +74,10 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'handshakeTimeoutMs', env: 'HELLWALL_HANDSHAKE_TIMEOUT_MS', kind: 'int', default: 10000, min: 100, doc: 'Abort TLS handshakes that take longer than this.' },
   { key: 'maxConnections', env: 'HELLWALL_MAX_CONNECTIONS', kind: 'int', default: 20000, min: 1, doc: 'Refuse connections beyond this many open at once.' },
   { key: 'logLevel', env: 'HELLWALL_LOG_LEVEL', kind: 'enum', default: 'info', values: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], doc: 'pino log level.' },
+  { key: 'shutdownGraceMs', env: 'HELLWALL_SHUTDOWN_GRACE_MS', kind: 'int', default: 5000, min: 0, max: 600000, doc: 'On SIGTERM/SIGINT, how long open connections and queued mail get to finish before they are cut; the process then exits 0. Keep it below the orchestrator\'s stop timeout (Docker: 10 s).' },
+  { key: 'ops.enabled', env: 'HELLWALL_OPS_ENABLED', kind: 'bool', default: true, doc: 'Serve `/healthz`, `/readyz` and `/metrics` (Prometheus) over plain HTTP on `ops.host`:`ops.port`.' },
+  { key: 'ops.host', env: 'HELLWALL_OPS_HOST', kind: 'string', default: '127.0.0.1', doc: 'Address of the health and metrics listener. Keep it on loopback or an internal network.' },
+  { key: 'ops.port', env: 'HELLWALL_OPS_PORT', kind: 'int', default: 9464, min: 0, max: 65535, doc: 'Port of the health and metrics listener (0 picks a free port).' },
   { key: 'tls.certFile', env: 'HELLWALL_TLS_CERT', kind: 'string', default: '', doc: 'PEM certificate chain. Empty: generate a development certificate in the data directory (with a warning).' },
   { key: 'tls.keyFile', env: 'HELLWALL_TLS_KEY', kind: 'string', default: '', doc: 'PEM private key for `tls.certFile`.' },
   { key: 'tokens.ttlSeconds', env: 'HELLWALL_TOKEN_TTL', kind: 'int', default: 3600, min: 1, doc: 'How long a base token answers `authorized`.' },

@@ -1,5 +1,6 @@
 import type { Config } from '../config.js';
 import type { Clock, Logger, RandomBytes } from '../deps.js';
+import type { Metrics } from '../ops/metrics.js';
 import { passcodeMail, type MailQueue } from '../mail/mailer.js';
 import { ProtocolError } from '../protocol/errors.js';
 import type { Store } from '../store/store.js';
@@ -18,6 +19,7 @@ export interface AuthDeps {
   readonly clock: Clock;
   readonly random: RandomBytes;
   readonly mail: MailQueue;
+  readonly metrics: Metrics;
 }
 
 export interface LoginResult {

@@ -21,9 +21,9 @@ const TOUCH_INTERVAL_MS = 60_000;
  * flight, and reuse of a rotated-out token after the grace treated as theft [P-4.5].
  */
 export class TokenService {
-  readonly #d: Pick<AuthDeps, 'config' | 'store' | 'keys' | 'clock' | 'random'>;
+  readonly #d: Pick<AuthDeps, 'config' | 'store' | 'keys' | 'clock' | 'random' | 'metrics'>;
 
-  constructor(deps: Pick<AuthDeps, 'config' | 'store' | 'keys' | 'clock' | 'random'>) {
+  constructor(deps: Pick<AuthDeps, 'config' | 'store' | 'keys' | 'clock' | 'random' | 'metrics'>) {
     this.#d = deps;
   }
 
@@ -73,6 +73,7 @@ export class TokenService {
       return retired ? this.#retired(retired, input, now, log) : this.#deny(log, input, 'rotation-conflict', s.id);
     }
     log.info({ event: 'token.renew', sessionId: s.id, generation: s.generation + 1 }, 'token renewed');
+    this.#d.metrics.renewal();
     return { status: 'renew', token, user, expiresAt, renewableUntil: s.absoluteExpiresAt };
   }
 
@@ -99,6 +100,7 @@ export class TokenService {
     // We cannot tell which, so the whole session ends (RFC 9700 §4.14.2).
     store.revokeSession(s.id, now, 'token-reuse');
     log.warn({ event: 'token.reuse', sessionId: s.id, userId: s.userId }, 'rotated-out token reused; session revoked');
+    this.#d.metrics.reuseDetected();
     return this.#deny(log, input, 'token-reuse', s.id);
   }
 

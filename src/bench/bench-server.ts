@@ -97,7 +97,7 @@ async function main(): Promise<void> {
     throw new Error('usage: bench-server.js <hellwall|echo> <dataDir>, started with an IPC channel');
   }
   // An explicit empty env: HELLWALL_* variables of the shell must not change what is measured.
-  const config = loadConfig({}, { dataDir, port: 0, host: '127.0.0.1', logLevel: 'error', tokens: { ttlSeconds: 86400 } }, undefined);
+  const config = loadConfig({}, { dataDir, port: 0, host: '127.0.0.1', logLevel: 'error', tokens: { ttlSeconds: 86400 }, ops: { port: 0 } }, undefined);
   // Errors only, and on stderr: stdout belongs to the orchestrator's report, and the dev-certificate
   // warning is expected here.
   const log = createLogger(config.logLevel, pino.destination(2));

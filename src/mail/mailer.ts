@@ -3,6 +3,7 @@ import path from 'node:path';
 import nodemailer, { type Transporter } from 'nodemailer';
 import type { Config } from '../config.js';
 import type { Clock, Logger, RandomBytes } from '../deps.js';
+import { NO_METRICS, type Metrics } from '../ops/metrics.js';
 
 export interface MailMessage {
   readonly to: string;
@@ -72,12 +73,14 @@ export class MailQueue {
   readonly #attempts: number;
   readonly #retryDelayMs: number;
   readonly #inflight = new Set<Promise<void>>();
+  readonly #metrics: Metrics;
   sent = 0;
   failed = 0;
 
-  constructor(mailer: Mailer, log: Logger, opts: { attempts?: number; retryDelayMs?: number } = {}) {
+  constructor(mailer: Mailer, log: Logger, opts: { attempts?: number; retryDelayMs?: number; metrics?: Metrics } = {}) {
     this.#mailer = mailer;
     this.#log = log;
+    this.#metrics = opts.metrics ?? NO_METRICS;
     this.#attempts = opts.attempts ?? 3;
     this.#retryDelayMs = opts.retryDelayMs ?? 1000;
   }
@@ -93,6 +96,7 @@ export class MailQueue {
       try {
         await this.#mailer.send(message);
         this.sent++;
+        this.#metrics.mail('sent');
         this.#log.info({ kind, to: message.to, attempt }, 'mail sent');
         return;
       } catch (err) {
@@ -100,16 +104,35 @@ export class MailQueue {
         this.#log[last ? 'error' : 'warn']({ kind, to: message.to, attempt, err: (err as Error).message }, last ? 'mail failed' : 'mail attempt failed; retrying');
         if (last) {
           this.failed++;
+          this.#metrics.mail('failed');
           return;
         }
+        this.#metrics.mail('retried');
         await new Promise((r) => setTimeout(r, this.#retryDelayMs * attempt).unref());
       }
     }
   }
 
-  /** Resolves when every queued message is delivered or has failed for good (used at shutdown). */
-  async drain(): Promise<void> {
-    while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
+  /**
+   * Resolves when every queued message is delivered or has failed for good, or when `timeoutMs`
+   * passed (used at shutdown, which must end within a bound). Returns how many were left.
+   */
+  async drain(timeoutMs = Infinity): Promise<number> {
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<'timeout'>((resolve) => {
+      if (Number.isFinite(timeoutMs)) timer = setTimeout(() => resolve('timeout'), timeoutMs);
+    });
+    try {
+      while (this.#inflight.size > 0) {
+        if ((await Promise.race([Promise.allSettled([...this.#inflight]), expired])) === 'timeout') {
+          this.#log.error({ pending: this.#inflight.size }, 'shutdown: mail still queued was not delivered');
+          return this.#inflight.size;
+        }
+      }
+      return 0;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   close(): void {

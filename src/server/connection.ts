@@ -20,6 +20,8 @@ export interface ConnectionOptions {
    * share per-read work (the store validates its session cache once per read).
    */
   readonly aroundRead?: <T>(handle: () => T) => T;
+  /** Told the code of a framing error before the connection closes because of it (for metrics). */
+  readonly onFramingError?: (code: FrameErrorCode) => void;
 }
 
 interface Slot {
@@ -150,6 +152,7 @@ export class Connection {
   /** [P-1.5] A framing error: one error frame after the responses already owed, then close. */
   #fatal(code: FrameErrorCode, message: string): void {
     this.#opts.log.warn({ error: code, reason: message }, 'framing error; closing connection');
+    this.#opts.onFramingError?.(code);
     this.#slots.push({ frame: encodeFrame(toErrorResponse(code, message)) });
     this.#closing = true;
     this.#updateReading();

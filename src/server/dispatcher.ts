@@ -1,8 +1,8 @@
 import type { ValidateFunction } from 'ajv';
-import type { Clock } from '../deps.js';
 import { HANDLERS } from '../handlers/index.js';
 import type { Handler, RequestContext, ResponseBody, Services } from '../handlers/context.js';
 import { ProtocolError, toErrorResponse } from '../protocol/errors.js';
+import { NO_METRICS, type Metrics } from '../ops/metrics.js';
 import { describeSchemaError, type Protocol } from '../protocol/registry.js';
 import { StoreBusyError } from '../store/store.js';
 
@@ -24,7 +24,15 @@ interface Route {
  * Parse → validate → route. Validators come compiled from the protocol; the table is built once
  * here, and a command in the index without a handler stops start-up rather than failing later.
  */
-export function createDispatcher(services: Services, protocol: Protocol, clock: Clock, handlers = HANDLERS): DispatchFn {
+export function createDispatcher(
+  services: Services,
+  protocol: Protocol,
+  opts: { handlers?: Record<string, Handler<never>>; metrics?: Metrics; monotonic?: () => number } = {},
+): DispatchFn {
+  const handlers = opts.handlers ?? HANDLERS;
+  const metrics = opts.metrics ?? NO_METRICS;
+  // Latency is measured on a monotonic clock in milliseconds; the injected wall clock may be fake.
+  const monotonic = opts.monotonic ?? performance.now.bind(performance);
   const routes = new Map<number, Route>();
   for (const [code, command] of protocol.commands) {
     const handler = handlers[command.name];
@@ -40,14 +48,14 @@ export function createDispatcher(services: Services, protocol: Protocol, clock: 
     const code = message.code;
     if (typeof code !== 'number' || !Number.isInteger(code)) {
       const why = code === undefined ? '(request) is missing required field "code"' : '/code must be integer';
-      return logged(ctx, toErrorResponse('E_SCHEMA', why, id), undefined, clock());
+      return logged(ctx, toErrorResponse('E_SCHEMA', why, id), undefined, monotonic());
     }
     const route = routes.get(code);
     if (!route) {
       // [P-2.2] Unknown commands are a per-request error: a newer client may talk to an older server.
-      return logged(ctx, toErrorResponse('E_UNKNOWN_COMMAND', `unknown command code ${code}`, id, code), undefined, clock());
+      return logged(ctx, toErrorResponse('E_UNKNOWN_COMMAND', `unknown command code ${code}`, id, code), undefined, monotonic());
     }
-    const started = clock();
+    const started = monotonic();
     if (!route.validate(message)) {
       // [P-2.3] Schema violations keep the connection open.
       return logged(ctx, toErrorResponse('E_SCHEMA', describeSchemaError(route.validate.errors), id, code), route.name, started);
@@ -63,6 +71,10 @@ export function createDispatcher(services: Services, protocol: Protocol, clock: 
   };
 
   function logged(ctx: RequestContext, response: Response, command: string | undefined, started: number): Response {
+    const ms = monotonic() - started;
+    const outcome = response.status === 'error' ? (response.error as string) : (response.status as string);
+    metrics.request(command ?? 'unknown', outcome, ms / 1000);
+    if (outcome === 'E_BUSY') metrics.throttled('busy');
     // Refused requests are worth an operator's attention; successes only when debugging. Past a
     // few per connection they go to debug (the connection logs its total when it closes): one read
     // of tiny bad frames must not turn into megabytes of log.
@@ -70,7 +82,7 @@ export function createDispatcher(services: Services, protocol: Protocol, clock: 
       const level = ++ctx.refusals <= REFUSALS_LOGGED ? 'info' : 'debug';
       ctx.log[level]({ command, id: response.id, error: response.error, reason: response.message }, 'request refused');
     } else if (ctx.log.isLevelEnabled('debug')) {
-      ctx.log.debug({ command, id: response.id, status: response.status, ms: clock() - started }, 'request');
+      ctx.log.debug({ command, id: response.id, status: response.status, ms }, 'request');
     }
     return response;
   }

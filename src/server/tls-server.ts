@@ -5,6 +5,7 @@ import type { Config } from '../config.js';
 import type { Logger } from '../deps.js';
 import { Connection } from './connection.js';
 import type { DispatchFn } from './dispatcher.js';
+import { NO_METRICS, type Metrics } from '../ops/metrics.js';
 
 // TLS 1.3 suites first, then TLS 1.2 with forward secrecy and AEAD only (Mozilla "intermediate").
 export const CIPHERS = [
@@ -30,6 +31,7 @@ export interface ListenerOptions {
   readonly idleTimeoutMs: number;
   readonly handshakeTimeoutMs: number;
   readonly aroundRead?: <T>(handle: () => T) => T;
+  readonly metrics?: Metrics;
 }
 
 type ConfigLimits = Pick<ListenerOptions, 'maxFrameBytes' | 'maxInflight' | 'maxConnections' | 'idleTimeoutMs' | 'handshakeTimeoutMs'>;
@@ -52,11 +54,13 @@ export class TlsListener {
   /** Every TCP socket, handshaking or not: a half-open handshake would otherwise hold up close(). */
   readonly #sockets = new Set<Socket>();
   readonly #log: Logger;
+  readonly #metrics: Metrics;
   #nextId = 1;
   #closing = false;
 
   constructor(opts: ListenerOptions) {
     this.#log = opts.log;
+    this.#metrics = opts.metrics ?? NO_METRICS;
     this.#server = tls.createServer(
       {
         key: opts.key,
@@ -75,7 +79,20 @@ export class TlsListener {
       this.#sockets.add(raw);
       raw.once('close', () => this.#sockets.delete(raw));
     });
+    let dropped = 0;
+    let droppedLoggedAt = -Infinity;
+    this.#server.on('drop', (data) => {
+      this.#metrics.connectionRefused('max_connections');
+      // A flood of refusals must not become a flood of log lines: at most one every 10 s.
+      dropped++;
+      const now = performance.now();
+      if (now - droppedLoggedAt < 10_000) return;
+      droppedLoggedAt = now;
+      this.#log.warn({ ip: normalizeIp(data?.remoteAddress), max: opts.maxConnections, refused: dropped }, 'connections refused: too many open connections');
+      dropped = 0;
+    });
     this.#server.on('tlsClientError', (err, socket) => {
+      this.#metrics.connectionRefused('tls_handshake');
       this.#log.info({ err: err.message, ip: normalizeIp(socket.remoteAddress) }, 'TLS handshake failed');
     });
   }
@@ -87,6 +104,7 @@ export class TlsListener {
     if (opts.idleTimeoutMs > 0) {
       socket.setTimeout(opts.idleTimeoutMs, () => {
         log.info('idle timeout; closing connection');
+        this.#metrics.connectionRefused('idle_timeout');
         socket.destroy();
       });
     }
@@ -97,15 +115,26 @@ export class TlsListener {
       maxFrameBytes: opts.maxFrameBytes,
       maxInflight: opts.maxInflight,
       ...(opts.aroundRead && { aroundRead: opts.aroundRead }),
+      onFramingError: () => this.#metrics.connectionRefused('framing_error'),
     });
     this.#connections.add(conn);
+    this.#metrics.connectionOpened();
     // A handshake that completes after shutdown began: answer nothing new, close promptly.
     if (this.#closing) conn.shutdown();
     log.debug({ protocol: socket.getProtocol(), cipher: socket.getCipher().name }, 'connection open');
     void conn.closed.then(() => {
       this.#connections.delete(conn);
+      this.#metrics.connectionClosed();
       log.debug('connection closed');
     });
+  }
+
+  /** New connections get this certificate; open ones keep theirs (no connection is dropped). */
+  setCertificate(key: Buffer, cert: Buffer): void {
+    // A new context would get new session-ticket keys; keep the old ones so clients still resume.
+    const tickets = this.#server.getTicketKeys();
+    this.#server.setSecureContext({ key, cert, minVersion: 'TLSv1.2', ciphers: CIPHERS, honorCipherOrder: true });
+    this.#server.setTicketKeys(tickets);
   }
 
   listen(port: number, host: string): Promise<AddressInfo> {

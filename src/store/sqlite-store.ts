@@ -198,6 +198,10 @@ export function openSqliteStore(file: string, log?: Logger): Store {
       'UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE id = ? AND revoked_at IS NULL',
     ),
     dataVersion: db.prepare('PRAGMA data_version').pluck(),
+    countActive: db
+      .prepare<[number, number]>('SELECT count(*) FROM sessions WHERE revoked_at IS NULL AND absolute_expires_at > ? AND last_seen_at > ?')
+      .pluck(),
+    ping: db.prepare('SELECT 1').pluck(),
   };
 
   const cache = new SessionCache();
@@ -332,6 +336,14 @@ export function openSqliteStore(file: string, log?: Logger): Store {
     revokeSession(id, now, reason) {
       st.revoke.run(now, reason, id);
       cache.delete(id);
+    },
+
+    countActiveSessions(now, activeSince) {
+      return st.countActive.get(now, activeSince) as number;
+    },
+    ping() {
+      if (!db.open) throw new Error('database is closed');
+      st.ping.get();
     },
 
     close() {

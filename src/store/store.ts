@@ -120,5 +120,10 @@ export interface Store {
   touchSession(id: number, now: number): boolean;
   revokeSession(id: number, now: number, reason: string): void;
 
+  /** Sessions not revoked, inside their absolute limit, and used since `activeSince`. */
+  countActiveSessions(now: number, activeSince: number): number;
+  /** Throws when the database cannot answer a trivial query (readiness). */
+  ping(): void;
+
   close(): void;
 }

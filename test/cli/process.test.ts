@@ -1,46 +1,12 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import t from 'tap';
+import { CLI, cli, env, MAIN, startServer } from '../helpers/processes.js';
 
-// These tests run the built entry points (dist/), as `npm start` and a newcomer do; `npm test`
-// builds first.
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const CLI = path.join(ROOT, 'dist/cli.js');
-const MAIN = path.join(ROOT, 'dist/main.js');
 const PASSWORD = 'correct horse battery staple';
 const MAC = '00:1a:2b:3c:4d:5e';
-
-function env(dataDir: string, more: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return { PATH: process.env.PATH, HOME: process.env.HOME, HELLWALL_DATA_DIR: dataDir, ...more };
-}
-
-function cli(args: string[], e: NodeJS.ProcessEnv) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { env: e, encoding: 'utf8', timeout: 30_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** Starts dist/main.js and resolves with the port once it logs that it listens. */
-function startServer(e: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; port: number; lines: Array<Record<string, unknown>> }> {
-  const child = spawn(process.execPath, [MAIN], { env: e, stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: Array<Record<string, unknown>> = [];
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
-      buf += chunk.toString('utf8');
-      let nl;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = JSON.parse(buf.slice(0, nl)) as Record<string, unknown>;
-        buf = buf.slice(nl + 1);
-        lines.push(line);
-        if (line.msg === 'hellwall listening') resolve({ child, port: line.port as number, lines });
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`server exited with ${code} before listening`)));
-  });
-}
 
 t.test('a newcomer: user add, npm start, passcode from the outbox, login, check, SIGTERM', async (t) => {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'hellwall-proc-'));
@@ -56,8 +22,7 @@ t.test('a newcomer: user add, npm start, passcode from the outbox, login, check,
   t.equal(weak.code, 1);
   t.match(weak.stderr, /at least 8 characters/);
 
-  const { child, port, lines } = await startServer(e);
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const { child, port, lines, exited } = await startServer(e);
   t.teardown(() => {
     child.kill('SIGKILL');
   });

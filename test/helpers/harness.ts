@@ -40,6 +40,8 @@ interface Teardown {
 export interface Harness {
   readonly app: App;
   readonly port: number;
+  /** The health and metrics listener's port (0 when disabled). */
+  readonly opsPort: number;
   readonly ca: Buffer;
   /** The server's certificate and key (tests that stand up a fake peer reuse them). */
   readonly tls: TlsMaterial;
@@ -77,6 +79,8 @@ export async function startHarness(
     dataDir,
     port: 0,
     logLevel: 'trace',
+    // A free port: test files run in parallel, and the default 9464 would collide.
+    ops: { port: 0 },
     mail: {
       smtpHost: '127.0.0.1',
       smtpPort: smtp.port,
@@ -97,7 +101,7 @@ export async function startHarness(
     ...(opts.mailer && { mailer: opts.mailer }),
   });
   for (const user of opts.users ?? [ALICE]) await app.addUser(user);
-  const { address, tls } = await app.listen();
+  const { address, tls, ops } = await app.listen();
   const clients: HellwallClient[] = [];
   let checked = 0;
   t.teardown(async () => {
@@ -110,6 +114,7 @@ export async function startHarness(
   const h: Harness = {
     app,
     port: address.port,
+    opsPort: ops?.port ?? 0,
     ca: tls.cert,
     tls,
     clock,

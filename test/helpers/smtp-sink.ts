@@ -26,12 +26,21 @@ export class SmtpSink {
   /** When set, every message is refused with this SMTP reply (to test delivery failures). */
   rejectWith: string | null = null;
 
+  #pems!: { private: string; cert: string };
+  #running = false;
+
   static async start(): Promise<SmtpSink> {
     const sink = new SmtpSink();
-    const pems = await generate([{ name: 'commonName', value: 'localhost' }], { keyType: 'ec', algorithm: 'sha256' });
-    sink.#server = new SMTPServer({
-      key: pems.private,
-      cert: pems.cert,
+    sink.#pems = await generate([{ name: 'commonName', value: 'localhost' }], { keyType: 'ec', algorithm: 'sha256' });
+    await sink.#listen(0);
+    return sink;
+  }
+
+  async #listen(port: number): Promise<void> {
+    const sink = this;
+    this.#server = new SMTPServer({
+      key: this.#pems.private,
+      cert: this.#pems.cert,
       authMethods: ['PLAIN', 'LOGIN'],
       logger: false,
       onAuth(auth, _session, cb) {
@@ -58,10 +67,22 @@ export class SmtpSink {
         });
       },
     });
-    sink.#server.listen(0, '127.0.0.1');
-    await once(sink.#server.server, 'listening');
-    sink.port = (sink.#server.server.address() as AddressInfo).port;
-    return sink;
+    this.#server.listen(port, '127.0.0.1');
+    await once(this.#server.server, 'listening');
+    this.port = (this.#server.server.address() as AddressInfo).port;
+    this.#running = true;
+  }
+
+  /** Stops listening: connections to the port are refused until `restart`. */
+  async stop(): Promise<void> {
+    if (!this.#running) return;
+    this.#running = false;
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+
+  /** Listens again on the same port. */
+  async restart(): Promise<void> {
+    if (!this.#running) await this.#listen(this.port);
   }
 
   /** Waits for the next message to `to` that arrives after `since` messages, or fails after `timeoutMs`. */
@@ -83,7 +104,7 @@ export class SmtpSink {
   }
 
   close(): Promise<void> {
-    return new Promise((resolve) => this.#server.close(() => resolve()));
+    return this.stop();
   }
 }
 

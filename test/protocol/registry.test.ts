@@ -184,3 +184,22 @@ t.test('every request and response schema pins its command code', async (t) => {
     for (const branch of response.oneOf ?? [response]) t.equal(branch.properties!.code.const, code, `${cmd.response} pins code ${code}`);
   }
 });
+
+t.test("every field of every command is named in the command's README section", async (t) => {
+  // A field added to a schema but not to the specification fails here.
+  const fields = (schema: Record<string, unknown>): string[] => {
+    const branches = (schema.oneOf as Array<Record<string, unknown>> | undefined) ?? [schema];
+    return branches.flatMap((b) => Object.keys((b.properties ?? {}) as object));
+  };
+  for (const [code, cmd] of protocol.commands) {
+    const start = readme.indexOf(`### \`${cmd.name}\` (code ${code})`);
+    const end = readme.indexOf('\n### ', start + 1);
+    const section = readme.slice(start, end < 0 ? readme.indexOf('\n## ', start) : end);
+    for (const file of [cmd.request, cmd.response]) {
+      for (const field of new Set(fields(protocol.schemas.get(file)!))) {
+        if (field === 'code' || field === 'id' || field === 'status') continue; // the envelope, specified in §2
+        t.ok(section.includes(`\`${field}\``), `${cmd.name}: \`${field}\` (${file}) is in its README section`);
+      }
+    }
+  }
+});

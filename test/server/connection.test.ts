@@ -402,7 +402,7 @@ t.test('past a few refusals per connection, refusals are logged at debug and tot
   const { loadProtocol } = await import('../../src/protocol/registry.js');
   const { REFUSALS_LOGGED } = await import('../../src/server/dispatcher.js');
   const protocol = loadProtocol();
-  const dispatch = createDispatcher({} as never, protocol, Date.now);
+  const dispatch = createDispatcher({} as never, protocol);
   const [server, peer] = duplexPair();
   const logs = new LogSink();
   const conn = new Connection(server, { dispatch, log: createLogger('info', logs), ip: '192.0.2.7', maxFrameBytes: 1024, maxInflight: 64 });

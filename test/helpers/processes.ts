@@ -1,0 +1,70 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+// Tests that run the built entry points (dist/), as `npm start` and an operator do; `npm test`
+// builds first.
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const CLI = path.join(ROOT, 'dist/cli.js');
+export const MAIN = path.join(ROOT, 'dist/main.js');
+
+/** A minimal environment: nothing from the developer's shell leaks into the process under test. */
+export function env(dataDir: string, more: Record<string, string> = {}): NodeJS.ProcessEnv {
+  // HELLWALL_OPS_PORT=0: test files run in parallel, and the default 9464 would collide.
+  return { PATH: process.env.PATH, HOME: process.env.HOME, HELLWALL_DATA_DIR: dataDir, HELLWALL_OPS_PORT: '0', ...more };
+}
+
+export function cli(args: string[], e: NodeJS.ProcessEnv): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { env: e, encoding: 'utf8', timeout: 30_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+export interface RunningServer {
+  readonly child: ChildProcess;
+  readonly port: number;
+  /** The health and metrics port, when the ops listener is on. */
+  readonly opsPort: number;
+  /** Every log line so far (JSON); grows while the process runs. */
+  readonly lines: Array<Record<string, unknown>>;
+  readonly exited: Promise<number | null>;
+  /** Resolves with the first log line (already seen or still to come) that has this `msg`. */
+  waitForLog(msg: string, timeoutMs?: number): Promise<Record<string, unknown>>;
+}
+
+/** Starts dist/main.js and resolves once it logs that it listens. */
+export function startServer(e: NodeJS.ProcessEnv): Promise<RunningServer> {
+  const child = spawn(process.execPath, [MAIN], { env: e, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: Array<Record<string, unknown>> = [];
+  const watchers: Array<() => boolean> = [];
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  let opsPort = 0;
+  const waitForLog = (msg: string, timeoutMs = 10_000): Promise<Record<string, unknown>> =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no log line "${msg}" within ${timeoutMs} ms`)), timeoutMs);
+      const look = (): boolean => {
+        const found = lines.find((l) => l.msg === msg);
+        if (found) {
+          clearTimeout(timer);
+          resolve(found);
+        }
+        return Boolean(found);
+      };
+      if (!look()) watchers.push(look);
+    });
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      buf += chunk.toString('utf8');
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = JSON.parse(buf.slice(0, nl)) as Record<string, unknown>;
+        buf = buf.slice(nl + 1);
+        lines.push(line);
+        for (let i = watchers.length - 1; i >= 0; i--) if (watchers[i]!()) watchers.splice(i, 1);
+        if (line.msg === 'health and metrics listening') opsPort = line.port as number;
+        if (line.msg === 'hellwall listening') resolve({ child, port: line.port as number, opsPort, lines, exited, waitForLog });
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`server exited with ${code} before listening`)));
+  });
+}
