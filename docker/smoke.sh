@@ -186,6 +186,15 @@ step "HEALTHCHECK reaches healthy"
 retry 120 health_is "$APP" healthy || die "health is $($DOCKER inspect --format '{{.State.Health.Status}}' "$APP") after 120s"
 ok
 
+step "health, readiness and metrics on the ops port inside the container (9464)"
+ops_get() { $DOCKER exec "$APP" node -e "fetch('http://127.0.0.1:9464$1').then(async (r) => { process.stdout.write(await r.text()); process.exit(r.status === 200 ? 0 : 1) }, () => process.exit(2))"; }
+ops_get /healthz >/dev/null || die "/healthz did not answer 200"
+ops_get /readyz >"$TMP/ready.json" || die "/readyz: $(cat "$TMP/ready.json")"
+ops_get /metrics >"$TMP/metrics.txt" || die "/metrics did not answer 200"
+grep -q '^hellwall_requests_total{command="token.check",outcome="authorized"} [1-9]' "$TMP/metrics.txt" || die "no authorized token.check counted in /metrics"
+grep -q '^hellwall_sessions_active 1$' "$TMP/metrics.txt" || die "hellwall_sessions_active is not 1"
+ok
+
 step "docker stop: SIGTERM, clean shutdown, exit 0 within ${STOP_LIMIT}s"
 stop_clean "$APP"
 ok "stopped in ${stop_took}s"

@@ -25,7 +25,8 @@ const USAGE = `Usage: hellwall <command> [options]
                                           check a token (or set $HELLWALL_TOKEN instead of --token)
 
 Client options: --host H (default from config), --port N, --ca FILE (default: the dev certificate
-in the data directory). Configuration comes from HELLWALL_* environment variables; see README.md.`;
+in the data directory), --servername NAME (the name to verify in the server's certificate, when
+it is not --host: e.g. a health check through 127.0.0.1 of a certificate for hellwall.example). Configuration comes from HELLWALL_* environment variables; see README.md.`;
 
 /** Runs the service until SIGTERM/SIGINT; resolves to the process exit code. */
 export async function serve(env: NodeJS.ProcessEnv): Promise<number> {
@@ -162,6 +163,7 @@ async function clientCommand(args: string[], env: NodeJS.ProcessEnv): Promise<nu
       host: { type: 'string' },
       port: { type: 'string' },
       ca: { type: 'string' },
+      servername: { type: 'string' },
       email: { type: 'string' },
       phone: { type: 'string' },
       mac: { type: 'string' },
@@ -217,7 +219,7 @@ async function clientCommand(args: string[], env: NodeJS.ProcessEnv): Promise<nu
     default:
       throw new UsageError(`unknown client command ${sub ?? ''}`);
   }
-  const client = await HellwallClient.connect({ host, port, ca: readFileSync(caFile) });
+  const client = await HellwallClient.connect({ host, port, ca: readFileSync(caFile), ...(values.servername && { servername: values.servername }) });
   try {
     const res = await client.send(message);
     process.stdout.write(JSON.stringify(res, null, 2) + '\n');

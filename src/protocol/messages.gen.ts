@@ -4,6 +4,25 @@
 
 // error.response.json
 /**
+ * Always `error`.
+ */
+export type ErrorStatus = 'error';
+/**
+ * A stable error code from protocol/errors.json.
+ */
+export type ErrorCode =
+  | 'E_FRAME_EMPTY'
+  | 'E_FRAME_TOO_LARGE'
+  | 'E_FRAME_INVALID_UTF8'
+  | 'E_FRAME_INVALID_JSON'
+  | 'E_FRAME_NOT_OBJECT'
+  | 'E_SCHEMA'
+  | 'E_UNKNOWN_COMMAND'
+  | 'E_AUTH_FAILED'
+  | 'E_BUSY'
+  | 'E_INTERNAL';
+
+/**
  * The answer to a request that failed. `error` is a code from protocol/errors.json; `message` is for people and may change.
  */
 export interface ErrorResponse {
@@ -15,24 +34,8 @@ export interface ErrorResponse {
    * The command code of the request this answers, when the request could be read.
    */
   code?: number;
-  /**
-   * Always `error`.
-   */
-  status: 'error';
-  /**
-   * A stable error code from protocol/errors.json.
-   */
-  error:
-    | 'E_FRAME_EMPTY'
-    | 'E_FRAME_TOO_LARGE'
-    | 'E_FRAME_INVALID_UTF8'
-    | 'E_FRAME_INVALID_JSON'
-    | 'E_FRAME_NOT_OBJECT'
-    | 'E_SCHEMA'
-    | 'E_UNKNOWN_COMMAND'
-    | 'E_AUTH_FAILED'
-    | 'E_BUSY'
-    | 'E_INTERNAL';
+  status: ErrorStatus;
+  error: ErrorCode;
   /**
    * A human-readable explanation. Never contains secrets or says whether an account exists.
    */
@@ -56,6 +59,15 @@ export interface HelloRequest {
 
 // hello.response.json
 /**
+ * Always `ok`.
+ */
+export type OkStatus = 'ok';
+/**
+ * Protocol name.
+ */
+export type ProtocolName = 'hellwall';
+
+/**
  * The protocol version and the limits this server enforces.
  */
 export interface HelloResponse {
@@ -67,14 +79,8 @@ export interface HelloResponse {
    * The command code of the request this answers.
    */
   code: 0;
-  /**
-   * Always `ok`.
-   */
-  status: 'ok';
-  /**
-   * Protocol name.
-   */
-  protocol: 'hellwall';
+  status: OkStatus;
+  protocol: ProtocolName;
   /**
    * Protocol version, MAJOR.MINOR [P-5.1].
    */
@@ -137,10 +143,7 @@ export interface PasscodeAuthResponse {
    * The command code of the request this answers.
    */
   code: 2;
-  /**
-   * Always `ok`; failures are error responses with `E_AUTH_FAILED`.
-   */
-  status: 'ok';
+  status: OkStatus;
   /**
    * A base token as returned by passcode.auth or a renewal: `Awfer_hellwall_` followed by 43 base64url characters [P-3.1].
    */
@@ -217,10 +220,7 @@ export interface PasscodeRequestResponse {
    * The command code of the request this answers.
    */
   code: 1;
-  /**
-   * Always `ok`.
-   */
-  status: 'ok';
+  status: OkStatus;
   /**
    * How long a passcode, if one was sent, stays valid.
    */
@@ -260,9 +260,21 @@ export interface TokenCheckRequest {
 
 // token-check.response.json
 /**
- * One of three outcomes, told apart by `status` [P-4.4].
+ * One of three outcomes, told apart by the `status` const in each [P-4.4]. Each outcome is also a type of its own under `definitions`, so that generators can give each its required fields.
  */
 export type TokenCheckResponse = TokenCheckAuthorized | TokenCheckRenew | TokenCheckUnauthorized;
+/**
+ * The token is valid for this MAC and address.
+ */
+export type TokenCheckAuthorizedStatus = 'authorized';
+/**
+ * The token had expired but the session may still be renewed: use `token` from now on; the old one stops working [P-4.5].
+ */
+export type TokenCheckRenewStatus = 'renew';
+/**
+ * The token is not valid here. Deliberately says nothing about why [P-4.6].
+ */
+export type TokenCheckUnauthorizedStatus = 'unauthorized';
 
 export interface TokenCheckAuthorized {
   /**
@@ -273,10 +285,7 @@ export interface TokenCheckAuthorized {
    * The command code of the request this answers.
    */
   code: 3;
-  /**
-   * The token is valid for this MAC and address.
-   */
-  status: 'authorized';
+  status: TokenCheckAuthorizedStatus;
   user: User;
   /**
    * When this token stops answering `authorized`.
@@ -292,10 +301,7 @@ export interface TokenCheckRenew {
    * The command code of the request this answers.
    */
   code: 3;
-  /**
-   * The token had expired but the session may still be renewed: use `token` from now on; the old one stops working [P-4.5].
-   */
-  status: 'renew';
+  status: TokenCheckRenewStatus;
   /**
    * A base token as returned by passcode.auth or a renewal: `Awfer_hellwall_` followed by 43 base64url characters [P-3.1].
    */
@@ -319,8 +325,5 @@ export interface TokenCheckUnauthorized {
    * The command code of the request this answers.
    */
   code: 3;
-  /**
-   * The token is not valid here. Deliberately says nothing about why [P-4.6].
-   */
-  status: 'unauthorized';
+  status: TokenCheckUnauthorizedStatus;
 }

@@ -186,15 +186,15 @@ class FrameDecoder:
 
 Parsed = Any  # one of the generated response classes, or ht.ErrorResponse
 
-_KNOWN_ERRORS = frozenset(e.value for e in ht.Error)
+_KNOWN_ERRORS = frozenset(e.value for e in ht.ErrorCode)
 
 # quicktype flattens token.check's oneOf into one class whose fields are all optional, so the
 # generated type cannot tell a complete `renew` from one missing its token. These are the fields
 # each branch of schemas/token-check.response.json requires (besides code and status).
 _TOKEN_CHECK_FIELDS = {
-    ht.TokenCheckResponseStatus.AUTHORIZED: frozenset({"user", "expires_at"}),
-    ht.TokenCheckResponseStatus.RENEW: frozenset({"token", "user", "expires_at", "renewable_until"}),
-    ht.TokenCheckResponseStatus.UNAUTHORIZED: frozenset(),
+    ht.TokenCheckStatus.AUTHORIZED: frozenset({"user", "expires_at"}),
+    ht.TokenCheckStatus.RENEW: frozenset({"token", "user", "expires_at", "renewable_until"}),
+    ht.TokenCheckStatus.UNAUTHORIZED: frozenset(),
 }
 _TOKEN_CHECK_OPTIONAL = ("user", "expires_at", "token", "renewable_until")
 

@@ -21,10 +21,10 @@ from smtp_sink import SmtpSink, passcode_from
 
 TOKEN_RE = re.compile(r"^Awfer_hellwall_[A-Za-z0-9_-]{43}$")  # [P-3.1]
 OTHER_MAC = "00:1a:2b:3c:4d:5f"
-OK = ht.HelloResponseStatus.OK
-AUTHORIZED = ht.TokenCheckResponseStatus.AUTHORIZED
-RENEW = ht.TokenCheckResponseStatus.RENEW
-UNAUTHORIZED = ht.TokenCheckResponseStatus.UNAUTHORIZED
+OK = ht.OkStatus.OK
+AUTHORIZED = ht.TokenCheckStatus.AUTHORIZED
+RENEW = ht.TokenCheckStatus.RENEW
+UNAUTHORIZED = ht.TokenCheckStatus.UNAUTHORIZED
 
 
 def start_stack(cls: type, **server_env: str) -> None:
@@ -74,7 +74,7 @@ class ClientOfflineTest(unittest.TestCase):
     def test_unknown_error_code_reads_as_internal_unless_strict(self) -> None:
         raw = {"id": "1", "code": 0, "status": "error", "error": "E_FROM_THE_FUTURE", "message": "x"}
         lenient = hc.parse_response(raw, ht.hello_response_from_dict, 0)
-        self.assertEqual(lenient.error, ht.Error.E_INTERNAL)  # [P-5.2]
+        self.assertEqual(lenient.error, ht.ErrorCode.E_INTERNAL)  # [P-5.2]
         with self.assertRaises(hc.ProtocolViolation):
             hc.parse_response(raw, ht.hello_response_from_dict, 0, strict=True)
 
@@ -180,7 +180,7 @@ class SeedFlowTest(unittest.TestCase):
         c = self.connect()
         hello = c.hello()
         self.assertIsInstance(hello, ht.HelloResponse)
-        self.assertEqual((hello.status, hello.protocol, hello.version), (OK, ht.Protocol.HELLWALL, "1.0"))
+        self.assertEqual((hello.status, hello.protocol, hello.version), (OK, ht.ProtocolName.HELLWALL, "1.0"))
         self.assertEqual((hello.max_frame_bytes, hello.max_inflight), (65536, 64))
         self.assertEqual(hello.id, "1", "the client's id is echoed")
         self.assertIn(c.socket.version(), ("TLSv1.2", "TLSv1.3"))
@@ -219,7 +219,7 @@ class SeedFlowTest(unittest.TestCase):
         wrong = "22222A" if passcode != "22222A" else "33333A"
         failed = c.login(EMAIL, PHONE, PASSWORD, wrong, MAC)
         self.assertIsInstance(failed, ht.ErrorResponse)
-        self.assertEqual((failed.error, failed.message), (ht.Error.E_AUTH_FAILED, "authentication failed"))
+        self.assertEqual((failed.error, failed.message), (ht.ErrorCode.E_AUTH_FAILED, "authentication failed"))
         self.assertEqual(failed.code, 2)
 
         # Case-insensitive passcode and email, phone compared on digits [P-4.3].
@@ -235,7 +235,7 @@ class SeedFlowTest(unittest.TestCase):
 
         again = c.login(EMAIL, PHONE, PASSWORD, passcode, MAC)
         self.assertIsInstance(again, ht.ErrorResponse, "a passcode is used once")
-        self.assertEqual(again.error, ht.Error.E_AUTH_FAILED)
+        self.assertEqual(again.error, ht.ErrorCode.E_AUTH_FAILED)
 
         check = c.check(session.token, MAC, "inventory.read", data={"item": 42})
         self.assertIsInstance(check, ht.TokenCheckResponse)
@@ -260,11 +260,11 @@ class SeedFlowTest(unittest.TestCase):
         bad = c.check("Awfer_hellwall_whatever", "00:1a:2b:3c:4d", "inventory.read", wait=False)
         err = bad.result()
         self.assertIsInstance(err, ht.ErrorResponse)
-        self.assertEqual((err.error, err.code, err.id), (ht.Error.E_SCHEMA, 3, bad.id))
+        self.assertEqual((err.error, err.code, err.id), (ht.ErrorCode.E_SCHEMA, 3, bad.id))
         self.assertIn("/mac", err.message, "the message names the field")
         self.assertNotIn("00:1a:2b:3c:4d", err.message, "but never its value")
         unknown = c.send({"code": 99}, ht.hello_response_from_dict).result()
-        self.assertEqual((unknown.error, unknown.code), (ht.Error.E_UNKNOWN_COMMAND, 99))
+        self.assertEqual((unknown.error, unknown.code), (ht.ErrorCode.E_UNKNOWN_COMMAND, 99))
         self.assertIsInstance(c.hello(), ht.HelloResponse, "the connection is still usable")
 
     def test_the_servers_limits_shape_what_is_sent(self) -> None:

@@ -145,7 +145,7 @@ class ExchangeVectorsTest(unittest.TestCase):
             elif then == "open":
                 probe = c.send({"code": 0, "id": "probe"}, ht.hello_response_from_dict).result()
                 self.assertIsInstance(probe, ht.HelloResponse, "the connection stays usable")
-                self.assertEqual((probe.id, probe.status), ("probe", ht.HelloResponseStatus.OK))
+                self.assertEqual((probe.id, probe.status), ("probe", ht.OkStatus.OK))
             else:
                 self.fail(f"unknown then: {then!r}")
             return len(replies)

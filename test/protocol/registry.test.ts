@@ -13,6 +13,17 @@ const registry = JSON.parse(readFileSync(path.join(PROTOCOL_DIR, 'errors.json'),
   errors: Array<{ code: string; closes: boolean; rule: string }>;
 };
 
+type SchemaNode = Record<string, unknown>;
+/** A `oneOf` branch, following a local `#/definitions/...` $ref (outcomes are defined once there). */
+function branchesOf(schema: SchemaNode): SchemaNode[] {
+  const branches = (schema.oneOf as SchemaNode[] | undefined) ?? [schema];
+  return branches.map((b) =>
+    typeof b.$ref === 'string' && b.$ref.startsWith('#/definitions/')
+      ? ((schema.definitions as Record<string, SchemaNode>)[b.$ref.slice('#/definitions/'.length)] ?? b)
+      : b,
+  );
+}
+
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true, recursive: true })
     .filter((e) => e.isFile() && e.name.endsWith('.ts'))
@@ -157,10 +168,9 @@ t.test('schemas use only constructs that code generators handle', async (t) => {
     if (obj.type === 'object' && obj.additionalProperties !== false) problems.push(`${where}: object without additionalProperties: false`);
     if (obj.oneOf) {
       // Every branch must carry a distinct `status` const, so a reader can tell them apart.
-      const branches = obj.oneOf as Array<{ properties?: { status?: { const?: unknown } } }>;
+      const branches = branchesOf(obj) as Array<{ properties?: { status?: { const?: unknown } } }>;
       const tags = branches.map((b) => b.properties?.status?.const);
       if (tags.some((s) => typeof s !== 'string') || new Set(tags).size !== tags.length) problems.push(`${where}: oneOf without a distinct status const per branch`);
-      branches.forEach((b, i) => walk(b, `${where}.oneOf[${i}]`));
     }
     for (const key of ['properties', 'definitions'] as const) {
       for (const [name, sub] of Object.entries((obj[key] ?? {}) as Record<string, unknown>)) walk(sub, `${where}.${name}`);
@@ -180,17 +190,15 @@ t.test('every request and response schema pins its command code', async (t) => {
   for (const [code, cmd] of protocol.commands) {
     const request = protocol.schemas.get(cmd.request) as { properties: { code: { const: number } } };
     t.equal(request.properties.code.const, code, `${cmd.request} pins code ${code}`);
-    const response = protocol.schemas.get(cmd.response) as { properties?: { code: { const: number } }; oneOf?: Array<{ properties: { code: { const: number } } }> };
-    for (const branch of response.oneOf ?? [response]) t.equal(branch.properties!.code.const, code, `${cmd.response} pins code ${code}`);
+    for (const branch of branchesOf(protocol.schemas.get(cmd.response)!) as Array<{ properties: { code: { const: number } } }>) {
+      t.equal(branch.properties.code.const, code, `${cmd.response} pins code ${code}`);
+    }
   }
 });
 
 t.test("every field of every command is named in the command's README section", async (t) => {
   // A field added to a schema but not to the specification fails here.
-  const fields = (schema: Record<string, unknown>): string[] => {
-    const branches = (schema.oneOf as Array<Record<string, unknown>> | undefined) ?? [schema];
-    return branches.flatMap((b) => Object.keys((b.properties ?? {}) as object));
-  };
+  const fields = (schema: SchemaNode): string[] => branchesOf(schema).flatMap((b) => Object.keys((b.properties ?? {}) as object));
   for (const [code, cmd] of protocol.commands) {
     const start = readme.indexOf(`### \`${cmd.name}\` (code ${code})`);
     const end = readme.indexOf('\n### ', start + 1);
