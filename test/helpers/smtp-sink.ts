@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { generate } from 'selfsigned';
 import { SMTPServer } from 'smtp-server';
 
@@ -28,6 +28,7 @@ export class SmtpSink {
 
   #pems!: { private: string; cert: string };
   #running = false;
+  #holder: net.Server | null = null;
 
   static async start(): Promise<SmtpSink> {
     const sink = new SmtpSink();
@@ -73,16 +74,31 @@ export class SmtpSink {
     this.#running = true;
   }
 
-  /** Stops listening: connections to the port are refused until `restart`. */
+  /**
+   * The SMTP server goes down: every connection to the port is dropped at once until `restart`.
+   * The port stays held (by a bare TCP listener) because test files run in parallel, and another
+   * file's sink could otherwise be given the freed port and accept our mail.
+   */
   async stop(): Promise<void> {
     if (!this.#running) return;
     this.#running = false;
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    this.#holder = net.createServer((socket) => socket.destroy());
+    this.#holder.listen(this.port, '127.0.0.1');
+    await once(this.#holder, 'listening');
   }
 
-  /** Listens again on the same port. */
+  /** Serves SMTP again on the same port. */
   async restart(): Promise<void> {
-    if (!this.#running) await this.#listen(this.port);
+    if (this.#running) return;
+    await this.#releaseHolder();
+    await this.#listen(this.port);
+  }
+
+  async #releaseHolder(): Promise<void> {
+    const holder = this.#holder;
+    this.#holder = null;
+    if (holder) await new Promise<void>((resolve) => holder.close(() => resolve()));
   }
 
   /** Waits for the next message to `to` that arrives after `since` messages, or fails after `timeoutMs`. */
@@ -103,8 +119,12 @@ export class SmtpSink {
     }
   }
 
-  close(): Promise<void> {
-    return this.stop();
+  async close(): Promise<void> {
+    if (this.#running) {
+      this.#running = false;
+      await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    }
+    await this.#releaseHolder();
   }
 }
 

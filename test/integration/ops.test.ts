@@ -143,7 +143,7 @@ t.test('with the SMTP server down, passcode requests still answer, mail fails af
   t.equal(h.logs.find({ msg: 'mail attempt failed; retrying' }).length, 2, 'retried twice');
   const failed = h.logs.find({ msg: 'mail failed', kind: 'passcode' });
   t.equal(failed.length, 1, 'then given up and logged');
-  t.match(failed[0]?.err, /ECONNREFUSED/);
+  t.match(failed[0]?.err, /ECONNRESET|closed|ECONNREFUSED/i, 'the transport error is in the log');
   let body = (await get(h.opsPort, '/metrics')).body;
   t.equal(sample(body, 'hellwall_mail_total{outcome="failed"}'), 1);
   t.equal(sample(body, 'hellwall_mail_total{outcome="retried"}'), 2);
@@ -160,4 +160,25 @@ t.test('the ops listener can be turned off', async (t) => {
   const h = await startHarness(t, { config: { ops: { enabled: false } } });
   t.equal(h.opsPort, 0);
   t.equal((await (await h.connect()).hello()).status, 'ok');
+});
+
+t.test('the request histogram follows Prometheus semantics (le is inclusive, buckets cumulative)', async (t) => {
+  const { createPrometheusMetrics } = await import('../../src/ops/metrics.js');
+  const m = createPrometheusMetrics({ activeSessions: () => 7, defaultMetrics: false });
+  m.request('token.check', 'authorized', 0.0001); // exactly a bound: counted in le="0.0001"
+  m.request('token.check', 'authorized', 0.00011);
+  m.request('token.check', 'unauthorized', 3); // beyond the last bound: only +Inf
+  const text = await m.render();
+  t.equal(sample(text, 'hellwall_request_duration_seconds_bucket{le="0.00005",command="token.check"}'), 0);
+  t.equal(sample(text, 'hellwall_request_duration_seconds_bucket{le="0.0001",command="token.check"}'), 1);
+  t.equal(sample(text, 'hellwall_request_duration_seconds_bucket{le="0.00025",command="token.check"}'), 2);
+  t.equal(sample(text, 'hellwall_request_duration_seconds_bucket{le="2.5",command="token.check"}'), 2);
+  t.equal(sample(text, 'hellwall_request_duration_seconds_bucket{le="+Inf",command="token.check"}'), 3);
+  t.equal(sample(text, 'hellwall_request_duration_seconds_count{command="token.check"}'), 3);
+  t.ok(Math.abs(sample(text, 'hellwall_request_duration_seconds_sum{command="token.check"}')! - 3.00021) < 1e-9);
+  t.equal(sample(text, 'hellwall_requests_total{command="token.check",outcome="authorized"}'), 2);
+  t.equal(sample(text, 'hellwall_requests_total{command="token.check",outcome="unauthorized"}'), 1);
+  t.equal(sample(text, 'hellwall_sessions_active'), 7);
+  t.match(text, /# TYPE hellwall_request_duration_seconds histogram\n/);
+  t.match(text, /# TYPE hellwall_requests_total counter\n/);
 });
