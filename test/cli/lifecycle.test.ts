@@ -110,3 +110,23 @@ t.test('SIGTERM ends within the grace even when queued mail cannot be delivered'
   t.ok(server.lines.some((l) => l.msg === 'shutdown: mail still queued was not delivered' && l.pending === 1), 'the undelivered mail is logged');
   t.ok(server.lines.some((l) => l.msg === 'hellwall stopped'), 'the database was closed cleanly');
 });
+
+t.test('SIGINT, like SIGTERM, answers the request in flight before the process exits 0', async (t) => {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'hellwall-sigint-'));
+  const e = env(dataDir, { HELLWALL_PORT: '0' });
+  const server = await startServer(e);
+  t.teardown(() => server.child.kill('SIGKILL'));
+  const client = await HellwallClient.connect({ host: '127.0.0.1', port: server.port, ca: readFileSync(path.join(dataDir, 'dev-cert.pem')), connectTimeoutMs: 5000 });
+  // passcode.request verifies a password with production scrypt (tens of milliseconds): the signal
+  // arrives while it is being worked on.
+  const pending = client.requestPasscode({ email: 'nobody@example.com', password: 'correct horse battery staple', mac: '00:1a:2b:3c:4d:5e' });
+  await new Promise((r) => setTimeout(r, 5));
+  server.child.kill('SIGINT');
+  t.match(await pending, { status: 'ok', expiresInSeconds: 180 }, 'the request in flight is answered');
+  await client.closed;
+  t.equal(await server.exited, 0, 'exit code 0');
+  const at = (msg: string): number => server.lines.findIndex((l) => l.msg === msg);
+  t.ok(at('shutting down') >= 0 && server.lines[at('shutting down')]!.signal === 'SIGINT');
+  t.ok(at('shutting down') < at('passcode request refused'), 'the signal came while the password was being verified');
+  t.ok(at('hellwall stopped') > at('passcode request refused'));
+});

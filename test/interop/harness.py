@@ -113,7 +113,9 @@ if sys.platform.startswith("linux"):
 
 def base_env(data_dir: str, **more: str) -> Dict[str, str]:
     """A clean environment: nothing from the caller's HELLWALL_* settings leaks into a server."""
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "HELLWALL_DATA_DIR": data_dir}
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "HELLWALL_DATA_DIR": data_dir,
+           # The health/metrics listener on a free port: 9464 may be taken by another test or server.
+           "HELLWALL_OPS_PORT": "0"}
     env.update(more)
     return env
 
