@@ -152,7 +152,8 @@ const decoder = [
 const err = (error, more = {}) => ({ status: 'error', error, ...more });
 /** A framing error: it carries neither id nor code, and the connection closes after it [P-1.5]. */
 const framing = (error) => ({ match: err(error), absent: ['id', 'code'] });
-const hello = (id) => ({ match: { id, code: 0, status: 'ok', protocol: 'hellwall', version: '1.0', maxFrameBytes: DEFAULT_MAX, maxInflight: 64 } });
+const VERSION = JSON.parse(readFileSync(path.join(root, 'protocol', 'index.json'), 'utf8')).version;
+const hello = (id) => ({ match: { id, code: 0, status: 'ok', protocol: 'hellwall', version: VERSION, maxFrameBytes: DEFAULT_MAX, maxInflight: 64 } });
 const MAC = '00:1a:2b:3c:4d:5e';
 const NOBODY = { email: 'nobody@example.invalid', password: 'correct horse battery staple', mac: MAC };
 const TOKEN = `Awfer_hellwall_${'A'.repeat(43)}`;

@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { deriveKeys, loadOrCreateServerKey } from './auth/keys.js';
 import { PasscodeService } from './auth/passcode-service.js';
 import { PasswordHasher, type ScryptParams } from './auth/passwords.js';
+import { Throttle } from './auth/throttle.js';
 import { TokenService } from './auth/token-service.js';
 import { addUser } from './auth/users.js';
 import type { Config } from './config.js';
@@ -86,7 +87,8 @@ export function buildApp(deps: AppDeps): App {
     },
   });
   const mail = new MailQueue(mailer, log, { metrics, ...(deps.mailRetryDelayMs !== undefined && { retryDelayMs: deps.mailRetryDelayMs }) });
-  const authDeps = { config, store, hasher, keys, clock, random, mail, metrics };
+  const throttle = new Throttle(config.limits, clock);
+  const authDeps = { config, store, hasher, keys, clock, random, mail, metrics, throttle };
   const services: Services = {
     config,
     protocol,

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { parseTrustedProxies } from './server/proxy-protocol.js';
 
 export type SmtpSecurity = 'tls' | 'starttls' | 'none';
 
@@ -23,6 +24,9 @@ export interface Config {
     readonly certFile: string;
     readonly keyFile: string;
   };
+  readonly proxy: {
+    readonly trusted: string;
+  };
   readonly tokens: {
     readonly ttlSeconds: number;
     readonly idleSeconds: number;
@@ -36,6 +40,16 @@ export interface Config {
   readonly passwords: {
     readonly hashConcurrency: number;
     readonly hashQueueMax: number;
+  };
+  readonly limits: {
+    readonly ipPasscodeRequestsPerMinute: number;
+    readonly ipLoginsPerMinute: number;
+    readonly ipFailedChecksPerMinute: number;
+    readonly freeFailures: number;
+    readonly backoffMaxSeconds: number;
+    readonly lockoutFailures: number;
+    readonly lockoutSeconds: number;
+    readonly maxTracked: number;
   };
   readonly mail: {
     readonly from: string;
@@ -80,6 +94,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'ops.port', env: 'HELLWALL_OPS_PORT', kind: 'int', default: 9464, min: 0, max: 65535, doc: 'Port of the health and metrics listener (0 picks a free port).' },
   { key: 'tls.certFile', env: 'HELLWALL_TLS_CERT', kind: 'string', default: '', doc: 'PEM certificate chain. Empty: generate a development certificate in the data directory (with a warning).' },
   { key: 'tls.keyFile', env: 'HELLWALL_TLS_KEY', kind: 'string', default: '', doc: 'PEM private key for `tls.certFile`.' },
+  { key: 'proxy.trusted', env: 'HELLWALL_PROXY_TRUSTED', kind: 'string', default: '', doc: 'Load balancers allowed to send a PROXY protocol (v1 or v2) header naming the client address: comma-separated IPv4/IPv6 addresses and CIDR prefixes, e.g. `10.0.0.0/8, fd00::/8`. Connections from them must start with one; others are served as plain TLS. Empty: PROXY protocol off.' },
   { key: 'tokens.ttlSeconds', env: 'HELLWALL_TOKEN_TTL', kind: 'int', default: 3600, min: 1, doc: 'How long a base token answers `authorized`.' },
   { key: 'tokens.idleSeconds', env: 'HELLWALL_RENEW_IDLE', kind: 'int', default: 86400, min: 1, doc: 'A session unused this long can no longer be renewed [P-4.5].' },
   { key: 'tokens.absoluteSeconds', env: 'HELLWALL_RENEW_ABSOLUTE', kind: 'int', default: 2592000, min: 1, doc: 'No renewal after this long since login [P-4.5].' },
@@ -88,6 +103,14 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'passcodes.maxAttempts', env: 'HELLWALL_PASSCODE_MAX_ATTEMPTS', kind: 'int', default: 5, min: 1, doc: 'Failed passcode.auth attempts after which a pending passcode is void.' },
   { key: 'passwords.hashConcurrency', env: 'HELLWALL_HASH_CONCURRENCY', kind: 'int', default: 2, min: 1, doc: 'Password hashes computed at once; the rest queue, so logins cannot starve token checks.' },
   { key: 'passwords.hashQueueMax', env: 'HELLWALL_HASH_QUEUE_MAX', kind: 'int', default: 256, min: 1, doc: 'Queued password hashes beyond which requests answer `E_BUSY`.' },
+  { key: 'limits.ipPasscodeRequestsPerMinute', env: 'HELLWALL_LIMIT_IP_PASSCODE_REQUESTS', kind: 'int', default: 30, min: 1, doc: 'Passcode requests per minute from one address (also the burst) [P-2.8].' },
+  { key: 'limits.ipLoginsPerMinute', env: 'HELLWALL_LIMIT_IP_LOGINS', kind: 'int', default: 30, min: 1, doc: 'passcode.auth attempts per minute from one address (also the burst) [P-2.8].' },
+  { key: 'limits.ipFailedChecksPerMinute', env: 'HELLWALL_LIMIT_IP_FAILED_CHECKS', kind: 'int', default: 120, min: 1, doc: 'Token checks answered `unauthorized` per minute from one address before its checks are refused (also the burst) [P-2.8].' },
+  { key: 'limits.freeFailures', env: 'HELLWALL_LIMIT_FREE_FAILURES', kind: 'int', default: 5, min: 1, doc: 'Failed password or passcode attempts for one account from one address before each further attempt must wait (1 s, doubling).' },
+  { key: 'limits.backoffMaxSeconds', env: 'HELLWALL_LIMIT_BACKOFF_MAX', kind: 'int', default: 900, min: 1, doc: 'Longest wait the per-account-and-address backoff imposes.' },
+  { key: 'limits.lockoutFailures', env: 'HELLWALL_LIMIT_LOCKOUT_FAILURES', kind: 'int', default: 100, min: 1, max: 100, doc: 'Consecutive failures for one account, from any address, that lock it for `limits.lockoutSeconds` (NIST SP 800-63B: at most 100).' },
+  { key: 'limits.lockoutSeconds', env: 'HELLWALL_LIMIT_LOCKOUT_SECONDS', kind: 'int', default: 900, min: 1, doc: 'How long a locked account waits; each further failure locks it again until a success.' },
+  { key: 'limits.maxTracked', env: 'HELLWALL_LIMIT_MAX_TRACKED', kind: 'int', default: 100000, min: 100, doc: 'Addresses and accounts tracked per limit table; the least recently seen are forgotten beyond it, so memory stays bounded.' },
   { key: 'mail.from', env: 'HELLWALL_MAIL_FROM', kind: 'string', default: 'Hellwall <hellwall@localhost>', doc: 'Sender address of passcode emails.' },
   { key: 'mail.smtpHost', env: 'HELLWALL_SMTP_HOST', kind: 'string', default: '', doc: 'SMTP server. Empty: write each message as an .eml file into `<dataDir>/outbox` (development only).' },
   { key: 'mail.smtpPort', env: 'HELLWALL_SMTP_PORT', kind: 'int', default: 587, min: 1, doc: 'SMTP port.' },
@@ -194,6 +217,13 @@ export function loadConfig(
   }
   out.dataDir = path.resolve(out.dataDir as string);
   const config = out as unknown as Config;
+  // A string option with a grammar of its own: parsed once here only to refuse a bad entry at
+  // start-up (the listener parses it again when it is built).
+  try {
+    parseTrustedProxies(config.proxy.trusted);
+  } catch (err) {
+    throw new ConfigError(`invalid option proxy.trusted: ${(err as Error).message}`);
+  }
   checkCombinations(config);
   return deepFreeze(config);
 }

@@ -8,6 +8,7 @@ import { constantEquals, constantEqualsBytes } from './constant-equals.js';
 import type { DerivedKeys } from './keys.js';
 import { normalizeEmail, normalizeMac, normalizePhone } from './normalize.js';
 import { generatePasscode, hashPasscode } from './passcodes.js';
+import { ThrottledError, type Throttle } from './throttle.js';
 import type { PasswordHasher } from './passwords.js';
 import { masterToken, newBaseToken } from './tokens.js';
 
@@ -20,6 +21,7 @@ export interface AuthDeps {
   readonly random: RandomBytes;
   readonly mail: MailQueue;
   readonly metrics: Metrics;
+  readonly throttle: Throttle;
 }
 
 export interface LoginResult {
@@ -47,11 +49,16 @@ export class PasscodeService {
     input: { email: string; password: string; mac: string; reportedIp: string | null; seenIp: string },
     log: Logger,
   ): Promise<{ expiresInSeconds: number }> {
-    const { store, hasher, config } = this.#d;
+    const { store, hasher, config, throttle } = this.#d;
     const ttl = config.passcodes.ttlSeconds;
     const email = normalizeEmail(input.email);
+    // [P-2.8] Before the expensive hash: a throttled request costs the server almost nothing.
+    this.#throttled(() => throttle.beforeAttempt('passcode.request', input.seenIp, email), 'passcode.request', email, log);
     const user = store.findUserByEmail(email);
     const passwordOk = await hasher.verify(user?.passwordHash ?? hasher.dummyHash, input.password);
+    // Counted per email as sent, whether or not the account exists: limits reveal nothing.
+    if (passwordOk && user && !user.disabled) throttle.success(input.seenIp, email);
+    else throttle.failure(input.seenIp, email);
     if (!user || user.disabled || !passwordOk) {
       const reason = !user ? 'unknown-account' : user.disabled ? 'disabled' : 'bad-password';
       log.info({ event: 'passcode.request', outcome: 'refused', reason, email }, 'passcode request refused');
@@ -106,9 +113,11 @@ export class PasscodeService {
     input: { email: string; phone: string; password: string; passcode: string; mac: string; seenIp: string },
     log: Logger,
   ): Promise<LoginResult> {
-    const { store, hasher, config, clock, random, keys } = this.#d;
+    const { store, hasher, config, clock, random, keys, throttle } = this.#d;
     const email = normalizeEmail(input.email);
     const mac = normalizeMac(input.mac);
+    // Nothing is tried while throttled, so the pending passcode's guess count does not move.
+    this.#throttled(() => throttle.beforeAttempt('passcode.auth', input.seenIp, email), 'login', email, log);
     const before = store.findUserByEmail(email);
     const passwordOk = await hasher.verify(before?.passwordHash ?? hasher.dummyHash, input.password);
 
@@ -165,11 +174,28 @@ export class PasscodeService {
     });
 
     if (!outcome.ok) {
+      throttle.failure(input.seenIp, email);
       log.info({ event: 'login', outcome: 'failure', reason: outcome.reason, email, mac}, 'login failed');
       // [P-4.3] One answer for every failure: nothing tells which factor was wrong.
       throw new ProtocolError('E_AUTH_FAILED', 'authentication failed');
     }
+    throttle.success(input.seenIp, email);
     log.info({ event: 'login', outcome: 'success', userId: outcome.userId, sessionId: outcome.sessionId, mac}, 'login succeeded');
     return outcome.result;
+  }
+
+  /** Runs a throttle check; a refusal is logged with which limit fired (the client is not told). */
+  #throttled(check: () => void, event: string, email: string, log: Logger): void {
+    try {
+      check();
+    } catch (err) {
+      if (err instanceof ThrottledError) {
+        log.info(
+          { event, outcome: 'throttled', scope: err.scope, lockedOut: this.#d.throttle.lockedOut(email), email, retryAfterSeconds: err.details?.retryAfterSeconds },
+          'request throttled',
+        );
+      }
+      throw err;
+    }
   }
 }

@@ -21,14 +21,15 @@ const TOUCH_INTERVAL_MS = 60_000;
  * flight, and reuse of a rotated-out token after the grace treated as theft [P-4.5].
  */
 export class TokenService {
-  readonly #d: Pick<AuthDeps, 'config' | 'store' | 'keys' | 'clock' | 'random' | 'metrics'>;
+  readonly #d: Pick<AuthDeps, 'config' | 'store' | 'keys' | 'clock' | 'random' | 'metrics' | 'throttle'>;
 
-  constructor(deps: Pick<AuthDeps, 'config' | 'store' | 'keys' | 'clock' | 'random' | 'metrics'>) {
+  constructor(deps: Pick<AuthDeps, 'config' | 'store' | 'keys' | 'clock' | 'random' | 'metrics' | 'throttle'>) {
     this.#d = deps;
   }
 
   check(input: { token: string; mac: string; seenIp: string; request: string }, log: Logger): CheckResult {
     const { store, keys, clock } = this.#d;
+    this.#d.throttle.beforeCheck(input.seenIp);
     const now = clock();
     if (!isWellFormedToken(input.token)) return this.#deny(log, input, 'malformed-token');
     // [P-3.2] Another MAC or another address yields another master token, which finds nothing:
@@ -41,7 +42,7 @@ export class TokenService {
     return this.#deny(log, input, 'unknown-token-or-binding');
   }
 
-  #current(s: SessionRecord, input: { token: string; request: string }, now: number, log: Logger): CheckResult {
+  #current(s: SessionRecord, input: { token: string; request: string; seenIp: string }, now: number, log: Logger): CheckResult {
     const { store, config } = this.#d;
     const user = { email: s.userEmail, role: s.userRole };
     if (s.revokedAt !== null) return this.#deny(log, input, 'revoked', s.id);
@@ -77,7 +78,7 @@ export class TokenService {
     return { status: 'renew', token, user, expiresAt, renewableUntil: s.absoluteExpiresAt };
   }
 
-  #retired(r: RetiredTokenRecord, input: { token: string; request: string }, now: number, log: Logger): CheckResult {
+  #retired(r: RetiredTokenRecord, input: { token: string; request: string; seenIp: string }, now: number, log: Logger): CheckResult {
     const { store, keys } = this.#d;
     const s = store.findSessionById(r.sessionId);
     if (!s || s.revokedAt !== null) return this.#deny(log, input, 'revoked', r.sessionId);
@@ -104,7 +105,9 @@ export class TokenService {
     return this.#deny(log, input, 'token-reuse', s.id);
   }
 
-  #deny(log: Logger, input: { request: string }, reason: string, sessionId?: number): CheckResult {
+  #deny(log: Logger, input: { request: string; seenIp: string }, reason: string, sessionId?: number): CheckResult {
+    // [P-2.8] Failed checks from one address are limited: nobody gets to guess tokens at speed.
+    this.#d.throttle.failedCheck(input.seenIp);
     log.info({ event: 'token.check', outcome: 'unauthorized', reason, sessionId, request: input.request }, 'token check denied');
     return UNAUTHORIZED;
   }

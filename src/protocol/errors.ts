@@ -12,6 +12,7 @@ export const ERROR_CODES = [
   'E_UNKNOWN_COMMAND',
   'E_AUTH_FAILED',
   'E_BUSY',
+  'E_RATE_LIMITED',
   'E_INTERNAL',
 ] as const;
 
@@ -24,10 +25,17 @@ export type ErrorCode = (typeof ERROR_CODES)[number];
 export class ProtocolError extends Error {
   override name = 'ProtocolError';
   readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string) {
+  /** Extra fields the error schema defines (e.g. `retryAfterSeconds` for E_RATE_LIMITED). */
+  readonly details: ErrorDetails | undefined;
+  constructor(code: ErrorCode, message: string, details?: ErrorDetails) {
     super(message);
     this.code = code;
+    this.details = details;
   }
+}
+
+export interface ErrorDetails {
+  readonly retryAfterSeconds?: number;
 }
 
 export type ErrorResponse = {
@@ -36,13 +44,15 @@ export type ErrorResponse = {
   status: 'error';
   error: ErrorCode;
   message: string;
+  retryAfterSeconds?: number;
 };
 
 /** The one serializer of errors: everything the client sees of a failure passes through here. */
-export function toErrorResponse(error: ErrorCode, message: string, id?: string, code?: number): ErrorResponse {
+export function toErrorResponse(error: ErrorCode, message: string, id?: string, code?: number, details?: ErrorDetails): ErrorResponse {
   // error.response.json caps `message` at 512 characters; never answer outside our own schema.
   const res: ErrorResponse = { status: 'error', error, message: message.length > 512 ? `${message.slice(0, 511)}…` : message };
   if (id !== undefined) res.id = id;
   if (code !== undefined) res.code = code;
+  if (details?.retryAfterSeconds !== undefined) res.retryAfterSeconds = details.retryAfterSeconds;
   return res;
 }

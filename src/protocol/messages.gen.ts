@@ -20,6 +20,7 @@ export type ErrorCode =
   | 'E_UNKNOWN_COMMAND'
   | 'E_AUTH_FAILED'
   | 'E_BUSY'
+  | 'E_RATE_LIMITED'
   | 'E_INTERNAL';
 
 /**
@@ -40,6 +41,10 @@ export interface ErrorResponse {
    * A human-readable explanation. Never contains secrets or says whether an account exists.
    */
   message: string;
+  /**
+   * With `E_RATE_LIMITED`: the number of seconds after which the same request may succeed [P-2.8].
+   */
+  retryAfterSeconds?: number;
 }
 
 // hello.request.json

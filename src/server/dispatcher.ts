@@ -75,6 +75,7 @@ export function createDispatcher(
     const outcome = response.status === 'error' ? (response.error as string) : (response.status as string);
     metrics.request(command ?? 'unknown', outcome, ms / 1000);
     if (outcome === 'E_BUSY') metrics.throttled('busy');
+    else if (outcome === 'E_RATE_LIMITED') metrics.throttled('rate_limit');
     // Refused requests are worth an operator's attention; successes only when debugging. Past a
     // few per connection they go to debug (the connection logs its total when it closes): one read
     // of tiny bad frames must not turn into megabytes of log.
@@ -94,7 +95,7 @@ function withEnvelope(body: ResponseBody, id: string | undefined, code: number):
 
 /** Only ProtocolErrors reach the client as themselves; anything else is an internal fault [P-2.5]. */
 function errorFor(err: unknown, ctx: RequestContext, id: string | undefined, code: number): Response {
-  if (err instanceof ProtocolError) return toErrorResponse(err.code, err.message, id, code);
+  if (err instanceof ProtocolError) return toErrorResponse(err.code, err.message, id, code, err.details);
   if (err instanceof StoreBusyError) {
     // Another process holds the write lock: nothing was changed, and retrying is the right move.
     ctx.log.warn({ err: (err as Error).message }, 'database busy');

@@ -81,6 +81,9 @@ export async function startHarness(
     logLevel: 'trace',
     // A free port: test files run in parallel, and the default 9464 would collide.
     ops: { port: 0 },
+    // Tests make many attempts from 127.0.0.1 on a clock that does not move; the limits have tests
+    // of their own (test/integration/throttle.test.ts), which set them.
+    limits: { ipPasscodeRequestsPerMinute: 1_000_000, ipLoginsPerMinute: 1_000_000, ipFailedChecksPerMinute: 1_000_000, freeFailures: 1_000_000 },
     mail: {
       smtpHost: '127.0.0.1',
       smtpPort: smtp.port,

@@ -11,7 +11,17 @@ export const MAIN = path.join(ROOT, 'dist/main.js');
 /** A minimal environment: nothing from the developer's shell leaks into the process under test. */
 export function env(dataDir: string, more: Record<string, string> = {}): NodeJS.ProcessEnv {
   // HELLWALL_OPS_PORT=0: test files run in parallel, and the default 9464 would collide.
-  return { PATH: process.env.PATH, HOME: process.env.HOME, HELLWALL_DATA_DIR: dataDir, HELLWALL_OPS_PORT: '0', ...more };
+  return {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    HELLWALL_DATA_DIR: dataDir,
+    HELLWALL_OPS_PORT: '0',
+    // Process tests log in many times from 127.0.0.1; the limits are tested in-process.
+    HELLWALL_LIMIT_IP_PASSCODE_REQUESTS: '100000',
+    HELLWALL_LIMIT_IP_LOGINS: '100000',
+    HELLWALL_LIMIT_IP_FAILED_CHECKS: '100000',
+    ...more,
+  };
 }
 
 export function cli(args: string[], e: NodeJS.ProcessEnv): { code: number | null; stdout: string; stderr: string } {

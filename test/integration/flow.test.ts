@@ -334,7 +334,8 @@ t.test('hello reports version and limits', async (t) => {
   const h = await startHarness(t, { config: { maxFrameBytes: 4096 } });
   const client = await h.connect();
   const res = await client.hello();
-  t.same(res, { id: '1', code: 0, status: 'ok', protocol: 'hellwall', version: '1.0', maxFrameBytes: 4096, maxInflight: 64 });
+  t.same(res, { id: '1', code: 0, status: 'ok', protocol: 'hellwall', version: h.app.protocol.version, maxFrameBytes: 4096, maxInflight: 64 });
+  t.match(h.app.protocol.version, /^1\.\d+$/);
   t.equal(h.validate(res), null);
 });
 

@@ -115,7 +115,10 @@ def base_env(data_dir: str, **more: str) -> Dict[str, str]:
     """A clean environment: nothing from the caller's HELLWALL_* settings leaks into a server."""
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "HELLWALL_DATA_DIR": data_dir,
            # The health/metrics listener on a free port: 9464 may be taken by another test or server.
-           "HELLWALL_OPS_PORT": "0"}
+           "HELLWALL_OPS_PORT": "0",
+           # Many logins from 127.0.0.1 within a minute; the limits have tests of their own.
+           "HELLWALL_LIMIT_IP_PASSCODE_REQUESTS": "100000", "HELLWALL_LIMIT_IP_LOGINS": "100000",
+           "HELLWALL_LIMIT_IP_FAILED_CHECKS": "100000"}
     env.update(more)
     return env
 

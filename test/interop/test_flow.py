@@ -6,6 +6,7 @@ Run from test/interop with HELLWALL_TYPES_DIR pointing at the generated Python t
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import smtplib
@@ -180,7 +181,8 @@ class SeedFlowTest(unittest.TestCase):
         c = self.connect()
         hello = c.hello()
         self.assertIsInstance(hello, ht.HelloResponse)
-        self.assertEqual((hello.status, hello.protocol, hello.version), (OK, ht.ProtocolName.HELLWALL, "1.0"))
+        version = json.loads((harness.ROOT / "protocol" / "index.json").read_text())["version"]
+        self.assertEqual((hello.status, hello.protocol, hello.version), (OK, ht.ProtocolName.HELLWALL, version))
         self.assertEqual((hello.max_frame_bytes, hello.max_inflight), (65536, 64))
         self.assertEqual(hello.id, "1", "the client's id is echoed")
         self.assertIn(c.socket.version(), ("TLSv1.2", "TLSv1.3"))
