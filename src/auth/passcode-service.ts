@@ -66,7 +66,7 @@ export class PasscodeService {
     }
     // Answer first, then store and mail: an fsync'd write (and, under lock contention, a failing
     // one) only on the right-password path would otherwise show in the answer's timing.
-    setImmediate(() => this.#issue(user.id, user.email, input, log));
+    this.#d.mail.later(() => this.#issue(user.id, user.email, input, log));
     return { expiresInSeconds: ttl };
   }
 

@@ -85,6 +85,24 @@ export class MailQueue {
     this.#retryDelayMs = opts.retryDelayMs ?? 1000;
   }
 
+  /**
+   * Runs `fn` on a later turn of the event loop, after the current answer has been written, and
+   * counts it as queued mail until it has run, so that `drain()` (tests, shutdown) also waits for
+   * mail that is about to be queued.
+   */
+  later(fn: () => void): void {
+    const job = new Promise<void>((resolve) =>
+      setImmediate(() => {
+        try {
+          fn();
+        } finally {
+          resolve();
+        }
+      }),
+    ).finally(() => this.#inflight.delete(job));
+    this.#inflight.add(job);
+  }
+
   /** Queues `message`; `kind` names it in logs, which never carry the body (it holds the passcode). */
   enqueue(message: MailMessage, kind: string): void {
     const job = this.#deliver(message, kind).finally(() => this.#inflight.delete(job));
