@@ -236,7 +236,8 @@ mkdir -p "$TMP/certs"
 ) >"$TMP/openssl.log" 2>&1 || { cat "$TMP/openssl.log"; die "openssl failed"; }
 # The key stays 0600, owned by the container's user (uid 1000), as the README tells operators to do.
 chmod 0600 "$TMP/certs/privkey.pem"
-chown 1000:1000 "$TMP/certs/privkey.pem" 2>/dev/null || chmod 0644 "$TMP/certs/privkey.pem"
+# (A group- or world-readable key is refused at start: see src/tls/tls-files.ts.)
+chown 1000:1000 "$TMP/certs/privkey.pem" || die "cannot chown the key to uid 1000 (run as root)"
 chmod 0755 "$TMP/certs"
 ok
 
