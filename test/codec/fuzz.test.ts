@@ -1,4 +1,6 @@
+import { readdirSync, readFileSync } from 'node:fs';
 import { duplexPair } from 'node:stream';
+import tls from 'node:tls';
 import t from 'tap';
 import { FrameDecoder, HEADER_BYTES, parseFrame, type FrameError } from '../../src/codec/frame-decoder.js';
 import { frameBytes } from '../../src/codec/frame-encoder.js';
@@ -6,14 +8,30 @@ import type { MailMessage, Mailer } from '../../src/mail/mailer.js';
 import { Connection } from '../../src/server/connection.js';
 import type { Response } from '../../src/server/dispatcher.js';
 import { ALICE, MAC, startHarness, type Harness } from '../helpers/harness.js';
+import type { LogLine } from '../helpers/log-sink.js';
 import { mulberry32 } from '../helpers/test-utils.js';
 
 /*
  * Bounded, seeded fuzzing. Every case is reproducible from SEED; a failure message names the case
  * number. Outcomes that once were bugs (an unbounded echo of a field name, an astral-character id,
  * two framing errors in one chunk) are counted apart, so a regression names itself.
+ *
+ * HELLWALL_FUZZ_SEED replays a run (decimal or 0x hex); HELLWALL_FUZZ_CASES sets the number of
+ * wire streams and scales every other suite with it (`npm run fuzz` runs many more).
  */
-const SEED = 0x5eed_2026;
+function envInt(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer, not ${raw}`);
+  return n;
+}
+const SEED = envInt('HELLWALL_FUZZ_SEED', 0x5eed_2026) >>> 0;
+const DEFAULT_WIRE_CASES = 200;
+const WIRE_CASES = Math.max(1, envInt('HELLWALL_FUZZ_CASES', DEFAULT_WIRE_CASES));
+/** `n` cases at the default size, scaled like the wire suite. */
+const scaled = (n: number): number => Math.max(1, Math.round((n * WIRE_CASES) / DEFAULT_WIRE_CASES));
+t.comment(`fuzz seed ${SEED} (0x${SEED.toString(16)}), ${WIRE_CASES} wire streams: replay with HELLWALL_FUZZ_SEED=${SEED} HELLWALL_FUZZ_CASES=${WIRE_CASES}`);
 
 
 class Rng {
@@ -80,7 +98,7 @@ function referenceDecode(stream: Buffer, max: number): { payloads: Buffer[]; err
 
 t.test('random bytes in random chunks never make FrameDecoder or parseFrame throw', async (t) => {
   const rng = new Rng(SEED);
-  const CASES = 2500;
+  const CASES = scaled(2500);
   const failures: string[] = [];
   let frames = 0;
   let framingErrors = 0;
@@ -157,7 +175,7 @@ interface Case {
 }
 
 /** A schema-valid request for a random command, then 0–3 random mutations, as JSON text. */
-function makeCase(rng: Rng, token: string): Case {
+function makeCase(rng: Rng, token: string, from?: Record<string, unknown>): Case {
   const id = `f${rng.int(1e6)}`;
   const base: Array<Record<string, unknown>> = [
     { code: 0, id },
@@ -165,7 +183,7 @@ function makeCase(rng: Rng, token: string): Case {
     { code: 2, id, email: ALICE.email, phone: ALICE.phone, password: ALICE.password, passcode: 'ABC234', mac: MAC },
     { code: 3, id, token: rng.chance(0.5) ? token : 'Awfer_hellwall_' + 'A'.repeat(43), mac: MAC, request: 'inventory.read', data: { item: 42 } },
   ];
-  const msg = { ...rng.pick(base) };
+  const msg = { ...(from ?? rng.pick(base)) };
   const labels: string[] = [`code ${String(msg.code)}`];
   let deep = 0;
   let proto: string | null = null;
@@ -296,13 +314,18 @@ const { h, token } = await fuzzHarness(t);
 
 t.test('mutated requests through the real dispatcher never throw and always get a schema-valid answer', async (t) => {
   const rng = new Rng(SEED + 1);
-  const CASES = 4000;
+  const CASES = scaled(4000);
   const failures: string[] = [];
   const known = { 'long-unknown-field': [] as string[], 'astral-id': [] as string[] };
   const outcomes = new Map<string, number>();
   const ctx = { ip: '127.0.0.1', log: h.app.log.child({ fuzz: true }), refusals: 0 };
   for (let start = 0; start < CASES; start += 25) {
-    if (start % 1000 === 0) h.clock.advance(rng.int(2 * 3600_000)); // visit authorized and renew
+    if (start % 1000 === 0) {
+      // Visit authorized and renew. The first thousand run at the login instant whatever the seed:
+      // a jump past the TTL there would rotate the token before any check could be authorized.
+      const jump = rng.int(2 * 3600_000);
+      if (start > 0) h.clock.advance(jump);
+    }
     const batch: Array<Promise<void>> = [];
     for (let n = start; n < Math.min(CASES, start + 25); n++) {
       const c = makeCase(rng, token);
@@ -345,7 +368,7 @@ t.test('mutated requests through the real dispatcher never throw and always get 
 t.test('random request streams through a Connection get one valid answer per frame, in order', async (t) => {
   const rng = new Rng(SEED + 2);
   const MAX = 4096;
-  const CASES = 250;
+  const CASES = scaled(250);
   const failures: string[] = [];
   const doubleErrors: string[] = [];
   let answered = 0;
@@ -436,4 +459,255 @@ t.test('random request streams through a Connection get one valid answer per fra
   t.ok(answered > CASES, `requests were answered (${answered})`);
   t.ok(closedByError > CASES / 10, `streams were closed by framing errors (${closedByError})`);
   t.same(doubleErrors.slice(0, 2), [], 'a connection answers at most one framing error');
+});
+
+// --- Over the real wire: TLS to the harness server -------------------------------------------
+
+/** Every request example in protocol/schemas: schema-valid messages, as a client author reads them. */
+const SCHEMA_EXAMPLES: ReadonlyArray<Record<string, unknown>> = (() => {
+  const dir = new URL('../../protocol/schemas/', import.meta.url);
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.request.json'))
+    .flatMap((f) => (JSON.parse(readFileSync(new URL(f, dir), 'utf8')) as { examples?: Array<Record<string, unknown>> }).examples ?? []);
+})();
+
+// Byte sequences that UTF-8 and JSON parsers have got wrong: overlong encodings, encoded
+// surrogates, a BOM, code points past U+10FFFF, a stray continuation byte, NUL, lone escapes.
+const NASTY_BYTES: readonly Buffer[] = [
+  [0xc0, 0xaf], [0xe0, 0x80, 0xaf], [0xed, 0xa0, 0x80], [0xed, 0xbf, 0xbf], [0xef, 0xbb, 0xbf], [0xf4, 0x90, 0x80, 0x80],
+  [0x80], [0xff], [0x00], [0x5c], [0x5c, 0x75, 0x64, 0x38, 0x30, 0x30], [0x22], [0x7b], [0x7d], [0x2c],
+].map((b) => Buffer.from(b));
+
+/** 1–4 byte-level mutations of `buf`: flips, inserts, deletes, duplicated slices, truncation. */
+function mutateBytes(rng: Rng, buf: Buffer): { bytes: Buffer; label: string } {
+  let b = Buffer.from(buf);
+  const labels: string[] = [];
+  for (let m = 1 + rng.int(4); m > 0; m--) {
+    const at = rng.int(b.length + 1);
+    switch (rng.int(7)) {
+      case 0:
+        if (b.length > 0) b[at % b.length]! ^= 1 << rng.int(8);
+        labels.push('flip');
+        break;
+      case 1:
+        b = Buffer.concat([b.subarray(0, at), rng.bytes(1 + rng.int(4)), b.subarray(at)]);
+        labels.push('insert');
+        break;
+      case 2:
+        b = Buffer.concat([b.subarray(0, at), b.subarray(at + 1 + rng.int(4))]);
+        labels.push('delete');
+        break;
+      case 3: {
+        const end = at + rng.int(16);
+        b = Buffer.concat([b.subarray(0, end), b.subarray(at, end), b.subarray(end)]);
+        labels.push('duplicate');
+        break;
+      }
+      case 4:
+        b = b.subarray(0, at);
+        labels.push('truncate');
+        break;
+      case 5:
+        b = Buffer.concat([b.subarray(0, at), rng.pick(NASTY_BYTES), b.subarray(at)]);
+        labels.push('nasty bytes');
+        break;
+      default:
+        if (b.length > 1) {
+          const j = rng.int(b.length);
+          const k = rng.int(b.length);
+          [b[j], b[k]] = [b[k]!, b[j]!];
+        }
+        labels.push('swap');
+    }
+  }
+  return { bytes: b, label: labels.join('+') };
+}
+
+/** A schema example, sometimes with live credentials or the live token, so mutants reach deep paths. */
+function liveExample(rng: Rng, token: string): Record<string, unknown> {
+  const msg: Record<string, unknown> = { ...rng.pick(SCHEMA_EXAMPLES) };
+  if (rng.chance(0.5)) {
+    if ('email' in msg) Object.assign(msg, { email: ALICE.email, password: ALICE.password });
+    if ('phone' in msg) msg.phone = ALICE.phone;
+    if ('token' in msg) msg.token = token;
+    if ('mac' in msg) msg.mac = MAC;
+  }
+  if (rng.chance(0.3)) delete msg.id;
+  return msg;
+}
+
+/** One stream of frames for a connection, and what it is made of, for the failure message. */
+function makeWireStream(rng: Rng, token: string, max: number): { stream: Buffer; label: string } {
+  const parts: Buffer[] = [];
+  const labels: string[] = [];
+  for (let k = 1 + rng.int(6); k > 0; k--) {
+    const kind = rng.int(12);
+    if (kind < 4) {
+      const c = makeCase(rng, token, liveExample(rng, token));
+      parts.push(frameBytes(Buffer.from(c.text)));
+      labels.push(`example(${c.label})`);
+    } else if (kind < 6) {
+      const c = makeCase(rng, token);
+      parts.push(frameBytes(Buffer.from(c.text)));
+      labels.push(`case(${c.label})`);
+    } else if (kind < 9) {
+      const m = mutateBytes(rng, Buffer.from(JSON.stringify(liveExample(rng, token))));
+      parts.push(frameBytes(m.bytes));
+      labels.push(`bytes(${m.label})`);
+    } else if (kind === 9) {
+      parts.push(frameBytes(rng.bytes(rng.int(64))));
+      labels.push('noise frame');
+    } else if (kind === 10) {
+      parts.push(frameBytes(Buffer.from(JSON.stringify({ ...liveExample(rng, token), pad: 'p'.repeat(max) }))));
+      labels.push('oversize');
+    } else {
+      // A valid request whose length prefix (or anything else in the framed bytes) is mutated.
+      const m = mutateBytes(rng, frameBytes(Buffer.from(JSON.stringify(liveExample(rng, token)))));
+      parts.push(m.bytes);
+      labels.push(`framed bytes(${m.label})`);
+    }
+  }
+  if (rng.chance(0.1)) {
+    parts.push(rng.bytes(1 + rng.int(300)));
+    labels.push('noise tail');
+  }
+  return { stream: Buffer.concat(parts), label: labels.join(', ') };
+}
+
+type Expected = { msg: Record<string, unknown> } | { error: string };
+
+/** What the server must answer to `stream`, decoded the simplest way (whole stream at once). */
+function expectedAnswers(stream: Buffer, max: number): Expected[] {
+  const { payloads, error } = referenceDecode(stream, max);
+  const out: Expected[] = [];
+  for (const p of payloads) {
+    const parsed = parseFrame(p);
+    if (!parsed.ok) return [...out, { error: parsed.error.code }];
+    out.push({ msg: parsed.value });
+  }
+  return error ? [...out, { error }] : out;
+}
+
+interface WireResult {
+  readonly got: Array<Record<string, unknown>>;
+  readonly outcome: 'closed' | 'timeout';
+  readonly reset: boolean;
+}
+
+/** Sends `stream` over TLS in `chunks` (pausing now and then), half-closes, collects every answer. */
+async function sendOverWire(h: Harness, chunks: Buffer[], pauses: boolean[]): Promise<WireResult> {
+  const socket = tls.connect({ host: '127.0.0.1', port: h.port, ca: h.ca, minVersion: 'TLSv1.2' });
+  socket.setNoDelay(true);
+  let reset = false;
+  socket.on('error', (err: NodeJS.ErrnoException) => {
+    // The server stops reading and closes after a framing error; writes after that meet a reset.
+    if (err.code === 'ECONNRESET' || err.code === 'EPIPE') reset = true;
+    else throw err;
+  });
+  const got: Array<Record<string, unknown>> = [];
+  const decoder = new FrameDecoder(1 << 24);
+  socket.on('data', (chunk: Buffer) => {
+    const err = decoder.push(chunk, (p) => {
+      const parsed = parseFrame(p);
+      got.push(parsed.ok ? parsed.value : { undecodable: parsed.error.code });
+    });
+    if (err) got.push({ undecodable: err.code });
+  });
+  const closed = new Promise<'closed'>((resolve) => socket.once('close', () => resolve('closed')));
+  await new Promise<void>((resolve, reject) => {
+    socket.once('secureConnect', resolve);
+    socket.once('error', reject);
+  });
+  for (const [i, chunk] of chunks.entries()) {
+    if (socket.destroyed) break;
+    socket.write(chunk);
+    if (pauses[i]) await new Promise((r) => setTimeout(r, 1));
+  }
+  if (!socket.destroyed) socket.end();
+  let timer: NodeJS.Timeout | undefined;
+  const outcome = await Promise.race([closed, new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), 10_000)))]);
+  clearTimeout(timer);
+  socket.destroy();
+  return { got, outcome, reset };
+}
+
+// Log lines that mean the server hit a fault rather than a bad request.
+const FAULT_MESSAGES = ['handler failed', 'connection failed while handling a read', 'dispatch threw', 'dispatch rejected'];
+
+t.test('mutated schema examples and random bytes over real TLS: one valid answer per frame, no fault, the server stays up', async (t) => {
+  // A server of its own: the suites above move the clock until the first session is rotated out.
+  const { h, token } = await fuzzHarness(t);
+  const rng = new Rng(SEED + 3);
+  const MAX = h.app.config.maxFrameBytes;
+  const CASES = WIRE_CASES;
+  const PARALLEL = 8;
+  const failures: string[] = [];
+  const outcomes = new Map<string, number>();
+  let answered = 0;
+  let framingClosed = 0;
+  let resets = 0;
+  const logStart = h.logs.raw.length;
+  const started = Date.now();
+  for (let start = 0; start < CASES; start += PARALLEL) {
+    // Generate the whole batch first, in order, so the cases depend on the seed alone.
+    const batch = [];
+    for (let n = start; n < Math.min(CASES, start + PARALLEL); n++) {
+      const { stream, label } = makeWireStream(rng, token, MAX);
+      const chunks = rng.chunks(stream);
+      const pauses = chunks.map(() => rng.chance(0.05));
+      batch.push({ n, label, expect: expectedAnswers(stream, MAX), chunks, pauses });
+    }
+    await Promise.all(
+      batch.map(async ({ n, label, expect, chunks, pauses }) => {
+        const { got, outcome, reset } = await sendOverWire(h, chunks, pauses);
+        if (reset) resets++;
+        const where = `stream ${n} [${label.slice(0, 300)}]`;
+        if (outcome !== 'closed') {
+          failures.push(`${where}: the server never closed (${got.length} of ${expect.length} answers)`);
+          return;
+        }
+        const endsInError = expect.length > 0 && 'error' in expect[expect.length - 1]!;
+        // A reset after a framing error can discard answers still in our receive buffer: then only
+        // what arrived is judged. Without a framing error nothing may be missing.
+        if (got.length < expect.length && !(reset && endsInError)) {
+          failures.push(`${where}: ${got.length} answers for ${expect.length} frames`);
+        }
+        if (got.length > expect.length) failures.push(`${where}: ${got.length - expect.length} answers more than frames`);
+        for (const [i, res] of got.slice(0, expect.length).entries()) {
+          const e = expect[i]!;
+          const key = res.status === 'error' ? String(res.error) : String(res.status);
+          outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
+          if (res.status === 'error' && res.error === 'E_INTERNAL') failures.push(`${where}: answer ${i} is E_INTERNAL`);
+          if ('error' in e) {
+            const framing = res.status === 'error' && res.error === e.error && !('id' in res) && h.validate(res as never) === null;
+            if (!framing) failures.push(`${where}: answer ${i} should be ${e.error}, got ${JSON.stringify(res).slice(0, 200)}`);
+            framingClosed++;
+          } else {
+            const violation = h.validate(res as never);
+            if (violation) failures.push(`${where}: answer ${i} breaks the contract: ${violation}`);
+            const v = judge(h, e.msg, res as Response);
+            if (!v.ok) failures.push(`${where}: answer ${i}: ${v.why}; request ${JSON.stringify(e.msg).slice(0, 200)}`);
+            answered++;
+          }
+        }
+      }),
+    );
+    if (failures.length > 20) break;
+  }
+  const faults = h.logs.raw.slice(logStart).map((l) => JSON.parse(l) as LogLine).filter((l) => FAULT_MESSAGES.includes(l.msg ?? '') || l.level >= 50);
+  t.same(failures.slice(0, 5), [], `${CASES} TLS streams (seed ${SEED + 3}) answered exactly, in ${Date.now() - started} ms`);
+  t.same(faults.slice(0, 3), [], 'the server logged no fault (handler failed, connection failed, dispatch threw, any error line)');
+  t.ok(answered > CASES / 2, `requests were answered (${answered})`);
+  t.ok(framingClosed > CASES / 10, `streams were closed by framing errors (${framingClosed}; ${resets} with a reset)`);
+  if (CASES >= 100) {
+    for (const outcome of ['ok', 'authorized', 'E_SCHEMA', 'E_FRAME_INVALID_JSON', 'E_FRAME_TOO_LARGE']) {
+      t.ok((outcomes.get(outcome) ?? 0) > 0, `outcome ${outcome} was reached over the wire (${outcomes.get(outcome) ?? 0} times)`);
+    }
+  }
+  const c = await h.connect();
+  const hello = await c.hello();
+  t.equal(hello.status, 'ok', 'afterwards the server still answers hello');
+  const check = await c.check({ token, mac: MAC, request: 'fuzz.after' });
+  t.ok(check.status === 'authorized' || check.status === 'renew', `and still knows the session made before the fuzz (${check.status})`);
+  c.destroy();
 });
