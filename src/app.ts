@@ -148,6 +148,7 @@ export function buildApp(deps: AppDeps): App {
         ...listenerLimits(config),
         aroundRead: (handle) => store.readBatch(handle),
         metrics,
+        proxyTrusted: config.proxy.trusted,
       });
       let opsAddress: AddressInfo | null = null;
       if (config.ops.enabled) {

@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { FrameDecoder, parseFrame } from '../codec/frame-decoder.js';
 import { encodeFrame } from '../codec/frame-encoder.js';
@@ -18,6 +19,11 @@ export interface ClientOptions {
   readonly servername?: string;
   /** Source address to connect from (tests use 127.0.0.2 to appear as another client). */
   readonly localAddress?: string;
+  /**
+   * An already connected stream to run TLS over instead of opening one to host:port (`host` still
+   * names the server to verify); tests write a PROXY protocol header on it first.
+   */
+  readonly socket?: Duplex;
   readonly maxFrameBytes?: number;
   readonly connectTimeoutMs?: number;
   readonly session?: Buffer;
@@ -85,6 +91,7 @@ export class HellwallClient {
         ca: opts.ca,
         servername: opts.servername ?? (isIpLiteral(opts.host) ? undefined : opts.host),
         localAddress: opts.localAddress,
+        socket: opts.socket,
         minVersion: 'TLSv1.2',
         session: opts.session,
         timeout: opts.connectTimeoutMs ?? 10_000,

@@ -1,4 +1,5 @@
-import type { AddressInfo, Socket } from 'node:net';
+import net, { type AddressInfo, type BlockList, type Socket } from 'node:net';
+import { constants as cryptoConstants } from 'node:crypto';
 import tls from 'node:tls';
 import { normalizeIp } from '../auth/normalize.js';
 import type { Config } from '../config.js';
@@ -6,6 +7,7 @@ import type { Logger } from '../deps.js';
 import { Connection } from './connection.js';
 import type { DispatchFn } from './dispatcher.js';
 import { NO_METRICS, type Metrics } from '../ops/metrics.js';
+import { isTrustedPeer, parseTrustedProxies, ProxyHeaderParser, type ProxyHeaderError } from './proxy-protocol.js';
 
 // TLS 1.3 suites first, then TLS 1.2 with forward secrecy and AEAD only (Mozilla "intermediate").
 export const CIPHERS = [
@@ -20,6 +22,18 @@ export const CIPHERS = [
   'ECDHE-RSA-CHACHA20-POLY1305',
 ].join(':');
 
+/**
+ * The TLS settings every secure context gets (at start and on each certificate reload): TLS 1.2
+ * minimum, the suites above in the server's order, and no renegotiation — a client-initiated TLS 1.2
+ * renegotiation costs the server a handshake for nothing and has a history of vulnerabilities.
+ */
+const TLS_POLICY = {
+  minVersion: 'TLSv1.2',
+  ciphers: CIPHERS,
+  honorCipherOrder: true,
+  secureOptions: cryptoConstants.SSL_OP_NO_RENEGOTIATION,
+} as const;
+
 export interface ListenerOptions {
   readonly key: Buffer;
   readonly cert: Buffer;
@@ -32,7 +46,27 @@ export interface ListenerOptions {
   readonly handshakeTimeoutMs: number;
   readonly aroundRead?: <T>(handle: () => T) => T;
   readonly metrics?: Metrics;
+  /**
+   * `proxy.trusted`: the peers that must start each connection with a PROXY protocol header naming
+   * the client (validated by loadConfig). Empty or absent: PROXY protocol off.
+   */
+  readonly proxyTrusted?: string;
 }
+
+/** A connection whose client address came from a PROXY header. */
+interface Proxied {
+  /** The client, from the header. */
+  readonly ip: string;
+  /** The balancer that sent the header. */
+  readonly via: string;
+}
+
+/**
+ * A TCP connection's 4-tuple. A TLS socket reports its TCP connection's addresses and ports
+ * (public getters), and no two open TCP connections share a 4-tuple, so this names the raw socket
+ * under a TLS socket without reaching into the TLS socket's private fields.
+ */
+const tupleKey = (s: Socket): string => `${s.remoteAddress} ${s.remotePort} ${s.localAddress} ${s.localPort}`;
 
 type ConfigLimits = Pick<ListenerOptions, 'maxFrameBytes' | 'maxInflight' | 'maxConnections' | 'idleTimeoutMs' | 'handshakeTimeoutMs'>;
 
@@ -47,9 +81,23 @@ export function listenerLimits(config: Config): ConfigLimits {
   };
 }
 
-/** The TLS listener: one Connection per socket, tracked so shutdown can drain them. */
+/**
+ * The TLS listener: one Connection per socket, tracked so shutdown can drain them.
+ *
+ * With PROXY protocol on (`proxyTrusted`), a plain TCP server owns the port instead and hands each
+ * socket to the TLS server (`emit('connection')`, the documented way to give a tls.Server a socket
+ * it did not accept); from a trusted peer, only after reading the PROXY header off the raw stream
+ * and putting back whatever followed it. TLS itself (handshake timeout, handshake-failure logging,
+ * certificate reload, session tickets) stays entirely the tls.Server's, unchanged. The client
+ * address reaches #accept through #proxied, keyed by the TCP 4-tuple. With PROXY protocol off there
+ * is no front server and the path is exactly the plain tls.Server one.
+ */
 export class TlsListener {
   readonly #server: tls.Server;
+  /** The plain TCP server in front of #server when PROXY protocol is on; null when off. */
+  readonly #front: net.Server | null;
+  /** Connections that named their client in a PROXY header, from the header to the socket's close. */
+  readonly #proxied = new Map<string, Proxied>();
   readonly #connections = new Set<Connection>();
   /** Every TCP socket, handshaking or not: a half-open handshake would otherwise hold up close(). */
   readonly #sockets = new Set<Socket>();
@@ -65,23 +113,25 @@ export class TlsListener {
       {
         key: opts.key,
         cert: opts.cert,
-        minVersion: 'TLSv1.2',
-        ciphers: CIPHERS,
-        honorCipherOrder: true,
+        ...TLS_POLICY,
         handshakeTimeout: opts.handshakeTimeoutMs,
         // Let a client half-close after its last request and still read the answers.
         allowHalfOpen: true,
       },
       (socket) => this.#accept(socket, opts),
     );
-    this.#server.maxConnections = opts.maxConnections;
-    this.#server.on('connection', (raw: Socket) => {
+    const trusted = opts.proxyTrusted ? parseTrustedProxies(opts.proxyTrusted) : null;
+    this.#front = trusted ? net.createServer({ allowHalfOpen: true }, (raw) => this.#acceptFront(raw, trusted, opts)) : null;
+    // The server that accepts TCP connections owns the connection limit and the socket tracking.
+    const accepting: net.Server = this.#front ?? this.#server;
+    accepting.maxConnections = opts.maxConnections;
+    accepting.on('connection', (raw: Socket) => {
       this.#sockets.add(raw);
       raw.once('close', () => this.#sockets.delete(raw));
     });
     let dropped = 0;
     let droppedLoggedAt = -Infinity;
-    this.#server.on('drop', (data) => {
+    accepting.on('drop', (data) => {
       this.#metrics.connectionRefused('max_connections');
       // A flood of refusals must not become a flood of log lines: at most one every 10 s.
       dropped++;
@@ -93,13 +143,97 @@ export class TlsListener {
     });
     this.#server.on('tlsClientError', (err, socket) => {
       this.#metrics.connectionRefused('tls_handshake');
-      this.#log.info({ err: err.message, ip: normalizeIp(socket.remoteAddress) }, 'TLS handshake failed');
+      const proxied = this.#front ? this.#proxied.get(tupleKey(socket)) : undefined;
+      const peer = proxied ? { ip: proxied.ip, via: proxied.via } : { ip: normalizeIp(socket.remoteAddress) };
+      this.#log.info({ err: err.message, ...peer }, 'TLS handshake failed');
+      // Node reports a handshake timeout here but leaves the socket open (checked on Node 20): a
+      // peer that connected and sent nothing would keep its connection slot for good.
+      socket.destroy();
     });
   }
 
+  /**
+   * PROXY protocol on: every TCP connection arrives here. Only a trusted peer's stream is read for
+   * a header; any other peer goes straight to TLS with its own address, so a header from it is just
+   * a failed handshake and no one but a configured balancer can name a client address.
+   */
+  #acceptFront(raw: Socket, trusted: BlockList, opts: ListenerOptions): void {
+    const via = normalizeIp(raw.remoteAddress);
+    if (!isTrustedPeer(trusted, via)) {
+      this.#server.emit('connection', raw);
+      return;
+    }
+    const parser = new ProxyHeaderParser();
+    const stop = (): void => {
+      clearTimeout(timer);
+      raw.off('data', onData);
+      raw.off('end', onEnd);
+      raw.off('error', onEnd);
+      raw.off('close', stop);
+    };
+    // There is no TLS yet to send an error on: log, count and close.
+    const refuse = (error: ProxyHeaderError): void => {
+      stop();
+      this.#metrics.connectionRefused('proxy_header');
+      this.#log.info({ ip: via, reason: error.code, err: error.message }, 'PROXY header refused; closing connection');
+      raw.destroy();
+    };
+    // A deadline, not a socket idle timeout, which a peer could keep resetting by trickling bytes.
+    // The TLS handshake timeout starts once the header is in.
+    const timer = setTimeout(
+      () => refuse({ code: 'timeout', message: `no complete PROXY header within ${opts.handshakeTimeoutMs} ms` }),
+      opts.handshakeTimeoutMs,
+    );
+    const onEnd = (): void => {
+      if (parser.receivedBytes === 0) {
+        // Connect and close without a byte: what a balancer's TCP health check does. Not an error.
+        stop();
+        this.#log.debug({ ip: via }, 'connection closed before a PROXY header');
+        raw.destroy();
+        return;
+      }
+      const result = parser.end();
+      if (result.status === 'error') refuse(result.error);
+    };
+    const onData = (chunk: Buffer): void => {
+      const result = parser.push(chunk);
+      if (result.status === 'incomplete') return;
+      if (result.status === 'error') return refuse(result.error);
+      stop();
+      if (this.#closing) {
+        raw.destroy();
+        return;
+      }
+      // Stop reading here and put back what followed the header: the TLS socket wrapping `raw`
+      // takes the bytes already buffered in it before reading the wire.
+      raw.pause();
+      if (result.rest.length > 0) raw.unshift(result.rest);
+      const header = result.header;
+      if (header.family === 'unknown') {
+        // LOCAL, UNKNOWN, UNSPEC: the balancer speaking for itself (health checks); its address stays.
+        this.#log.debug({ ip: via, version: header.version, command: header.command }, 'PROXY header names no client; using the peer address');
+      } else {
+        const key = tupleKey(raw);
+        const entry: Proxied = { ip: normalizeIp(header.source.address), via };
+        this.#proxied.set(key, entry);
+        // Only this socket's own entry: after a reset, the same 4-tuple may already be a new connection.
+        raw.once('close', () => {
+          if (this.#proxied.get(key) === entry) this.#proxied.delete(key);
+        });
+      }
+      this.#server.emit('connection', raw);
+    };
+    raw.on('data', onData);
+    raw.on('end', onEnd);
+    raw.on('error', onEnd);
+    raw.on('close', stop);
+  }
+
   #accept(socket: tls.TLSSocket, opts: ListenerOptions): void {
-    const ip = normalizeIp(socket.remoteAddress);
-    const log = opts.log.child({ conn: this.#nextId++, ip });
+    // [P-3.4] The address tokens are bound to: the TCP peer's, or the client a trusted balancer named.
+    const proxied = this.#front ? this.#proxied.get(tupleKey(socket)) : undefined;
+    const ip = proxied ? proxied.ip : normalizeIp(socket.remoteAddress);
+    const log = opts.log.child(proxied ? { conn: this.#nextId++, ip, via: proxied.via } : { conn: this.#nextId++, ip });
     socket.setNoDelay(true);
     if (opts.idleTimeoutMs > 0) {
       socket.setTimeout(opts.idleTimeoutMs, () => {
@@ -133,16 +267,17 @@ export class TlsListener {
   setCertificate(key: Buffer, cert: Buffer): void {
     // A new context would get new session-ticket keys; keep the old ones so clients still resume.
     const tickets = this.#server.getTicketKeys();
-    this.#server.setSecureContext({ key, cert, minVersion: 'TLSv1.2', ciphers: CIPHERS, honorCipherOrder: true });
+    this.#server.setSecureContext({ key, cert, ...TLS_POLICY });
     this.#server.setTicketKeys(tickets);
   }
 
   listen(port: number, host: string): Promise<AddressInfo> {
+    const server = this.#front ?? this.#server;
     return new Promise((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(port, host, () => {
-        this.#server.off('error', reject);
-        resolve(this.#server.address() as AddressInfo);
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve(server.address() as AddressInfo);
       });
     });
   }
@@ -153,7 +288,7 @@ export class TlsListener {
    */
   async close(graceMs = 5000): Promise<void> {
     this.#closing = true;
-    const stopped = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    const stopped = new Promise<void>((resolve) => (this.#front ?? this.#server).close(() => resolve()));
     for (const conn of this.#connections) conn.shutdown();
     const drained = Promise.all([...this.#connections].map((c) => c.closed));
     let timer: NodeJS.Timeout | undefined;
@@ -170,7 +305,7 @@ export class TlsListener {
     // reaches sockets that have no connection.
     await new Promise((resolve) => setImmediate(resolve));
     // What is left never finished its handshake (e.g. a client that gave up half way, which with
-    // allowHalfOpen lingers until the handshake timeout): nothing is owed to it.
+    // allowHalfOpen lingers until the handshake timeout) or its PROXY header: nothing is owed to it.
     for (const raw of this.#sockets) raw.destroy();
     await stopped;
   }

@@ -196,7 +196,7 @@ if (!version) {
     // Renegotiation is a second full handshake on demand (CPU cost for the server, and the
     // historical injection bugs); this protocol has no use for it. Node allows client-initiated
     // renegotiation (capped at tls.CLIENT_RENEG_LIMIT=3 per 10 min) unless the context sets
-    // SSL_OP_NO_RENEGOTIATION, which src/server/tls-server.ts does not (yet): recorded as todo.
+    // SSL_OP_NO_RENEGOTIATION, as src/server/tls-server.ts does (at start and on every reload).
     const renegotiate = (port: number) => sClient(port, ['-tls1_2'], ['R']);
     const renegotiated = (probe: Probe): boolean | null => {
       const after = probe.out.split('RENEGOTIATING')[1];
@@ -221,10 +221,7 @@ if (!version) {
       const probe = await renegotiate(h.port);
       t.notOk(probe.timedOut, 's_client finished');
       t.not(renegotiated(probe), null, 'the probe ran (a first TLS 1.2 handshake, then "R")');
-      // Runs and reports "not ok # TODO" until fixed; drop the todo when it turns "ok".
-      t.equal(renegotiated(probe), false, 'no second handshake', {
-        todo: 'needs secureOptions: SSL_OP_NO_RENEGOTIATION in src/server/tls-server.ts (createServer and setSecureContext)',
-      });
+      t.equal(renegotiated(probe), false, 'no second handshake: refused with a no_renegotiation alert');
     });
 
     t.test('what this openssl cannot test', (t) => {
