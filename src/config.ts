@@ -13,6 +13,8 @@ export interface Config {
   readonly idleTimeoutMs: number;
   readonly handshakeTimeoutMs: number;
   readonly maxConnections: number;
+  readonly maxConnectionsPerIp: number;
+  readonly frameTimeoutMs: number;
   readonly logLevel: string;
   readonly shutdownGraceMs: number;
   readonly ops: {
@@ -87,6 +89,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'idleTimeoutMs', env: 'HELLWALL_IDLE_TIMEOUT_MS', kind: 'int', default: 300000, min: 0, doc: 'Close a connection with no traffic for this long (0 = never).' },
   { key: 'handshakeTimeoutMs', env: 'HELLWALL_HANDSHAKE_TIMEOUT_MS', kind: 'int', default: 10000, min: 100, doc: 'Abort TLS handshakes that take longer than this.' },
   { key: 'maxConnections', env: 'HELLWALL_MAX_CONNECTIONS', kind: 'int', default: 20000, min: 1, doc: 'Refuse connections beyond this many open at once.' },
+  { key: 'maxConnectionsPerIp', env: 'HELLWALL_MAX_CONNECTIONS_PER_IP', kind: 'int', default: 500, min: 1, doc: 'Refuse connections from one client address beyond this many open at once (behind a trusted PROXY balancer: per client address).' },
+  { key: 'frameTimeoutMs', env: 'HELLWALL_FRAME_TIMEOUT_MS', kind: 'int', default: 30000, min: 0, doc: 'Close a connection whose frame is still incomplete this long after its first byte (slow-sending clients) [P-1.6]; 0 = never.' },
   { key: 'logLevel', env: 'HELLWALL_LOG_LEVEL', kind: 'enum', default: 'info', values: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], doc: 'pino log level.' },
   { key: 'shutdownGraceMs', env: 'HELLWALL_SHUTDOWN_GRACE_MS', kind: 'int', default: 5000, min: 0, max: 600000, doc: 'On SIGTERM/SIGINT, how long open connections and queued mail get to finish before they are cut; the process then exits 0. Keep it below the orchestrator\'s stop timeout (Docker: 10 s).' },
   { key: 'ops.enabled', env: 'HELLWALL_OPS_ENABLED', kind: 'bool', default: true, doc: 'Serve `/healthz`, `/readyz` and `/metrics` (Prometheus) over plain HTTP on `ops.host`:`ops.port`.' },

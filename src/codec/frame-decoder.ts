@@ -44,6 +44,11 @@ export class FrameDecoder {
     return this.#headFilled + (this.#body ? HEADER_BYTES + this.#bodyFilled : 0) + (this.#backlog?.length ?? 0);
   }
 
+  /** True while part of a frame (some of its length prefix or payload) has arrived but not all of it. */
+  get midFrame(): boolean {
+    return this.#headFilled > 0 || this.#body !== null;
+  }
+
   /** True when input is held back because `onFrame` asked to stop; `push(EMPTY)` resumes it. */
   get hasBacklog(): boolean {
     return this.#backlog !== null;

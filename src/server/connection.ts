@@ -22,6 +22,14 @@ export interface ConnectionOptions {
   readonly aroundRead?: <T>(handle: () => T) => T;
   /** Told the code of a framing error before the connection closes because of it (for metrics). */
   readonly onFramingError?: (code: FrameErrorCode) => void;
+  /**
+   * [P-1.6] A frame must be complete this long after its first byte arrived, or the connection is
+   * closed (after the answers already owed): a client trickling a frame cannot hold a connection
+   * and its buffer forever. 0 turns the deadline off.
+   */
+  readonly frameTimeoutMs?: number;
+  /** Told when the frame deadline closes the connection (for metrics). */
+  readonly onFrameTimeout?: () => void;
 }
 
 interface Slot {
@@ -47,6 +55,9 @@ export class Connection {
   #peerEnded = false;
   #readPaused = false;
   #backlogScheduled = false;
+  /** When the frame now being received began (performance.now()), or null between frames. */
+  #frameStartedAt: number | null = null;
+  #frameTimer: NodeJS.Timeout | null = null;
   readonly closed: Promise<void>;
 
   constructor(stream: Duplex, opts: ConnectionOptions) {
@@ -63,6 +74,7 @@ export class Connection {
     stream.on('end', () => this.#onPeerEnd());
     stream.on('error', (err) => opts.log.debug({ err: err.message }, 'connection error'));
     stream.once('close', () => {
+      if (this.#frameTimer) clearTimeout(this.#frameTimer);
       if (this.#decoder.bufferedBytes > 0) {
         opts.log.info({ bufferedBytes: this.#decoder.bufferedBytes }, 'peer closed mid-frame; partial frame dropped');
       }
@@ -106,13 +118,46 @@ export class Connection {
     }
     // A bad payload earlier in this chunk may already have failed the stream: one error frame only.
     if (error && !this.#closing) this.#fatal(error.code, error.message);
+    this.#watchFrame();
     this.#flush();
     this.#updateReading();
+  }
+
+  /** Starts the frame deadline when a frame is left incomplete; a completed frame resets it. */
+  #watchFrame(): void {
+    const timeout = this.#opts.frameTimeoutMs ?? 0;
+    if (timeout <= 0 || this.#closing || !this.#decoder.midFrame) {
+      this.#frameStartedAt = null;
+      return;
+    }
+    this.#frameStartedAt ??= performance.now();
+    this.#frameTimer ??= setTimeout(() => this.#frameDeadline(), timeout);
+  }
+
+  #frameDeadline(): void {
+    this.#frameTimer = null;
+    const started = this.#frameStartedAt;
+    if (started === null || this.#closing || this.#stream.destroyed) return;
+    const timeout = this.#opts.frameTimeoutMs!;
+    const left = started + timeout - performance.now();
+    // Not the client's fault while we are not reading (in-flight limit, or it is reading our
+    // answers slowly): the rest of its frame may be waiting in the socket. Look again later.
+    if (left > 0 || this.#readPaused) {
+      this.#frameTimer = setTimeout(() => this.#frameDeadline(), Math.max(left, timeout / 10));
+      return;
+    }
+    this.#opts.log.info({ bufferedBytes: this.#decoder.bufferedBytes, timeoutMs: timeout }, 'frame not completed in time; closing connection');
+    this.#opts.onFrameTimeout?.();
+    this.#closing = true;
+    this.#updateReading();
+    this.#flush();
   }
 
   /** Handles one payload; returns false when the in-flight limit is reached, to stop decoding. */
   #onFrame(payload: Buffer): boolean {
     if (this.#closing) return false;
+    // A whole frame arrived: the deadline starts again with the next one.
+    this.#frameStartedAt = null;
     const parsed = parseFrame(payload);
     if (!parsed.ok) {
       this.#fatal(parsed.error.code, parsed.error.message);

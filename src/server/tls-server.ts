@@ -42,6 +42,8 @@ export interface ListenerOptions {
   readonly maxFrameBytes: number;
   readonly maxInflight: number;
   readonly maxConnections: number;
+  readonly maxConnectionsPerIp: number;
+  readonly frameTimeoutMs: number;
   readonly idleTimeoutMs: number;
   readonly handshakeTimeoutMs: number;
   readonly aroundRead?: <T>(handle: () => T) => T;
@@ -68,7 +70,10 @@ interface Proxied {
  */
 const tupleKey = (s: Socket): string => `${s.remoteAddress} ${s.remotePort} ${s.localAddress} ${s.localPort}`;
 
-type ConfigLimits = Pick<ListenerOptions, 'maxFrameBytes' | 'maxInflight' | 'maxConnections' | 'idleTimeoutMs' | 'handshakeTimeoutMs'>;
+type ConfigLimits = Pick<
+  ListenerOptions,
+  'maxFrameBytes' | 'maxInflight' | 'maxConnections' | 'maxConnectionsPerIp' | 'idleTimeoutMs' | 'handshakeTimeoutMs' | 'frameTimeoutMs'
+>;
 
 /** The listener settings that come from config: the service and the benchmark's echo share them. */
 export function listenerLimits(config: Config): ConfigLimits {
@@ -76,6 +81,8 @@ export function listenerLimits(config: Config): ConfigLimits {
     maxFrameBytes: config.maxFrameBytes,
     maxInflight: config.maxInflight,
     maxConnections: config.maxConnections,
+    maxConnectionsPerIp: config.maxConnectionsPerIp,
+    frameTimeoutMs: config.frameTimeoutMs,
     idleTimeoutMs: config.idleTimeoutMs,
     handshakeTimeoutMs: config.handshakeTimeoutMs,
   };
@@ -94,8 +101,18 @@ export function listenerLimits(config: Config): ConfigLimits {
  */
 export class TlsListener {
   readonly #server: tls.Server;
-  /** The plain TCP server in front of #server when PROXY protocol is on; null when off. */
-  readonly #front: net.Server | null;
+  /**
+   * The plain TCP server that accepts connections and hands them to #server: it admits a socket
+   * (the per-address cap) before any TLS work is done for it, and reads PROXY headers from trusted
+   * balancers. A refused socket never reaches the TLS server, so it costs no handshake.
+   */
+  readonly #front: net.Server;
+  /** Balancers allowed to send PROXY headers; null when PROXY protocol is off. */
+  readonly #trusted: BlockList | null;
+  /** Open connections per client address, for `maxConnectionsPerIp`. */
+  readonly #perIp = new Map<string, number>();
+  #perIpRefused = 0;
+  #perIpLoggedAt = -Infinity;
   /** Connections that named their client in a PROXY header, from the header to the socket's close. */
   readonly #proxied = new Map<string, Proxied>();
   readonly #connections = new Set<Connection>();
@@ -121,9 +138,10 @@ export class TlsListener {
       (socket) => this.#accept(socket, opts),
     );
     const trusted = opts.proxyTrusted ? parseTrustedProxies(opts.proxyTrusted) : null;
-    this.#front = trusted ? net.createServer({ allowHalfOpen: true }, (raw) => this.#acceptFront(raw, trusted, opts)) : null;
+    this.#trusted = trusted;
+    this.#front = net.createServer({ allowHalfOpen: true }, (raw) => this.#acceptFront(raw, trusted, opts));
     // The server that accepts TCP connections owns the connection limit and the socket tracking.
-    const accepting: net.Server = this.#front ?? this.#server;
+    const accepting: net.Server = this.#front;
     accepting.maxConnections = opts.maxConnections;
     accepting.on('connection', (raw: Socket) => {
       this.#sockets.add(raw);
@@ -143,7 +161,7 @@ export class TlsListener {
     });
     this.#server.on('tlsClientError', (err, socket) => {
       this.#metrics.connectionRefused('tls_handshake');
-      const proxied = this.#front ? this.#proxied.get(tupleKey(socket)) : undefined;
+      const proxied = this.#trusted ? this.#proxied.get(tupleKey(socket)) : undefined;
       const peer = proxied ? { ip: proxied.ip, via: proxied.via } : { ip: normalizeIp(socket.remoteAddress) };
       this.#log.info({ err: err.message, ...peer }, 'TLS handshake failed');
       // Node reports a handshake timeout here but leaves the socket open (checked on Node 20): a
@@ -157,10 +175,11 @@ export class TlsListener {
    * a header; any other peer goes straight to TLS with its own address, so a header from it is just
    * a failed handshake and no one but a configured balancer can name a client address.
    */
-  #acceptFront(raw: Socket, trusted: BlockList, opts: ListenerOptions): void {
+  #acceptFront(raw: Socket, trusted: BlockList | null, opts: ListenerOptions): void {
     const via = normalizeIp(raw.remoteAddress);
-    if (!isTrustedPeer(trusted, via)) {
-      this.#server.emit('connection', raw);
+    if (!trusted || !isTrustedPeer(trusted, via)) {
+      // A balancer carries many clients: its connections are counted per client, in #accept.
+      if (this.#admit(via, raw, opts)) this.#server.emit('connection', raw);
       return;
     }
     const parser = new ProxyHeaderParser();
@@ -229,10 +248,39 @@ export class TlsListener {
     raw.on('close', stop);
   }
 
+  /**
+   * The per-address cap: one address may hold at most `maxConnectionsPerIp` connections, so a single
+   * client cannot take every slot of `maxConnections`. Over the cap the socket is closed at once
+   * (logged at most every 10 s, counted); under it, the count drops again when the socket closes.
+   */
+  #admit(ip: string, socket: Socket, opts: ListenerOptions): boolean {
+    const open = this.#perIp.get(ip) ?? 0;
+    if (open >= opts.maxConnectionsPerIp) {
+      this.#metrics.connectionRefused('max_connections_per_ip');
+      this.#perIpRefused++;
+      const now = performance.now();
+      if (now - this.#perIpLoggedAt >= 10_000) {
+        this.#perIpLoggedAt = now;
+        this.#log.warn({ ip, max: opts.maxConnectionsPerIp, refused: this.#perIpRefused }, 'connections refused: too many open connections from one address');
+        this.#perIpRefused = 0;
+      }
+      socket.destroy();
+      return false;
+    }
+    this.#perIp.set(ip, open + 1);
+    socket.once('close', () => {
+      const left = (this.#perIp.get(ip) ?? 1) - 1;
+      if (left <= 0) this.#perIp.delete(ip);
+      else this.#perIp.set(ip, left);
+    });
+    return true;
+  }
+
   #accept(socket: tls.TLSSocket, opts: ListenerOptions): void {
     // [P-3.4] The address tokens are bound to: the TCP peer's, or the client a trusted balancer named.
-    const proxied = this.#front ? this.#proxied.get(tupleKey(socket)) : undefined;
+    const proxied = this.#trusted ? this.#proxied.get(tupleKey(socket)) : undefined;
     const ip = proxied ? proxied.ip : normalizeIp(socket.remoteAddress);
+    if (proxied && !this.#admit(ip, socket, opts)) return;
     const log = opts.log.child(proxied ? { conn: this.#nextId++, ip, via: proxied.via } : { conn: this.#nextId++, ip });
     socket.setNoDelay(true);
     if (opts.idleTimeoutMs > 0) {
@@ -250,6 +298,8 @@ export class TlsListener {
       maxInflight: opts.maxInflight,
       ...(opts.aroundRead && { aroundRead: opts.aroundRead }),
       onFramingError: () => this.#metrics.connectionRefused('framing_error'),
+      frameTimeoutMs: opts.frameTimeoutMs,
+      onFrameTimeout: () => this.#metrics.connectionRefused('frame_timeout'),
     });
     this.#connections.add(conn);
     this.#metrics.connectionOpened();
@@ -272,7 +322,7 @@ export class TlsListener {
   }
 
   listen(port: number, host: string): Promise<AddressInfo> {
-    const server = this.#front ?? this.#server;
+    const server = this.#front;
     return new Promise((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, host, () => {
@@ -288,7 +338,7 @@ export class TlsListener {
    */
   async close(graceMs = 5000): Promise<void> {
     this.#closing = true;
-    const stopped = new Promise<void>((resolve) => (this.#front ?? this.#server).close(() => resolve()));
+    const stopped = new Promise<void>((resolve) => this.#front.close(() => resolve()));
     for (const conn of this.#connections) conn.shutdown();
     const drained = Promise.all([...this.#connections].map((c) => c.closed));
     let timer: NodeJS.Timeout | undefined;

@@ -76,3 +76,59 @@ t.test('a write lock held by another process answers E_BUSY, changes nothing, an
   t.equal((await client.check({ token: login.token, mac: MAC, request: 'r' })).status, 'renew', 'the renewal goes through once the lock is gone');
   t.ok(h.logs.find({ msg: 'database busy' }).length >= 2, 'contention is logged');
 });
+
+t.test('connections per address are capped before any TLS work; other addresses are not affected', async (t) => {
+  const { HellwallClient } = await import('../../src/client/client.js');
+  const h = await startHarness(t, { config: { maxConnectionsPerIp: 2 } });
+  const a = await h.connect();
+  const b = await h.connect();
+  await t.rejects(
+    HellwallClient.connect({ host: '127.0.0.1', port: h.port, ca: h.ca, connectTimeoutMs: 3000 }),
+    'a third connection from 127.0.0.1 is closed at once',
+  );
+  const other = await h.connect({ localAddress: '127.0.0.2' });
+  t.equal((await other.hello()).status, 'ok', 'another address still connects');
+  t.equal((await a.hello()).status, 'ok', 'the open ones are untouched');
+  await b.close();
+  await new Promise((r) => setTimeout(r, 50));
+  const again = await h.connect();
+  t.equal((await again.hello()).status, 'ok', 'a closed connection frees its slot');
+  t.equal(h.logs.find({ msg: 'connections refused: too many open connections from one address', ip: '127.0.0.1' }).length, 1);
+  t.match(await h.app.metrics.render(), /^hellwall_connections_refused_total\{reason="max_connections_per_ip"\} 1$/m);
+  t.equal(h.logs.find({ msg: 'TLS handshake failed' }).length, 0, 'the refused socket never reached TLS');
+});
+
+t.test('a frame not completed within frameTimeoutMs of its first byte closes the connection [P-1.6]', async (t) => {
+  const h = await startHarness(t, { config: { frameTimeoutMs: 400 } });
+  const client = await h.connect();
+  t.equal((await client.hello()).status, 'ok');
+  // A header announcing 100 bytes, then a byte every 100 ms: progress, but the frame never ends in time.
+  client.socket.write(Buffer.from([0, 0, 0, 100]));
+  const trickle = setInterval(() => client.socket.writable && client.socket.write(Buffer.from(' ')), 100);
+  t.teardown(() => clearInterval(trickle));
+  const started = Date.now();
+  t.equal(await within(client.closed, 5000), undefined, 'the server closed the connection');
+  clearInterval(trickle);
+  t.ok(Date.now() - started >= 350, 'not before the deadline');
+  t.equal(h.logs.find({ msg: 'frame not completed in time; closing connection' }).length, 1, 'logged');
+  t.match(await h.app.metrics.render(), /^hellwall_connections_refused_total\{reason="frame_timeout"\} 1$/m, 'counted');
+});
+
+t.test('slow but complete frames, and reads that end mid-frame, are not cut by the frame deadline', async (t) => {
+  const { encodeFrame } = await import('../../src/codec/frame-encoder.js');
+  const h = await startHarness(t, { config: { frameTimeoutMs: 300 } });
+  const client = await h.connect();
+  // Each write ends in the middle of the next frame, but every frame completes within 150 ms.
+  const frames = Buffer.concat(Array.from({ length: 8 }, (_, i) => encodeFrame({ code: 0, id: `s${i}` })));
+  const answers: Array<Promise<unknown>> = [];
+  const cut = Math.floor(frames.length / 8);
+  for (let i = 0; i < 8; i++) {
+    answers.push(client.sendRaw(frames.subarray(i * cut, i === 7 ? frames.length : (i + 1) * cut)));
+    await new Promise((r) => setTimeout(r, 120));
+  }
+  // sendRaw queued one waiter per write; the eight frames make eight answers.
+  const got = (await Promise.all(answers)) as Array<{ id: string; status: string }>;
+  t.same(got.map((a) => a.id), ['s0', 's1', 's2', 's3', 's4', 's5', 's6', 's7'], 'every frame answered, in order');
+  t.equal(h.logs.find({ msg: 'frame not completed in time; closing connection' }).length, 0);
+  t.equal((await client.hello()).status, 'ok', 'the connection is still open after about 1 s of slow frames');
+});
