@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { deriveKeys, loadOrCreateServerKey } from './auth/keys.js';
+import { KeyRing } from './auth/key-ring.js';
 import { PasscodeService } from './auth/passcode-service.js';
 import { PasswordHasher, type ScryptParams } from './auth/passwords.js';
 import { Throttle } from './auth/throttle.js';
@@ -45,12 +45,14 @@ export interface App {
   readonly hasher: PasswordHasher;
   readonly mail: MailQueue;
   readonly metrics: PrometheusMetrics;
+  /** The server key ring (`server.key`, `server.key.N`): current key first, older live ones after. */
+  readonly keys: KeyRing;
   addUser(input: { email: string; phone: string; role: string; password: string }): ReturnType<typeof addUser>;
   /** Starts the TLS listener (generating the dev certificate if needed). */
   listen(): Promise<{ address: AddressInfo; tls: TlsMaterial; ops: AddressInfo | null }>;
   /**
-   * Re-reads what can change without a restart (the certificate and key today) and applies it to
-   * new connections; open connections are untouched. On failure the old material stays in force.
+   * Re-reads what can change without a restart (the server key ring, the certificate and key) and
+   * applies it; open connections are untouched. On failure the old material stays in force.
    */
   reload(): Promise<boolean>;
   /** Graceful stop: drain connections, flush mail, close the database. Idempotent. */
@@ -66,7 +68,7 @@ export function buildApp(deps: AppDeps): App {
   const clock = deps.clock ?? Date.now;
   const random = deps.random ?? randomBytes;
   const protocol = loadProtocol();
-  const keys = deriveKeys(loadOrCreateServerKey(config.dataDir, random, log));
+  const keys = KeyRing.open(config.dataDir, random, log);
   const store = openSqliteStore(path.join(config.dataDir, DATABASE_FILE), log);
   const hasher = new PasswordHasher({
     concurrency: config.passwords.hashConcurrency,
@@ -120,6 +122,21 @@ export function buildApp(deps: AppDeps): App {
     { name: 'listener', check: () => (listener && !closing ? null : closing ? 'shutting down' : 'not listening') },
   ];
 
+  // A key rotation (`hellwall key rotate`) becomes current here; keys retired meanwhile stop
+  // verifying. Until then the old current key keeps making hashes, which verify after the reload too.
+  const reloadKeys = (): boolean => {
+    try {
+      const ring = keys.reload();
+      metrics.reload('keys', 'ok');
+      log.info({ currentKeyId: ring.current, keyIds: ring.verifying }, 'server keys reloaded');
+      return true;
+    } catch (err) {
+      metrics.reload('keys', 'failed');
+      log.error({ err: (err as Error).message }, 'server key reload failed; the keys loaded before stay in use');
+      return false;
+    }
+  };
+
   return {
     config,
     log,
@@ -130,6 +147,7 @@ export function buildApp(deps: AppDeps): App {
     hasher,
     mail,
     metrics,
+    keys,
     addUser: (input) => addUser({ store, hasher, clock }, input),
     async listen() {
       if (!deps.mailer && !config.mail.smtpHost) {
@@ -161,6 +179,7 @@ export function buildApp(deps: AppDeps): App {
       return { address, tls, ops: opsAddress };
     },
     async reload() {
+      const keysOk = reloadKeys();
       if (!listener) return false;
       try {
         const next = await loadTlsMaterial(config, log);
@@ -168,7 +187,7 @@ export function buildApp(deps: AppDeps): App {
         material = next;
         metrics.reload('tls', 'ok');
         log.info({ certFile: next.certFile, notAfter: new X509Certificate(next.cert).validTo }, 'certificate reloaded');
-        return true;
+        return keysOk;
       } catch (err) {
         metrics.reload('tls', 'failed');
         log.error({ err: (err as Error).message }, 'certificate reload failed; the previous certificate stays in use');

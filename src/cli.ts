@@ -1,12 +1,16 @@
 #!/usr/bin/env node
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { buildApp } from './app.js';
+import { passwordPolicyWarning } from './auth/passwords.js';
+import { buildApp, DATABASE_FILE } from './app.js';
+import { KeyRingError, listKeys, retireKey, rotateKey } from './auth/key-ring.js';
 import { HellwallClient } from './client/client.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './log.js';
+import { openSqliteStore } from './store/sqlite-store.js';
 import { DuplicateUserError } from './store/store.js';
 import { UserInputError } from './auth/users.js';
 import { DEV_CERT_FILE } from './tls/tls-files.js';
@@ -16,6 +20,11 @@ const USAGE = `Usage: hellwall <command> [options]
   serve                                   run the service (same as npm start)
   user add --email E --phone P [--role user|admin]
                                           add an operator; password from $HELLWALL_PASSWORD or a prompt
+  key list [--json]                       server keys: id, created, status, live sessions made with each
+  key rotate                              add a new current server key (prints its id); then SIGHUP
+                                          every running server
+  key retire ID                           retire an older key: its sessions are revoked (key-retired)
+                                          and its pending passcodes dropped; not the current key
   client hello                            ask the server for its protocol version and limits
   client passcode --email E --mac M [--ip IP]
                                           request a passcode (password from $HELLWALL_PASSWORD or a prompt)
@@ -149,9 +158,71 @@ async function userCommand(args: string[], env: NodeJS.ProcessEnv): Promise<numb
     const password = await readSecret(env, `Password for ${email}: `);
     const user = await app.addUser({ email, phone, role: values.role!, password });
     process.stdout.write(`added ${user.role} ${user.email} (id ${user.id})\n`);
+    const warning = passwordPolicyWarning(password);
+    if (warning) process.stderr.write(`hellwall: warning: ${warning}\n`);
     return 0;
   } finally {
     await app.close();
+  }
+}
+
+/** `hellwall key …`: the server key ring in the data directory. Key material is never printed. */
+async function keyCommand(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { json: { type: 'boolean', default: false } } });
+  const config = loadConfig(env);
+  const log = createLogger(env.HELLWALL_LOG_LEVEL ?? 'warn', undefined);
+  const openStore = () => openSqliteStore(path.join(config.dataDir, DATABASE_FILE), log);
+  switch (sub) {
+    case 'rotate': {
+      const id = rotateKey(config.dataDir, randomBytes, log);
+      process.stdout.write(`${id}\n`);
+      process.stderr.write(`key ${id} is now the current key; send SIGHUP to every running server to start using it\n`);
+      return 0;
+    }
+    case 'list': {
+      const store = openStore();
+      let counts: Map<number, number>;
+      try {
+        counts = store.countSessionsByKey(Date.now());
+      } finally {
+        store.close();
+      }
+      const rows = listKeys(config.dataDir).map((k) => ({
+        id: k.id,
+        status: k.status,
+        createdAt: k.createdAt === null ? null : new Date(k.createdAt).toISOString(),
+        retiredAt: k.retiredAt === null ? null : new Date(k.retiredAt).toISOString(),
+        sessions: counts.get(k.id) ?? 0,
+      }));
+      if (values.json) {
+        process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
+      } else {
+        process.stdout.write('id  status     created                   sessions\n');
+        for (const r of rows) {
+          process.stdout.write(`${String(r.id).padEnd(3)} ${r.status.padEnd(10)} ${(r.createdAt ?? r.retiredAt ?? '-').padEnd(25)} ${r.sessions}\n`);
+        }
+      }
+      return 0;
+    }
+    case 'retire': {
+      const [idText] = positionals;
+      const id = Number(idText);
+      if (!idText || !Number.isInteger(id) || id < 1) throw new UsageError('key retire needs a key id (see hellwall key list)');
+      const store = openStore();
+      try {
+        const r = retireKey({ dataDir: config.dataDir, store, now: Date.now(), log }, id);
+        process.stdout.write(
+          `key ${id} ${r.alreadyRetired ? 'was already retired' : 'retired'}: ${r.sessions} session(s) revoked, ${r.passcodes} pending passcode(s) dropped\n`,
+        );
+        process.stderr.write('send SIGHUP to every running server so it drops the key from memory\n');
+        return 0;
+      } finally {
+        store.close();
+      }
+    }
+    default:
+      throw new UsageError(`unknown key command ${sub ?? ''}`);
   }
 }
 
@@ -240,6 +311,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
         return await userCommand(rest, env);
       case 'client':
         return await clientCommand(rest, env);
+      case 'key':
+        return await keyCommand(rest, env);
       case undefined:
       case 'help':
       case '--help':
@@ -258,7 +331,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
       process.stderr.write(`hellwall: ${err.message}\n\n${USAGE}\n`);
       return 2;
     }
-    if (err instanceof ConfigError || err instanceof UserInputError || err instanceof DuplicateUserError) {
+    if (err instanceof ConfigError || err instanceof UserInputError || err instanceof DuplicateUserError || err instanceof KeyRingError) {
       process.stderr.write(`hellwall: ${err.message}\n`);
       return 1;
     }

@@ -28,6 +28,11 @@ export function loadOrCreateServerKey(dataDir: string, random: RandomBytes, log:
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
+  return readServerKeyFile(file, log);
+}
+
+/** Reads one key file (base64), tightening loose permissions to 0600 first. */
+export function readServerKeyFile(file: string, log: Logger): Buffer {
   const mode = statSync(file).mode & 0o777;
   if (mode & 0o077) {
     log.warn({ file, mode: mode.toString(8) }, 'server key is readable by group or others; tightening to 0600');

@@ -5,18 +5,18 @@ import { passcodeMail, type MailQueue } from '../mail/mailer.js';
 import { ProtocolError } from '../protocol/errors.js';
 import type { Store } from '../store/store.js';
 import { constantEquals, constantEqualsBytes } from './constant-equals.js';
-import type { DerivedKeys } from './keys.js';
+import type { KeyRing } from './key-ring.js';
 import { normalizeEmail, normalizeMac, normalizePhone } from './normalize.js';
 import { generatePasscode, hashPasscode } from './passcodes.js';
 import { ThrottledError, type Throttle } from './throttle.js';
-import type { PasswordHasher } from './passwords.js';
+import { hashParams, type PasswordHasher } from './passwords.js';
 import { masterToken, newBaseToken } from './tokens.js';
 
 export interface AuthDeps {
   readonly config: Config;
   readonly store: Store;
   readonly hasher: PasswordHasher;
-  readonly keys: DerivedKeys;
+  readonly keys: KeyRing;
   readonly clock: Clock;
   readonly random: RandomBytes;
   readonly mail: MailQueue;
@@ -67,7 +67,35 @@ export class PasscodeService {
     // Answer first, then store and mail: an fsync'd write (and, under lock contention, a failing
     // one) only on the right-password path would otherwise show in the answer's timing.
     this.#d.mail.later(() => this.#issue(user.id, user.email, input, log));
+    // After answering too: a second hash must neither delay the answer nor show in its timing.
+    setImmediate(() => void this.#rehash(user.id, user.passwordHash, input.password, log));
     return { expiresInSeconds: ttl };
+  }
+
+  /**
+   * Replaces a hash made with weaker parameters than the hasher's current ones, now that the right
+   * password is at hand (the only time it is). Background work: it runs only when a hashing slot is
+   * free, so it never queues ahead of a client; when skipped or failed, the next login tries again.
+   */
+  async #rehash(userId: number, oldHash: string, password: string, log: Logger): Promise<void> {
+    const { hasher, store } = this.#d;
+    try {
+      if (!hasher.needsRehash(oldHash)) return;
+      const fields = { event: 'password.rehash', userId, from: hashParams(oldHash), to: hasher.params };
+      const pending = hasher.hashIfIdle(password);
+      if (!pending) {
+        log.info({ ...fields, outcome: 'skipped-busy' }, 'password rehash skipped: hashing is busy');
+        return;
+      }
+      // Only over the hash that was verified: a password changed meanwhile must not be undone.
+      const replaced = store.setPasswordHash(userId, await pending, oldHash);
+      log.info(
+        { ...fields, outcome: replaced ? 'rehashed' : 'superseded' },
+        replaced ? 'password rehashed with the current parameters' : 'password hash changed meanwhile; rehash dropped',
+      );
+    } catch (err) {
+      log.warn({ event: 'password.rehash', outcome: 'failed', userId, err: (err as Error).message }, 'password rehash failed; the next login retries');
+    }
   }
 
   #issue(
@@ -81,11 +109,13 @@ export class PasscodeService {
     const passcode = generatePasscode(random);
     const mac = normalizeMac(input.mac);
     const expiresAt = now + config.passcodes.ttlSeconds * 1000;
+    const key = keys.current;
     try {
       // [P-4.2] A newer request replaces the pending passcode (and resets its guess count).
       store.putPasscode({
         userId,
-        hash: hashPasscode(keys.passcode, userId, passcode),
+        hash: hashPasscode(key.passcode, userId, passcode),
+        keyId: key.id,
         mac,
         seenIp: input.seenIp,
         reportedIp: input.reportedIp,
@@ -118,8 +148,16 @@ export class PasscodeService {
     const mac = normalizeMac(input.mac);
     // Nothing is tried while throttled, so the pending passcode's guess count does not move.
     this.#throttled(() => throttle.beforeAttempt('passcode.auth', input.seenIp, email), 'login', email, log);
-    const before = store.findUserByEmail(email);
-    const passwordOk = await hasher.verify(before?.passwordHash ?? hasher.dummyHash, input.password);
+    let before = store.findUserByEmail(email);
+    let passwordOk = await hasher.verify(before?.passwordHash ?? hasher.dummyHash, input.password);
+    // A rehash (see request()) may have replaced the hash during that check: same account, same
+    // password, new hash. Check once more against what is stored now rather than fail a right
+    // password; the transaction below still refuses if the hash moves yet again.
+    const current = before && store.findUserByEmail(email);
+    if (before && current && current.id === before.id && current.passwordHash !== before.passwordHash) {
+      before = current;
+      passwordOk = await hasher.verify(current.passwordHash, input.password);
+    }
 
     const outcome = store.transaction((): { ok: true; result: LoginResult; sessionId: number; userId: number } | { ok: false; reason: string } => {
       // Read again after the (slow, async) password check: the state may have moved meanwhile.
@@ -133,7 +171,10 @@ export class PasscodeService {
       if (!passwordOk) failures.push('password');
       if (!constantEquals(normalizePhone(user.phone), normalizePhone(input.phone))) failures.push('phone');
       if (!constantEquals(pending.mac, mac)) failures.push('mac');
-      if (!constantEqualsBytes(hashPasscode(keys.passcode, user.id, input.passcode), pending.hash)) failures.push('passcode');
+      // With the key the passcode was hashed with (a rotation may have come since); none once retired.
+      const passcodeKey = keys.get(pending.keyId);
+      if (!passcodeKey) failures.push('passcode-key-retired');
+      else if (!constantEqualsBytes(hashPasscode(passcodeKey.passcode, user.id, input.passcode), pending.hash)) failures.push('passcode');
       if (now >= pending.expiresAt) failures.push('passcode-expired');
       if (failures.length > 0) {
         const attempts = pending.attempts + 1;
@@ -150,9 +191,11 @@ export class PasscodeService {
       const ttl = config.tokens;
       const absoluteExpiresAt = now + ttl.absoluteSeconds * 1000;
       const expiresAt = Math.min(now + ttl.ttlSeconds * 1000, absoluteExpiresAt);
+      const key = keys.current;
       const sessionId = store.createSession({
         userId: user.id,
-        master: masterToken(keys.master, token, mac, input.seenIp),
+        master: masterToken(key.master, token, mac, input.seenIp),
+        keyId: key.id,
         mac,
         ip: input.seenIp,
         createdAt: now,

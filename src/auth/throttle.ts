@@ -73,6 +73,8 @@ export class Throttle {
   readonly #limits: ThrottleLimits;
   readonly #clock: Clock;
   readonly #buckets: Lru<Bucket>;
+  /** Failed token checks per address, keyed by the bare address: the hot path builds no string. */
+  readonly #checks: Lru<Bucket>;
   readonly #pairs: Lru<Failures>;
   readonly #accounts: Lru<Failures>;
 
@@ -80,6 +82,7 @@ export class Throttle {
     this.#limits = limits;
     this.#clock = clock;
     this.#buckets = new Lru(limits.maxTracked);
+    this.#checks = new Lru(limits.maxTracked);
     this.#pairs = new Lru(limits.maxTracked);
     this.#accounts = new Lru(limits.maxTracked);
   }
@@ -130,7 +133,7 @@ export class Throttle {
    * Costs one map lookup for addresses that never failed, so the hot path stays fast.
    */
   beforeCheck(ip: string): void {
-    const bucket = this.#buckets.get(`token.check\0${ip}`);
+    const bucket = this.#checks.get(ip);
     if (!bucket) return;
     const now = this.#clock();
     const tokens = this.#refill(bucket, this.#limits.ipFailedChecksPerMinute, now);
@@ -139,15 +142,16 @@ export class Throttle {
 
   /** A token check that answered unauthorized uses up one of the address's failed checks. */
   failedCheck(ip: string): void {
-    try {
-      this.#take(`token.check\0${ip}`, this.#limits.ipFailedChecksPerMinute, this.#clock());
-    } catch {
-      // Already empty: the next check from this address is refused by beforeCheck.
-    }
+    const perMinute = this.#limits.ipFailedChecksPerMinute;
+    const now = this.#clock();
+    const bucket = this.#checks.get(ip);
+    // Already empty stays empty (not negative): the next check is refused by beforeCheck.
+    const tokens = bucket ? this.#refill(bucket, perMinute, now) : perMinute;
+    this.#checks.set(ip, { tokens: Math.max(0, tokens - 1), at: now });
   }
 
   get tracked(): number {
-    return this.#buckets.size + this.#pairs.size + this.#accounts.size;
+    return this.#buckets.size + this.#checks.size + this.#pairs.size + this.#accounts.size;
   }
 
   #refill(bucket: Bucket, perMinute: number, now: number): number {
@@ -155,8 +159,8 @@ export class Throttle {
   }
 
   #take(key: string, perMinute: number, now: number): void {
-    const bucket = this.#buckets.get(key) ?? { tokens: perMinute, at: now };
-    const tokens = this.#refill(bucket, perMinute, now);
+    const bucket = this.#buckets.get(key);
+    const tokens = bucket ? this.#refill(bucket, perMinute, now) : perMinute;
     if (tokens < 1) throw limited(((1 - tokens) * 60_000) / perMinute, 'address');
     this.#buckets.set(key, { tokens: tokens - 1, at: now });
   }

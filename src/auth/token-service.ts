@@ -32,13 +32,21 @@ export class TokenService {
     this.#d.throttle.beforeCheck(input.seenIp);
     const now = clock();
     if (!isWellFormedToken(input.token)) return this.#deny(log, input, 'malformed-token');
+    const mac = normalizeMac(input.mac);
     // [P-3.2] Another MAC or another address yields another master token, which finds nothing:
     // "wrong device" and "unknown token" are indistinguishable by construction.
-    const master = masterToken(keys.master, input.token, normalizeMac(input.mac), input.seenIp);
-    const session = store.findSessionByMaster(master);
-    if (session) return this.#current(session, input, now, log);
-    const retired = store.findRetiredToken(master);
-    if (retired) return this.#retired(retired, input, now, log);
+    // The current key first: every session made or renewed since the last key rotation is found by
+    // the first lookup, as before rotation existed. Older keys not yet retired are tried only on a
+    // miss, so their cost (one HMAC and two lookups each) falls on unknown tokens and on sessions
+    // not renewed since a rotation, never on the common case. The key id stored with the row must
+    // be the key that found it.
+    for (const key of keys.verifying) {
+      const master = masterToken(key.master, input.token, mac, input.seenIp);
+      const session = store.findSessionByMaster(master);
+      if (session?.keyId === key.id) return this.#current(session, input, now, log);
+      const retired = store.findRetiredToken(master);
+      if (retired?.keyId === key.id) return this.#retired(retired, input, now, log);
+    }
     return this.#deny(log, input, 'unknown-token-or-binding');
   }
 
@@ -55,12 +63,16 @@ export class TokenService {
     if (now >= s.lastSeenAt + config.tokens.idleSeconds * 1000) return this.#deny(log, input, 'idle-limit', s.id);
 
     const nonce = this.#d.random(16);
-    const token = rotatedToken(this.#d.keys.rotate, input.token, nonce);
+    // Always the current key: a session made before a key rotation moves to the new key here.
+    const key = this.#d.keys.current;
+    const token = rotatedToken(key.rotate, input.token, nonce);
     const expiresAt = Math.min(now + config.tokens.ttlSeconds * 1000, s.absoluteExpiresAt);
     const rotated = store.rotateSession({
       sessionId: s.id,
       oldMaster: s.master,
-      newMaster: masterToken(this.#d.keys.master, token, s.mac, s.ip),
+      newMaster: masterToken(key.master, token, s.mac, s.ip),
+      keyId: key.id,
+      oldKeyId: s.keyId,
       generation: s.generation,
       now,
       expiresAt,
@@ -83,10 +95,19 @@ export class TokenService {
     const s = store.findSessionById(r.sessionId);
     if (!s || s.revokedAt !== null) return this.#deny(log, input, 'revoked', r.sessionId);
     if (now <= r.graceUntil) {
-      // [P-4.5] In flight during the rotation: hand out the same successor, never a second one.
-      const token = rotatedToken(keys.rotate, input.token, r.nonce);
-      const successor = masterToken(keys.master, token, s.mac, s.ip);
-      if (s.generation === r.generation + 1 && constantEqualsBytes(successor, s.master) && !s.userDisabled) {
+      // [P-4.5] In flight during the rotation: hand out the same successor, never a second one. It
+      // was made with the key current at that rotation, which need not be the current one now.
+      const key = keys.get(r.rotateKeyId);
+      const token = key ? rotatedToken(key.rotate, input.token, r.nonce) : undefined;
+      const successor = key && token ? masterToken(key.master, token, s.mac, s.ip) : undefined;
+      if (
+        token &&
+        successor &&
+        s.generation === r.generation + 1 &&
+        s.keyId === r.rotateKeyId &&
+        constantEqualsBytes(successor, s.master) &&
+        !s.userDisabled
+      ) {
         return {
           status: 'renew',
           token,

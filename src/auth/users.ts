@@ -22,7 +22,7 @@ export async function addUser(
   if (!EMAIL_RE.test(email) || email.length > 254) throw new UserInputError('email is not a valid address');
   if (!PHONE_RE.test(phone)) throw new UserInputError('phone must be 4 to 20 digits, optionally starting with +');
   if (!(ROLES as readonly string[]).includes(input.role)) throw new UserInputError(`role must be one of ${ROLES.join(', ')}`);
-  const policy = passwordPolicyError(input.password);
+  const policy = passwordPolicyError(input.password, { email });
   if (policy) throw new UserInputError(policy);
   const passwordHash = await deps.hasher.hash(input.password);
   return deps.store.createUser({ email, phone, role: input.role, passwordHash, createdAt: deps.clock() });

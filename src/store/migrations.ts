@@ -59,4 +59,16 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX retired_tokens_session ON retired_tokens(session_id);
     `,
   },
+  {
+    version: 2,
+    name: 'server key id with every keyed hash',
+    // Rows from v1 were all made with the only key there was, which the key ring calls 1. No index:
+    // key_id is read only by the key commands (list, retire), and an index would cost every login.
+    sql: `
+      ALTER TABLE sessions ADD COLUMN key_id INTEGER NOT NULL DEFAULT 1;
+      ALTER TABLE passcodes ADD COLUMN key_id INTEGER NOT NULL DEFAULT 1;
+      ALTER TABLE retired_tokens ADD COLUMN key_id INTEGER NOT NULL DEFAULT 1;
+      ALTER TABLE retired_tokens ADD COLUMN rotate_key_id INTEGER NOT NULL DEFAULT 1;
+    `,
+  },
 ];

@@ -39,6 +39,7 @@ interface SessionRow {
   user_email: string;
   user_role: string;
   user_disabled: number;
+  key_id: number;
 }
 
 const toUser = (r: UserRow): UserRecord => ({
@@ -67,6 +68,7 @@ const toSession = (r: SessionRow): SessionRecord => ({
   userEmail: r.user_email,
   userRole: r.user_role,
   userDisabled: r.user_disabled !== 0,
+  keyId: r.key_id,
 });
 
 const isBusy = (err: unknown): boolean => (err as { code?: unknown }).code === 'SQLITE_BUSY';
@@ -170,26 +172,28 @@ export function openSqliteStore(file: string, log?: Logger): Store {
       'INSERT INTO users (email, phone, role, password_hash, created_at) VALUES (?, ?, ?, ?, ?) RETURNING *',
     ),
     userByEmail: db.prepare<[string]>('SELECT * FROM users WHERE email = ?'),
+    setPasswordHash: db.prepare<[string, number]>('UPDATE users SET password_hash = ? WHERE id = ?'),
+    replacePasswordHash: db.prepare<[string, number, string]>('UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?'),
     putPasscode: db.prepare(
-      `INSERT OR REPLACE INTO passcodes (user_id, hash, mac, seen_ip, reported_ip, created_at, expires_at, attempts)
-       VALUES (@userId, @hash, @mac, @seenIp, @reportedIp, @createdAt, @expiresAt, @attempts)`,
+      `INSERT OR REPLACE INTO passcodes (user_id, hash, mac, seen_ip, reported_ip, created_at, expires_at, attempts, key_id)
+       VALUES (@userId, @hash, @mac, @seenIp, @reportedIp, @createdAt, @expiresAt, @attempts, @keyId)`,
     ),
     getPasscode: db.prepare<[number]>('SELECT * FROM passcodes WHERE user_id = ?'),
     deletePasscode: db.prepare<[number]>('DELETE FROM passcodes WHERE user_id = ?'),
     setAttempts: db.prepare<[number, number]>('UPDATE passcodes SET attempts = ? WHERE user_id = ?'),
     insertSession: db.prepare(
-      `INSERT INTO sessions (user_id, master, mac, ip, created_at, last_seen_at, expires_at, absolute_expires_at)
-       VALUES (@userId, @master, @mac, @ip, @createdAt, @createdAt, @expiresAt, @absoluteExpiresAt)`,
+      `INSERT INTO sessions (user_id, master, mac, ip, created_at, last_seen_at, expires_at, absolute_expires_at, key_id)
+       VALUES (@userId, @master, @mac, @ip, @createdAt, @createdAt, @expiresAt, @absoluteExpiresAt, @keyId)`,
     ),
     sessionByMaster: db.prepare<[Buffer]>(`${SESSION_SELECT} WHERE s.master = ?`),
     sessionById: db.prepare<[number]>(`${SESSION_SELECT} WHERE s.id = ?`),
     retired: db.prepare<[Buffer]>('SELECT * FROM retired_tokens WHERE master = ?'),
     insertRetired: db.prepare(
-      `INSERT OR REPLACE INTO retired_tokens (master, session_id, generation, retired_at, grace_until, nonce)
-       VALUES (@oldMaster, @sessionId, @generation, @now, @graceUntil, @nonce)`,
+      `INSERT OR REPLACE INTO retired_tokens (master, session_id, generation, retired_at, grace_until, nonce, key_id, rotate_key_id)
+       VALUES (@oldMaster, @sessionId, @generation, @now, @graceUntil, @nonce, @oldKeyId, @keyId)`,
     ),
     rotate: db.prepare(
-      `UPDATE sessions SET master = @newMaster, generation = generation + 1, expires_at = @expiresAt,
+      `UPDATE sessions SET master = @newMaster, key_id = @keyId, generation = generation + 1, expires_at = @expiresAt,
          last_seen_at = @now
        WHERE id = @sessionId AND master = @oldMaster AND generation = @generation AND revoked_at IS NULL`,
     ),
@@ -197,6 +201,13 @@ export function openSqliteStore(file: string, log?: Logger): Store {
     revoke: db.prepare<[number, string, number]>(
       'UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE id = ? AND revoked_at IS NULL',
     ),
+    countByKey: db.prepare<[number]>(
+      'SELECT key_id, count(*) AS n FROM sessions WHERE revoked_at IS NULL AND absolute_expires_at > ? GROUP BY key_id',
+    ),
+    revokeByKey: db.prepare<[number, string, number]>(
+      'UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE key_id = ? AND revoked_at IS NULL',
+    ),
+    deletePasscodesByKey: db.prepare<[number]>('DELETE FROM passcodes WHERE key_id = ?'),
     dataVersion: db.prepare('PRAGMA data_version').pluck(),
     countActive: db
       .prepare<[number, number]>('SELECT count(*) FROM sessions WHERE revoked_at IS NULL AND absolute_expires_at > ? AND last_seen_at > ?')
@@ -253,13 +264,22 @@ export function openSqliteStore(file: string, log?: Logger): Store {
       const row = st.userByEmail.get(email) as UserRow | undefined;
       return row && toUser(row);
     },
+    setPasswordHash(userId, passwordHash, ifCurrent) {
+      // The session cache holds no password hash (only the owner's email, role and disabled flag),
+      // so this write leaves it as it is.
+      const result =
+        ifCurrent === undefined
+          ? st.setPasswordHash.run(passwordHash, userId)
+          : st.replacePasswordHash.run(passwordHash, userId, ifCurrent);
+      return result.changes === 1;
+    },
 
     putPasscode(p) {
       st.putPasscode.run(p);
     },
     getPasscode(userId) {
       const r = st.getPasscode.get(userId) as
-        | { user_id: number; hash: Buffer; mac: string; seen_ip: string; reported_ip: string | null; created_at: number; expires_at: number; attempts: number }
+        | { user_id: number; hash: Buffer; mac: string; seen_ip: string; reported_ip: string | null; created_at: number; expires_at: number; attempts: number; key_id: number }
         | undefined;
       return (
         r && {
@@ -271,6 +291,7 @@ export function openSqliteStore(file: string, log?: Logger): Store {
           createdAt: r.created_at,
           expiresAt: r.expires_at,
           attempts: r.attempts,
+          keyId: r.key_id,
         }
       );
     },
@@ -301,7 +322,7 @@ export function openSqliteStore(file: string, log?: Logger): Store {
     },
     findRetiredToken(master) {
       const r = st.retired.get(master) as
-        | { master: Buffer; session_id: number; generation: number; retired_at: number; grace_until: number; nonce: Buffer }
+        | { master: Buffer; session_id: number; generation: number; retired_at: number; grace_until: number; nonce: Buffer; key_id: number; rotate_key_id: number }
         | undefined;
       return (
         r && {
@@ -311,6 +332,8 @@ export function openSqliteStore(file: string, log?: Logger): Store {
           retiredAt: r.retired_at,
           graceUntil: r.grace_until,
           nonce: r.nonce,
+          keyId: r.key_id,
+          rotateKeyId: r.rotate_key_id,
         }
       );
     },
@@ -336,6 +359,20 @@ export function openSqliteStore(file: string, log?: Logger): Store {
     revokeSession(id, now, reason) {
       st.revoke.run(now, reason, id);
       cache.delete(id);
+    },
+
+    countSessionsByKey(now) {
+      const rows = st.countByKey.all(now) as Array<{ key_id: number; n: number }>;
+      return new Map(rows.map((r) => [r.key_id, r.n]));
+    },
+    revokeByKey(keyId, now, reason) {
+      const result = db.transaction(() => ({
+        sessions: st.revokeByKey.run(now, reason, keyId).changes,
+        passcodes: st.deletePasscodesByKey.run(keyId).changes,
+      }))();
+      // Any cached session may be one of those just revoked; this is rare enough to start over.
+      cache.clear();
+      return result;
     },
 
     countActiveSessions(now, activeSince) {

@@ -32,6 +32,8 @@ export interface PasscodeRecord {
   readonly createdAt: number;
   readonly expiresAt: number;
   readonly attempts: number;
+  /** The server key the hash was made with; the passcode verifies only while that key is live. */
+  readonly keyId: number;
 }
 
 export interface NewSession {
@@ -42,6 +44,8 @@ export interface NewSession {
   readonly createdAt: number;
   readonly expiresAt: number;
   readonly absoluteExpiresAt: number;
+  /** The server key the master token was made with. */
+  readonly keyId: number;
 }
 
 export interface SessionRecord extends NewSession {
@@ -64,6 +68,10 @@ export interface RetiredTokenRecord {
   readonly retiredAt: number;
   readonly graceUntil: number;
   readonly nonce: Buffer;
+  /** The server key this (old) master token was made with. */
+  readonly keyId: number;
+  /** The server key the rotation was made with: the successor token and master come from it. */
+  readonly rotateKeyId: number;
 }
 
 export interface Rotation {
@@ -75,6 +83,10 @@ export interface Rotation {
   readonly expiresAt: number;
   readonly graceUntil: number;
   readonly nonce: Buffer;
+  /** The key the new master token (and the rotated token) is made with: the current one. */
+  readonly keyId: number;
+  /** The key the old master token was made with; recorded with the retired token. */
+  readonly oldKeyId: number;
 }
 
 export class DuplicateUserError extends Error {
@@ -103,6 +115,12 @@ export interface Store {
 
   createUser(user: NewUser): UserRecord;
   findUserByEmail(email: string): UserRecord | undefined;
+  /**
+   * Replaces the user's password hash. With `ifCurrent`, only while the stored hash is still that
+   * one (a rehash must not undo a password change made while it was computing); false when nothing
+   * was changed.
+   */
+  setPasswordHash(userId: number, passwordHash: string, ifCurrent?: string): boolean;
 
   /** Stores the user's pending passcode, replacing any earlier one. */
   putPasscode(passcode: PasscodeRecord): void;
@@ -119,6 +137,14 @@ export interface Store {
   /** Records last activity; best effort: false when the database was busy and nothing was written. */
   touchSession(id: number, now: number): boolean;
   revokeSession(id: number, now: number, reason: string): void;
+
+  /** Sessions not revoked and inside their absolute limit, by the server key their master was made with. */
+  countSessionsByKey(now: number): Map<number, number>;
+  /**
+   * When a server key is retired: revokes every session whose master token was made with it and
+   * deletes pending passcodes hashed with it (neither would verify any more).
+   */
+  revokeByKey(keyId: number, now: number, reason: string): { sessions: number; passcodes: number };
 
   /** Sessions not revoked, inside their absolute limit, and used since `activeSince`. */
   countActiveSessions(now: number, activeSince: number): number;

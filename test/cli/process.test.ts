@@ -157,3 +157,14 @@ t.test('the CLI explains its usage and refuses unknown commands', async (t) => {
   t.equal(missing.code, 2);
   t.match(missing.stderr, /--phone is required/);
 });
+
+t.test('user add warns under 12 characters and refuses a common password, saying why', async (t) => {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'hellwall-proc-'));
+  const short = cli(['user', 'add', '--email', 'short@example.com', '--phone', '+1 555 0103'], env(dataDir, { HELLWALL_PASSWORD: 'vq7#kz2wab1' }));
+  t.equal(short.code, 0, 'accepted');
+  t.match(short.stderr, /shorter than the recommended 12/);
+  const common = cli(['user', 'add', '--email', 'common@example.com', '--phone', '+1 555 0104'], env(dataDir, { HELLWALL_PASSWORD: 'Baseball1' }));
+  t.equal(common.code, 1, 'refused');
+  t.match(common.stderr, /commonly used passwords/);
+  t.notMatch(common.stderr, /Baseball1/i, 'without repeating the password');
+});
