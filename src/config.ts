@@ -44,6 +44,7 @@ export interface Config {
     readonly hashQueueMax: number;
   };
   readonly limits: {
+    readonly enabled: boolean;
     readonly ipPasscodeRequestsPerMinute: number;
     readonly ipLoginsPerMinute: number;
     readonly ipFailedChecksPerMinute: number;
@@ -107,6 +108,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'passcodes.maxAttempts', env: 'HELLWALL_PASSCODE_MAX_ATTEMPTS', kind: 'int', default: 5, min: 1, doc: 'Failed passcode.auth attempts after which a pending passcode is void.' },
   { key: 'passwords.hashConcurrency', env: 'HELLWALL_HASH_CONCURRENCY', kind: 'int', default: 2, min: 1, doc: 'Password hashes computed at once; the rest queue, so logins cannot starve token checks.' },
   { key: 'passwords.hashQueueMax', env: 'HELLWALL_HASH_QUEUE_MAX', kind: 'int', default: 256, min: 1, doc: 'Queued password hashes beyond which requests answer `E_BUSY`.' },
+  { key: 'limits.enabled', env: 'HELLWALL_LIMITS', kind: 'bool', default: true, doc: 'Apply the rate limits and lockout below [P-2.8]. Turn off only where another layer enforces them.' },
   { key: 'limits.ipPasscodeRequestsPerMinute', env: 'HELLWALL_LIMIT_IP_PASSCODE_REQUESTS', kind: 'int', default: 30, min: 1, doc: 'Passcode requests per minute from one address (also the burst) [P-2.8].' },
   { key: 'limits.ipLoginsPerMinute', env: 'HELLWALL_LIMIT_IP_LOGINS', kind: 'int', default: 30, min: 1, doc: 'passcode.auth attempts per minute from one address (also the burst) [P-2.8].' },
   { key: 'limits.ipFailedChecksPerMinute', env: 'HELLWALL_LIMIT_IP_FAILED_CHECKS', kind: 'int', default: 120, min: 1, doc: 'Token checks answered `unauthorized` per minute from one address before its checks are refused (also the burst) [P-2.8].' },

@@ -2,6 +2,8 @@ import type { Clock } from '../deps.js';
 import { ProtocolError } from '../protocol/errors.js';
 
 export interface ThrottleLimits {
+  /** False: every check passes and nothing is tracked (another layer limits). */
+  readonly enabled: boolean;
   /** Per source address: passcode requests, logins and failed token checks per minute (also the burst). */
   readonly ipPasscodeRequestsPerMinute: number;
   readonly ipLoginsPerMinute: number;
@@ -92,6 +94,7 @@ export class Throttle {
    * the account (or this account from this address) must wait. Consumes one from the address.
    */
   beforeAttempt(kind: 'passcode.request' | 'passcode.auth', ip: string, email: string): void {
+    if (!this.#limits.enabled) return;
     const now = this.#clock();
     const account = this.#accounts.get(email);
     const pair = this.#pairs.get(`${email}\0${ip}`);
@@ -102,6 +105,7 @@ export class Throttle {
   }
 
   failure(ip: string, email: string): void {
+    if (!this.#limits.enabled) return;
     const now = this.#clock();
     const { freeFailures, backoffMaxSeconds, lockoutFailures, lockoutSeconds } = this.#limits;
     const pairKey = `${email}\0${ip}`;
@@ -133,6 +137,7 @@ export class Throttle {
    * Costs one map lookup for addresses that never failed, so the hot path stays fast.
    */
   beforeCheck(ip: string): void {
+    if (!this.#limits.enabled) return;
     const bucket = this.#checks.get(ip);
     if (!bucket) return;
     const now = this.#clock();
@@ -142,6 +147,7 @@ export class Throttle {
 
   /** A token check that answered unauthorized uses up one of the address's failed checks. */
   failedCheck(ip: string): void {
+    if (!this.#limits.enabled) return;
     const perMinute = this.#limits.ipFailedChecksPerMinute;
     const now = this.#clock();
     const bucket = this.#checks.get(ip);

@@ -11,7 +11,8 @@ import type { MailMessage, Mailer } from '../mail/mailer.js';
 import { listenerLimits, TlsListener } from '../server/tls-server.js';
 import { loadTlsMaterial } from '../tls/tls-files.js';
 
-export type ServerMode = 'hellwall' | 'echo';
+/** `hellwall-nolimits`: the same service with the rate limits off, to measure what they cost. */
+export type ServerMode = 'hellwall' | 'hellwall-nolimits' | 'echo';
 
 /** Sent once the listener is up; for hellwall, with a token obtained over the wire from 127.0.0.1. */
 export interface ServerReady {
@@ -93,11 +94,19 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
 async function main(): Promise<void> {
   const [mode, dataDir] = process.argv.slice(2);
   const send = process.send?.bind(process);
-  if ((mode !== 'hellwall' && mode !== 'echo') || !dataDir || !send) {
-    throw new Error('usage: bench-server.js <hellwall|echo> <dataDir>, started with an IPC channel');
+  if ((mode !== 'hellwall' && mode !== 'hellwall-nolimits' && mode !== 'echo') || !dataDir || !send) {
+    throw new Error('usage: bench-server.js <hellwall|hellwall-nolimits|echo> <dataDir>, started with an IPC channel');
   }
   // An explicit empty env: HELLWALL_* variables of the shell must not change what is measured.
-  const config = loadConfig({}, { dataDir, port: 0, host: '127.0.0.1', logLevel: 'error', tokens: { ttlSeconds: 86400 }, ops: { port: 0 } }, undefined);
+  const config = loadConfig({}, {
+      dataDir,
+      port: 0,
+      host: '127.0.0.1',
+      logLevel: 'error',
+      tokens: { ttlSeconds: 86400 },
+      ops: { port: 0 },
+      limits: { enabled: mode !== 'hellwall-nolimits' },
+    }, undefined);
   // Errors only, and on stderr: stdout belongs to the orchestrator's report, and the dev-certificate
   // warning is expected here.
   const log = createLogger(config.logLevel, pino.destination(2));

@@ -1,7 +1,7 @@
 // `npm run bench`: token checks per second against the real server, next to a framed echo over the
 // same TLS listener as the ceiling. Usage: bench.js [--json] [--duration <s>] [--warmup <s>] [--quick]
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -25,8 +25,12 @@ export interface ConfigResult {
   readonly inflight: number;
   readonly echo: RunResult;
   readonly check: RunResult;
+  /** The same checks against the service with its rate limits off. */
+  readonly checkNoLimits: RunResult;
   /** check req/s as a fraction of echo req/s. */
   readonly ratio: number;
+  /** Throughput the limits cost: 1 - check / checkNoLimits (negative: within noise). */
+  readonly limitsCost: number;
 }
 
 interface ServerChild {
@@ -143,12 +147,13 @@ function table(report: Report): string {
   const lines = [
     `Hellwall bench: node ${report.node}, ${report.cpus} CPUs (load ${report.loadBefore.toFixed(2)} before), ` +
       `${report.durationS} s per run after ${report.warmupS} s warm-up; latency in ms`,
-    'conns inflight |  echo req/s     p50     p99 | check req/s     p50     p99 | ratio | cpu% srv/cli echo   check | errors',
+    'conns inflight |  echo req/s     p50     p99 | check req/s     p50     p99 | ratio | no-limits req/s | limits cost | cpu% srv/cli echo   check | errors',
   ];
   for (const r of report.results) {
     lines.push(
       `${String(r.conns).padStart(5)} ${String(r.inflight).padStart(8)} | ${run(r.echo)} | ${run(r.check)} | ${r.ratio.toFixed(2).padStart(5)} |` +
-        `              ${cpu(r.echo)} ${cpu(r.check)} | ${String(r.echo.errors + r.check.errors).padStart(6)}`,
+        ` ${Math.round(r.checkNoLimits.rps).toString().padStart(15)} | ${`${(r.limitsCost * 100).toFixed(1)} %`.padStart(11)} |` +
+        `              ${cpu(r.echo)} ${cpu(r.check)} | ${String(r.echo.errors + r.check.errors + r.checkNoLimits.errors).padStart(6)}`,
     );
   }
   return lines.join('\n');
@@ -179,6 +184,11 @@ async function main(): Promise<number> {
     servers.push(hellwall);
     const echo = await startServer('echo', dataDir);
     servers.push(echo);
+    // A data directory of its own: a second service on the same database would find the user taken.
+    const nolimitsDir = path.join(dataDir, 'nolimits');
+    mkdirSync(nolimitsDir, { mode: 0o700 });
+    const nolimits = await startServer('hellwall-nolimits', nolimitsDir);
+    servers.push(nolimits);
     const { token, mac } = hellwall.ready;
     const results: ConfigResult[] = [];
     for (const conns of CONNS) {
@@ -190,13 +200,26 @@ async function main(): Promise<number> {
           { ...base, port: hellwall.ready.port, message: { code: 3, token, mac, request: 'bench.read', data: {} }, expect: 'authorized' },
           hellwall,
         );
-        results.push({ conns, inflight, echo: echoRun, check: checkRun, ratio: checkRun.rps / echoRun.rps });
+        const free = nolimits.ready;
+        const noLimitsRun = await runClient(
+          { ...base, caFile: free.certFile, port: free.port, message: { code: 3, token: free.token, mac: free.mac, request: 'bench.read', data: {} }, expect: 'authorized' },
+          nolimits,
+        );
+        results.push({
+          conns,
+          inflight,
+          echo: echoRun,
+          check: checkRun,
+          checkNoLimits: noLimitsRun,
+          ratio: checkRun.rps / echoRun.rps,
+          limitsCost: 1 - checkRun.rps / noLimitsRun.rps,
+        });
         if (!values.json) process.stderr.write(`  done ${conns}x${inflight}\n`);
       }
     }
     const report: Report = { node: process.version, cpus: os.cpus().length, loadBefore, durationS, warmupS, results };
     process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${table(report)}\n`);
-    return results.some((r) => r.echo.errors + r.check.errors > 0) ? 1 : 0;
+    return results.some((r) => r.echo.errors + r.check.errors + r.checkNoLimits.errors > 0) ? 1 : 0;
   } finally {
     await cleanup();
   }

@@ -2,6 +2,7 @@ import t from 'tap';
 import { Throttle, ThrottledError, type ThrottleLimits } from '../../src/auth/throttle.js';
 
 const LIMITS: ThrottleLimits = {
+  enabled: true,
   ipPasscodeRequestsPerMinute: 60,
   ipLoginsPerMinute: 60,
   ipFailedChecksPerMinute: 60,

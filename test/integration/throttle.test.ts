@@ -139,3 +139,10 @@ t.test('throttled requests are counted in the metrics', async (t) => {
   t.match(text, /^hellwall_throttled_total\{reason="rate_limit"\} 2$/m);
   t.match(text, /^hellwall_requests_total\{command="passcode.request",outcome="E_RATE_LIMITED"\} 2$/m);
 });
+
+t.test('limits.enabled=false turns every limit off', async (t) => {
+  const h = await startHarness(t, { config: { limits: { enabled: false, ipPasscodeRequestsPerMinute: 1, ipFailedChecksPerMinute: 1, freeFailures: 1 } } });
+  const client = await h.connect();
+  for (let i = 0; i < 4; i++) t.match(await client.requestPasscode(WRONG), { status: 'ok' });
+  for (let i = 0; i < 3; i++) t.match(await client.check({ token: 'nope', mac: MAC, request: 'x' }), { status: 'unauthorized' });
+});
