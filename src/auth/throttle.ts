@@ -1,22 +1,9 @@
+import type { Config } from '../config.js';
 import type { Clock } from '../deps.js';
 import { ProtocolError } from '../protocol/errors.js';
 
-export interface ThrottleLimits {
-  /** False: every check passes and nothing is tracked (another layer limits). */
-  readonly enabled: boolean;
-  /** Per source address: passcode requests, logins and failed token checks per minute (also the burst). */
-  readonly ipPasscodeRequestsPerMinute: number;
-  readonly ipLoginsPerMinute: number;
-  readonly ipFailedChecksPerMinute: number;
-  /** Failures per account and address before each further attempt waits (doubling). */
-  readonly freeFailures: number;
-  readonly backoffMaxSeconds: number;
-  /** Consecutive failures per account, from any address, that lock it for `lockoutSeconds` (NIST: at most 100). */
-  readonly lockoutFailures: number;
-  readonly lockoutSeconds: number;
-  /** Tracked keys per table; the least recently used are forgotten beyond it (memory stays bounded). */
-  readonly maxTracked: number;
-}
+/** The `limits.*` options (src/config.ts documents each). */
+export type ThrottleLimits = Config['limits'];
 
 export type IpKind = 'passcode.request' | 'passcode.auth' | 'token.check';
 

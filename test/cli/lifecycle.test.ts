@@ -1,11 +1,11 @@
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { generate } from 'selfsigned';
 import t from 'tap';
+import { metricsText } from '../helpers/http.js';
 import { HellwallClient } from '../../src/client/client.js';
 import { cli, env, startServer } from '../helpers/processes.js';
 
@@ -19,19 +19,6 @@ async function certificate(cn: string): Promise<{ cert: string; key: string }> {
     extensions: [{ name: 'subjectAltName', altNames: [{ type: 7, ip: '127.0.0.1' }] }],
   });
   return { cert: pems.cert, key: pems.private };
-}
-
-function metrics(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path: '/metrics', agent: false }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (body += c));
-        res.on('end', () => resolve(body));
-      })
-      .on('error', reject);
-  });
 }
 
 t.test('SIGHUP swaps the certificate for new connections and keeps open ones', async (t) => {
@@ -69,7 +56,7 @@ t.test('SIGHUP swaps the certificate for new connections and keeps open ones', a
   t.equal((await after.hello()).status, 'ok');
   t.equal((await open.hello()).status, 'ok');
 
-  const text = await metrics(server.opsPort);
+  const text = await metricsText(server.opsPort);
   t.match(text, /hellwall_reloads_total\{what="tls",outcome="ok"\} 1\n/);
   t.match(text, /hellwall_reloads_total\{what="tls",outcome="failed"\} 1\n/);
   for (const c of [open, fresh, after]) c.destroy();

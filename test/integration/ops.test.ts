@@ -1,41 +1,22 @@
 import { once } from 'node:events';
-import http from 'node:http';
 import net from 'node:net';
 import t from 'tap';
+import { httpGet, sample } from '../helpers/http.js';
 import { HellwallClient } from '../../src/client/client.js';
 import { ALICE, MAC, startHarness } from '../helpers/harness.js';
 
 const MIN = 60_000;
 
-function get(port: number, path: string, method = 'GET'): Promise<{ status: number; type: string; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path, method, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode!, type: String(res.headers['content-type']), body }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** The value of one sample in Prometheus exposition text, e.g. metric('x_total{a="b"}'). */
-function sample(text: string, series: string): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
-}
-
 t.test('health, readiness and a 404 on the ops listener', async (t) => {
   const h = await startHarness(t);
   t.ok(h.opsPort > 0, 'the ops listener runs beside the TLS listener');
-  t.same(await get(h.opsPort, '/healthz'), { status: 200, type: 'text/plain', body: 'ok\n' });
-  const ready = await get(h.opsPort, '/readyz');
+  t.same(await httpGet(h.opsPort, '/healthz'), { status: 200, type: 'text/plain', body: 'ok\n' });
+  const ready = await httpGet(h.opsPort, '/readyz');
   t.equal(ready.status, 200);
   t.same(JSON.parse(ready.body), { ready: true, failing: {} });
-  t.equal((await get(h.opsPort, '/nope')).status, 404);
-  t.equal((await get(h.opsPort, '/metrics', 'POST')).status, 405);
-  const head = await get(h.opsPort, '/healthz', 'HEAD');
+  t.equal((await httpGet(h.opsPort, '/nope')).status, 404);
+  t.equal((await httpGet(h.opsPort, '/metrics', 'POST')).status, 405);
+  const head = await httpGet(h.opsPort, '/healthz', 'HEAD');
   t.equal(head.status, 200);
   t.equal(head.body, '', 'HEAD has no body');
 });
@@ -43,17 +24,17 @@ t.test('health, readiness and a 404 on the ops listener', async (t) => {
 t.test('readiness fails with the reason when the database is unreachable', async (t) => {
   const h = await startHarness(t);
   h.app.store.close();
-  const ready = await get(h.opsPort, '/readyz');
+  const ready = await httpGet(h.opsPort, '/readyz');
   t.equal(ready.status, 503);
   t.match(JSON.parse(ready.body), { ready: false, failing: { database: /closed/ } });
-  t.equal((await get(h.opsPort, '/healthz')).status, 200, 'still alive: a restart would not help');
+  t.equal((await httpGet(h.opsPort, '/healthz')).status, 200, 'still alive: a restart would not help');
   t.equal(h.logs.find({ msg: 'not ready' }).length, 1, 'logged');
 });
 
 t.test('readiness fails once the certificate has expired', async (t) => {
   const h = await startHarness(t);
   h.clock.advance(3 * 366 * 24 * 60 * MIN);
-  const ready = await get(h.opsPort, '/readyz');
+  const ready = await httpGet(h.opsPort, '/readyz');
   t.equal(ready.status, 503);
   t.match(JSON.parse(ready.body), { failing: { certificate: /^expired / } });
 });
@@ -73,7 +54,7 @@ t.test('metrics count requests, outcomes, renewals, reuse, mail and connections'
   t.equal((await client.check({ token: login.token, mac: MAC, request: 'inventory.read' })).status, 'unauthorized', 'reuse after the grace');
   await h.app.mail.drain();
 
-  const { status, type, body } = await get(h.opsPort, '/metrics');
+  const { status, type, body } = await httpGet(h.opsPort, '/metrics');
   t.equal(status, 200);
   t.match(type, /^text\/plain; version=0\.0\.4/);
   const expect: Record<string, number> = {
@@ -100,7 +81,7 @@ t.test('metrics count requests, outcomes, renewals, reuse, mail and connections'
   t.equal(again.status, 'ok');
   await client.close();
   await new Promise((r) => setTimeout(r, 50));
-  const after = (await get(h.opsPort, '/metrics')).body;
+  const after = (await httpGet(h.opsPort, '/metrics')).body;
   t.equal(sample(after, 'hellwall_sessions_active'), 1);
   t.equal(sample(after, 'hellwall_connections_open'), 0);
 });
@@ -113,7 +94,7 @@ t.test('refused connections and E_BUSY are counted', async (t) => {
   const busy = burst.filter((r) => r.status === 'error').length;
   t.ok(busy > 0, 'some requests were refused with E_BUSY');
   await h.app.mail.drain();
-  const body = (await get(h.opsPort, '/metrics')).body;
+  const body = (await httpGet(h.opsPort, '/metrics')).body;
   t.equal(sample(body, 'hellwall_connections_refused_total{reason="max_connections"}'), 1);
   t.equal(sample(body, 'hellwall_throttled_total{reason="busy"}'), busy);
   t.equal(h.logs.find({ msg: 'connections refused: too many open connections' }).length, 1);
@@ -128,7 +109,7 @@ t.test('framing errors and failed handshakes are counted as refused connections'
   const plain = net.connect(h.port, '127.0.0.1', () => plain.write('GET / HTTP/1.0\r\n\r\n'));
   plain.resume();
   await once(plain, 'close');
-  const body = (await get(h.opsPort, '/metrics')).body;
+  const body = (await httpGet(h.opsPort, '/metrics')).body;
   t.equal(sample(body, 'hellwall_connections_refused_total{reason="framing_error"}'), 1);
   t.equal(sample(body, 'hellwall_connections_refused_total{reason="tls_handshake"}'), 1);
 });
@@ -144,7 +125,7 @@ t.test('with the SMTP server down, passcode requests still answer, mail fails af
   const failed = h.logs.find({ msg: 'mail failed', kind: 'passcode' });
   t.equal(failed.length, 1, 'then given up and logged');
   t.match(failed[0]?.err, /ECONNRESET|closed|ECONNREFUSED/i, 'the transport error is in the log');
-  let body = (await get(h.opsPort, '/metrics')).body;
+  let body = (await httpGet(h.opsPort, '/metrics')).body;
   t.equal(sample(body, 'hellwall_mail_total{outcome="failed"}'), 1);
   t.equal(sample(body, 'hellwall_mail_total{outcome="retried"}'), 2);
   t.equal((await client.hello()).status, 'ok', 'the connection and the service carry on');
@@ -152,7 +133,7 @@ t.test('with the SMTP server down, passcode requests still answer, mail fails af
   await h.smtp.restart();
   const login = await h.login(client);
   t.equal((await client.check({ token: login.token, mac: MAC, request: 'x' })).status, 'authorized', 'a new passcode arrives and works');
-  body = (await get(h.opsPort, '/metrics')).body;
+  body = (await httpGet(h.opsPort, '/metrics')).body;
   t.equal(sample(body, 'hellwall_mail_total{outcome="sent"}'), 1);
 });
 

@@ -1,7 +1,7 @@
 import { once } from 'node:events';
-import http from 'node:http';
 import net from 'node:net';
 import t from 'tap';
+import { metricsText } from '../helpers/http.js';
 import type { HellwallClient } from '../../src/client/client.js';
 import { ConfigError, loadConfig } from '../../src/config.js';
 import { MAC, startHarness, type Harness } from '../helpers/harness.js';
@@ -52,19 +52,6 @@ function closed(socket: net.Socket): Promise<void> {
 /** A client whose connection starts with `header`, as if a balancer had forwarded it. */
 async function viaBalancer(h: Harness, header: Buffer, localAddress?: string): Promise<HellwallClient> {
   return h.connect({ socket: await rawWithHeader(h, header, localAddress), connectTimeoutMs: 3000 });
-}
-
-function metrics(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path: '/metrics', agent: false }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (body += c));
-        res.on('end', () => resolve(body));
-      })
-      .on('error', reject);
-  });
 }
 
 function refused(text: string, reason: string): number {
@@ -134,7 +121,7 @@ t.test('a peer that is not trusted cannot name an address: its PROXY header fail
   t.equal(await check(await viaBalancer(h, v1('TCP4', '203.0.113.7')), login.token), 'unauthorized');
   t.equal(h.logs.find({ msg: 'connection open', ip: '127.0.0.2' }).filter((l) => l.via === undefined).length, 1, 'no via for the direct connection');
 
-  const body = await metrics(h.opsPort);
+  const body = await metricsText(h.opsPort);
   t.equal(refused(body, 'tls_handshake'), 2, 'the spoofing attempts are failed handshakes');
   t.equal(refused(body, 'proxy_header'), 0, 'not PROXY refusals: the header was never parsed');
 });
@@ -173,13 +160,13 @@ t.test('a trusted peer with no valid header is closed, logged and counted', asyn
     'each logged at info with the peer and the reason',
   );
   t.ok(lines.every((l) => l.level === 30));
-  t.equal(refused(await metrics(h.opsPort), 'proxy_header'), 6);
+  t.equal(refused(await metricsText(h.opsPort), 'proxy_header'), 6);
 
   // A balancer's TCP health check connects and closes without a byte: not an error.
   const probe = await rawWithHeader(h, Buffer.alloc(0));
   probe.end();
   await closed(probe);
-  t.equal(refused(await metrics(h.opsPort), 'proxy_header'), 6, 'an empty connection is not counted');
+  t.equal(refused(await metricsText(h.opsPort), 'proxy_header'), 6, 'an empty connection is not counted');
   t.equal(h.logs.find({ msg: 'connection closed before a PROXY header' }).length, 1, 'only noted at debug');
 
   const fine = await viaBalancer(h, v1('TCP4', '203.0.113.7'));
@@ -190,7 +177,7 @@ t.test('after the header, the TLS handshake timeout still applies', async (t) =>
   const h = await startHarness(t, { config: { ...TRUSTED, handshakeTimeoutMs: 300 } });
   const stalled = await rawWithHeader(h, v1('TCP4', '203.0.113.7'));
   t.not(await within(closed(stalled), 3000), 'timeout', 'closed by the TLS handshake timeout');
-  const body = await metrics(h.opsPort);
+  const body = await metricsText(h.opsPort);
   t.equal(refused(body, 'tls_handshake'), 1);
   t.equal(refused(body, 'proxy_header'), 0);
   t.equal(h.logs.find({ msg: 'TLS handshake failed', ip: '203.0.113.7', via: '127.0.0.1' }).length, 1, 'logged with the client the header named');
@@ -201,7 +188,7 @@ t.test('maxConnections applies in front of the header', async (t) => {
   const first = await viaBalancer(h, v1('TCP4', '203.0.113.7'));
   await t.rejects(viaBalancer(h, v1('TCP4', '203.0.113.8')), 'the second connection is dropped');
   t.equal((await first.hello()).status, 'ok');
-  t.equal(refused(await metrics(h.opsPort), 'max_connections'), 1);
+  t.equal(refused(await metricsText(h.opsPort), 'max_connections'), 1);
   t.equal(h.logs.find({ msg: 'connections refused: too many open connections' }).length, 1);
 });
 
@@ -226,7 +213,7 @@ t.test('with PROXY protocol off, a PROXY header is just a failed handshake', asy
   // The handshake timeout closes a silent connection here too (Node alone would leave it open).
   const silent = await rawWithHeader(h, Buffer.alloc(0));
   t.not(await within(closed(silent), 3000), 'timeout', 'a silent connection is closed');
-  const body = await metrics(h.opsPort);
+  const body = await metricsText(h.opsPort);
   t.equal(refused(body, 'tls_handshake'), 3);
   t.equal(refused(body, 'proxy_header'), 0);
   t.equal((await (await h.connect()).hello()).status, 'ok');
