@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { KeyRing } from './auth/key-ring.js';
 import { PasscodeService } from './auth/passcode-service.js';
 import { PasswordHasher, type ScryptParams } from './auth/passwords.js';
+import { PolicyLoader, type CompiledPolicy } from './auth/policy.js';
 import { Throttle } from './auth/throttle.js';
 import { TokenService } from './auth/token-service.js';
 import { addUser } from './auth/users.js';
@@ -11,6 +12,7 @@ import type { Config } from './config.js';
 import type { Clock, Logger, RandomBytes } from './deps.js';
 import type { Services } from './handlers/context.js';
 import { X509Certificate } from 'node:crypto';
+import { Housekeeper } from './ops/housekeeper.js';
 import { OpsServer } from './ops/http.js';
 import { createPrometheusMetrics, type PrometheusMetrics } from './ops/metrics.js';
 import { createOutboxMailer, createSmtpMailer, MailQueue, type Mailer } from './mail/mailer.js';
@@ -47,12 +49,17 @@ export interface App {
   readonly metrics: PrometheusMetrics;
   /** The server key ring (`server.key`, `server.key.N`): current key first, older live ones after. */
   readonly keys: KeyRing;
+  /** Deletes expired rows: periodically once listening; `runOnce()` for the CLI and tests. */
+  readonly housekeeper: Housekeeper;
+  /** The authorization policy in force [P-4.7]; `current` is replaced by a successful reload. */
+  readonly policy: { readonly current: CompiledPolicy };
   addUser(input: { email: string; phone: string; role: string; password: string }): ReturnType<typeof addUser>;
   /** Starts the TLS listener (generating the dev certificate if needed). */
   listen(): Promise<{ address: AddressInfo; tls: TlsMaterial; ops: AddressInfo | null }>;
   /**
-   * Re-reads what can change without a restart (the server key ring, the certificate and key) and
-   * applies it; open connections are untouched. On failure the old material stays in force.
+   * Re-reads what can change without a restart (the server key ring, the authorization policy, the
+   * certificate and key) and applies it; open connections are untouched. On failure the old material
+   * stays in force.
    */
   reload(): Promise<boolean>;
   /** Graceful stop: drain connections, flush mail, close the database. Idempotent. */
@@ -68,6 +75,14 @@ export function buildApp(deps: AppDeps): App {
   const clock = deps.clock ?? Date.now;
   const random = deps.random ?? randomBytes;
   const protocol = loadProtocol();
+  // Before anything is opened: a malformed policy file stops start-up with a PolicyError (a
+  // ConfigError: `serve` exits 2) naming the file and the problem, and leaves nothing to close.
+  const policyLoader = new PolicyLoader(config.policy);
+  const policy = { current: policyLoader.load() };
+  log.info(
+    { policy: policy.current.source, rules: policy.current.ruleCount, roles: policy.current.roles, defaultDeny: policy.current.defaultDeny },
+    'authorization policy loaded',
+  );
   const keys = KeyRing.open(config.dataDir, random, log);
   const store = openSqliteStore(path.join(config.dataDir, DATABASE_FILE), log);
   const hasher = new PasswordHasher({
@@ -95,9 +110,21 @@ export function buildApp(deps: AppDeps): App {
     config,
     protocol,
     passcodes: new PasscodeService(authDeps),
-    tokens: new TokenService(authDeps),
+    tokens: new TokenService({ ...authDeps, policy }),
   };
   const dispatch = createDispatcher(services, protocol, { metrics });
+  const housekeeper = new Housekeeper({
+    store,
+    clock,
+    log,
+    metrics,
+    intervalMs: config.housekeeping.intervalSeconds * 1000,
+    policy: {
+      idleMs: config.tokens.idleSeconds * 1000,
+      keepRevokedMs: config.housekeeping.keepRevokedSeconds * 1000,
+      batch: config.housekeeping.batchSize,
+    },
+  });
   let listener: TlsListener | undefined;
   let ops: OpsServer | undefined;
   let material: TlsMaterial | undefined;
@@ -124,6 +151,20 @@ export function buildApp(deps: AppDeps): App {
 
   // A key rotation (`hellwall key rotate`) becomes current here; keys retired meanwhile stop
   // verifying. Until then the old current key keeps making hashes, which verify after the reload too.
+  // A failed reload keeps the policy in force: a typo in the file must not open or close every door.
+  const reloadPolicy = (): boolean => {
+    try {
+      policy.current = policyLoader.load();
+      metrics.reload('policy', 'ok');
+      log.info({ policy: policy.current.source, rules: policy.current.ruleCount, roles: policy.current.roles }, 'policy reloaded');
+      return true;
+    } catch (err) {
+      metrics.reload('policy', 'failed');
+      log.error({ err: (err as Error).message }, 'policy reload failed; the previous policy stays in force');
+      return false;
+    }
+  };
+
   const reloadKeys = (): boolean => {
     try {
       const ring = keys.reload();
@@ -148,7 +189,9 @@ export function buildApp(deps: AppDeps): App {
     mail,
     metrics,
     keys,
-    addUser: (input) => addUser({ store, hasher, clock }, input),
+    housekeeper,
+    policy,
+    addUser: (input) => addUser({ store, hasher, clock, roles: policy.current.roles }, input),
     async listen() {
       if (!deps.mailer && !config.mail.smtpHost) {
         log.warn({ outbox: path.join(config.dataDir, 'outbox') }, 'no SMTP server configured: mail is written to the outbox folder (development only)');
@@ -176,10 +219,13 @@ export function buildApp(deps: AppDeps): App {
       }
       const address = await listener.listen(config.port, config.host);
       log.info({ host: address.address, port: address.port }, 'hellwall listening');
+      housekeeper.start();
       return { address, tls, ops: opsAddress };
     },
     async reload() {
-      const keysOk = reloadKeys();
+      // Each part independently: a bad policy file must not hold back a key rotation, nor the reverse.
+      const policyOk = reloadPolicy();
+      const keysOk = reloadKeys() && policyOk;
       if (!listener) return false;
       try {
         const next = await loadTlsMaterial(config, log);
@@ -197,6 +243,8 @@ export function buildApp(deps: AppDeps): App {
     close(graceMs = config.shutdownGraceMs) {
       closing ??= (async () => {
         const deadline = performance.now() + graceMs;
+        // First: a pass in progress ends after its current batch, and none starts while draining.
+        await housekeeper.stop();
         await listener?.close(graceMs);
         // Mail gets what is left of the grace (at least a moment): shutdown must end within a bound.
         await mail.drain(Math.max(250, deadline - performance.now()));

@@ -12,7 +12,7 @@ import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './log.js';
 import { openSqliteStore } from './store/sqlite-store.js';
 import { DuplicateUserError } from './store/store.js';
-import { UserInputError } from './auth/users.js';
+import { deleteUser, describeUser, disableUser, enableUser, requireUser, resetPassword, setUserRole, UserInputError } from './auth/users.js';
 import { DEV_CERT_FILE } from './tls/tls-files.js';
 
 const USAGE = `Usage: hellwall <command> [options]
@@ -20,11 +20,20 @@ const USAGE = `Usage: hellwall <command> [options]
   serve                                   run the service (same as npm start)
   user add --email E --phone P [--role user|admin]
                                           add an operator; password from $HELLWALL_PASSWORD or a prompt
+  user list [--json]                      every operator (never a password hash)
+  user show --email E [--json]            one operator
+  user disable --email E                  disable the account and end its sessions
+  user enable --email E                   enable it again (ended sessions stay ended)
+  user set-role --email E --role R        change the role (user, admin, or one the policy declares)
+  user reset-password --email E           set a new password (as for add); ends every session
+  user delete --email E --yes             delete the operator with every session
   key list [--json]                       server keys: id, created, status, live sessions made with each
   key rotate                              add a new current server key (prints its id); then SIGHUP
                                           every running server
   key retire ID                           retire an older key: its sessions are revoked (key-retired)
                                           and its pending passcodes dropped; not the current key
+  cleanup [--json]                        delete expired passcodes and dead sessions now (what the
+                                          server's housekeeping does every housekeeping.intervalSeconds)
   client hello                            ask the server for its protocol version and limits
   client passcode --email E --mac M [--ip IP]
                                           request a passcode (password from $HELLWALL_PASSWORD or a prompt)
@@ -50,7 +59,17 @@ export async function serve(env: NodeJS.ProcessEnv): Promise<number> {
     throw err;
   }
   const log = createLogger(config.logLevel);
-  const app = buildApp({ config, log });
+  let app;
+  try {
+    app = buildApp({ config, log });
+  } catch (err) {
+    // A malformed policy file (PolicyError is a ConfigError) stops start-up like a bad option.
+    if (err instanceof ConfigError) {
+      process.stderr.write(`hellwall: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
   try {
     await app.listen();
   } catch (err) {
@@ -144,26 +163,89 @@ class CancelledError extends Error {}
 
 async function userCommand(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const [sub, ...rest] = args;
-  if (sub !== 'add') throw new UsageError(`unknown user command ${sub ?? ''}`);
   const { values } = parseArgs({
     args: rest,
-    options: { email: { type: 'string' }, phone: { type: 'string' }, role: { type: 'string', default: 'user' } },
+    options: {
+      email: { type: 'string' },
+      phone: { type: 'string' },
+      role: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      yes: { type: 'boolean', default: false },
+    },
   });
+  if (!['add', 'list', 'show', 'disable', 'enable', 'set-role', 'reset-password', 'delete'].includes(sub ?? '')) {
+    throw new UsageError(`unknown user command ${sub ?? ''}`);
+  }
   const config = loadConfig(env);
   const log = createLogger(env.HELLWALL_LOG_LEVEL ?? 'warn', undefined);
   const app = buildApp({ config, log });
+  const deps = { store: app.store, hasher: app.hasher, clock: Date.now, roles: app.policy.current.roles };
+  const out = (text: string): void => void process.stdout.write(`${text}\n`);
   try {
-    const email = need(values, 'email');
-    const phone = need(values, 'phone');
-    const password = await readSecret(env, `Password for ${email}: `);
-    const user = await app.addUser({ email, phone, role: values.role!, password });
-    process.stdout.write(`added ${user.role} ${user.email} (id ${user.id})\n`);
-    const warning = passwordPolicyWarning(password);
-    if (warning) process.stderr.write(`hellwall: warning: ${warning}\n`);
-    return 0;
+    switch (sub) {
+      case 'add': {
+        const email = need(values, 'email');
+        const phone = need(values, 'phone');
+        const password = await readSecret(env, `Password for ${email}: `);
+        const user = await app.addUser({ email, phone, role: values.role ?? 'user', password });
+        out(`added ${user.role} ${user.email} (id ${user.id})`);
+        const warning = passwordPolicyWarning(password);
+        if (warning) process.stderr.write(`hellwall: warning: ${warning}\n`);
+        return 0;
+      }
+      case 'list': {
+        const users = app.store.listUsers().map(describeUser);
+        if (values.json) out(JSON.stringify(users));
+        else out(table(['id', 'email', 'phone', 'role', 'disabled', 'created'], users.map((u) => [u.id, u.email, u.phone, u.role, u.disabled ? 'yes' : 'no', u.createdAt])));
+        return 0;
+      }
+      case 'show': {
+        const user = describeUser(requireUser(app.store, need(values, 'email')));
+        out(values.json ? JSON.stringify(user) : Object.entries(user).map(([k, v]) => `${k.padEnd(9)} ${String(v)}`).join('\n'));
+        return 0;
+      }
+      case 'disable': {
+        const { user, sessionsRevoked } = disableUser(deps, need(values, 'email'));
+        out(`disabled ${user.email}; ${sessionsRevoked} session(s) ended`);
+        return 0;
+      }
+      case 'enable':
+        out(`enabled ${enableUser(deps, need(values, 'email')).email}`);
+        return 0;
+      case 'set-role': {
+        const user = setUserRole(deps, need(values, 'email'), need(values, 'role'));
+        out(`${user.email} is now ${user.role}`);
+        return 0;
+      }
+      case 'reset-password': {
+        const email = need(values, 'email');
+        requireUser(app.store, email); // before asking for a password nobody can use
+        const password = await readSecret(env, `New password for ${email}: `);
+        const { user, sessionsRevoked } = await resetPassword(deps, email, password);
+        out(`password of ${user.email} changed; ${sessionsRevoked} session(s) ended`);
+        const warning = passwordPolicyWarning(password);
+        if (warning) process.stderr.write(`hellwall: warning: ${warning}\n`);
+        return 0;
+      }
+      default: {
+        // delete: irreversible, so it wants --yes.
+        const email = need(values, 'email');
+        if (!values.yes) throw new UsageError(`user delete removes ${email} with every session: add --yes to confirm`);
+        const user = deleteUser(deps, email);
+        out(`deleted ${user.email} (id ${user.id})`);
+        return 0;
+      }
+    }
   } finally {
     await app.close();
   }
+}
+
+/** A plain text table for people; scripts use --json. */
+function table(head: string[], rows: Array<Array<string | number>>): string {
+  const cells = [head, ...rows.map((r) => r.map(String))];
+  const widths = head.map((_, i) => Math.max(...cells.map((r) => r[i]!.length)));
+  return cells.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
 }
 
 /** `hellwall key …`: the server key ring in the data directory. Key material is never printed. */
@@ -223,6 +305,31 @@ async function keyCommand(args: string[], env: NodeJS.ProcessEnv): Promise<numbe
     }
     default:
       throw new UsageError(`unknown key command ${sub ?? ''}`);
+  }
+}
+
+/** `hellwall cleanup`: one housekeeping pass, to completion, beside a running server or without one. */
+async function cleanupCommand(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const { values } = parseArgs({ args, options: { json: { type: 'boolean', default: false } } });
+  const config = loadConfig(env);
+  const log = createLogger(env.HELLWALL_LOG_LEVEL ?? 'warn', undefined);
+  const app = buildApp({ config, log });
+  try {
+    const pass = await app.housekeeper.runOnce();
+    if (values.json) {
+      process.stdout.write(JSON.stringify({ deleted: pass.deleted, batches: pass.batches, busy: pass.busy }) + '\n');
+    } else {
+      const rows = Object.entries(pass.deleted) as Array<[string, number]>;
+      const width = Math.max(...rows.map(([k]) => k.length));
+      process.stdout.write(rows.map(([k, n]) => `${k.padEnd(width)}  ${n}`).join('\n') + '\n');
+    }
+    if (pass.busy) {
+      process.stderr.write('hellwall: the database stayed locked by another writer; the counts above are partial: run cleanup again\n');
+      return 1;
+    }
+    return 0;
+  } finally {
+    await app.close();
   }
 }
 
@@ -313,6 +420,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
         return await clientCommand(rest, env);
       case 'key':
         return await keyCommand(rest, env);
+      case 'cleanup':
+        return await cleanupCommand(rest, env);
       case undefined:
       case 'help':
       case '--help':

@@ -29,6 +29,10 @@ export interface Config {
   readonly proxy: {
     readonly trusted: string;
   };
+  readonly policy: {
+    readonly file: string;
+    readonly defaultDeny: boolean;
+  };
   readonly tokens: {
     readonly ttlSeconds: number;
     readonly idleSeconds: number;
@@ -42,6 +46,11 @@ export interface Config {
   readonly passwords: {
     readonly hashConcurrency: number;
     readonly hashQueueMax: number;
+  };
+  readonly housekeeping: {
+    readonly intervalSeconds: number;
+    readonly batchSize: number;
+    readonly keepRevokedSeconds: number;
   };
   readonly limits: {
     readonly enabled: boolean;
@@ -100,6 +109,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'tls.certFile', env: 'HELLWALL_TLS_CERT', kind: 'string', default: '', doc: 'PEM certificate chain. Empty: generate a development certificate in the data directory (with a warning).' },
   { key: 'tls.keyFile', env: 'HELLWALL_TLS_KEY', kind: 'string', default: '', doc: 'PEM private key for `tls.certFile`.' },
   { key: 'proxy.trusted', env: 'HELLWALL_PROXY_TRUSTED', kind: 'string', default: '', doc: 'Load balancers allowed to send a PROXY protocol (v1 or v2) header naming the client address: comma-separated IPv4/IPv6 addresses and CIDR prefixes, e.g. `10.0.0.0/8, fd00::/8`. Connections from them must start with one; others are served as plain TLS. Empty: PROXY protocol off.' },
+  { key: 'policy.file', env: 'HELLWALL_POLICY', kind: 'string', default: '', doc: 'Authorization policy (JSON): which roles may make which requests [P-4.7]; see "Roles and policy". Re-read on SIGHUP. Empty: the built-in policy, every request allowed to `user` and `admin` (as before policies existed); production should ship a real one.' },
+  { key: 'policy.defaultDeny', env: 'HELLWALL_POLICY_DEFAULT_DENY', kind: 'bool', default: true, doc: 'A request no pattern of the policy matches is denied to every role; `false` allows it to every role.' },
   { key: 'tokens.ttlSeconds', env: 'HELLWALL_TOKEN_TTL', kind: 'int', default: 3600, min: 1, doc: 'How long a base token answers `authorized`.' },
   { key: 'tokens.idleSeconds', env: 'HELLWALL_RENEW_IDLE', kind: 'int', default: 86400, min: 1, doc: 'A session unused this long can no longer be renewed [P-4.5].' },
   { key: 'tokens.absoluteSeconds', env: 'HELLWALL_RENEW_ABSOLUTE', kind: 'int', default: 2592000, min: 1, doc: 'No renewal after this long since login [P-4.5].' },
@@ -108,6 +119,9 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'passcodes.maxAttempts', env: 'HELLWALL_PASSCODE_MAX_ATTEMPTS', kind: 'int', default: 5, min: 1, doc: 'Failed passcode.auth attempts after which a pending passcode is void.' },
   { key: 'passwords.hashConcurrency', env: 'HELLWALL_HASH_CONCURRENCY', kind: 'int', default: 2, min: 1, doc: 'Password hashes computed at once; the rest queue, so logins cannot starve token checks.' },
   { key: 'passwords.hashQueueMax', env: 'HELLWALL_HASH_QUEUE_MAX', kind: 'int', default: 256, min: 1, doc: 'Queued password hashes beyond which requests answer `E_BUSY`.' },
+  { key: 'housekeeping.intervalSeconds', env: 'HELLWALL_HOUSEKEEPING_INTERVAL', kind: 'int', default: 60, min: 0, max: 86400, doc: 'How often the server deletes expired passcodes and dead sessions (with their retired tokens); 0 = never (run `hellwall cleanup` instead).' },
+  { key: 'housekeeping.batchSize', env: 'HELLWALL_HOUSEKEEPING_BATCH', kind: 'int', default: 500, min: 1, max: 100000, doc: 'Rows deleted per table per transaction; requests are served between batches, so this bounds how long housekeeping holds the event loop and the write lock.' },
+  { key: 'housekeeping.keepRevokedSeconds', env: 'HELLWALL_KEEP_REVOKED', kind: 'int', default: 604800, min: 0, doc: 'How long a revoked session (logout, reuse detection, disabled account, retired key) is kept for investigation before housekeeping deletes it.' },
   { key: 'limits.enabled', env: 'HELLWALL_LIMITS', kind: 'bool', default: true, doc: 'Apply the rate limits and lockout below [P-2.8]. Turn off only where another layer enforces them.' },
   { key: 'limits.ipPasscodeRequestsPerMinute', env: 'HELLWALL_LIMIT_IP_PASSCODE_REQUESTS', kind: 'int', default: 30, min: 1, doc: 'Passcode requests per minute from one address (also the burst) [P-2.8].' },
   { key: 'limits.ipLoginsPerMinute', env: 'HELLWALL_LIMIT_IP_LOGINS', kind: 'int', default: 30, min: 1, doc: 'passcode.auth attempts per minute from one address (also the burst) [P-2.8].' },

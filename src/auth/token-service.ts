@@ -3,6 +3,7 @@ import type { RetiredTokenRecord, SessionRecord } from '../store/store.js';
 import { constantEqualsBytes } from './constant-equals.js';
 import { normalizeMac } from './normalize.js';
 import type { AuthDeps } from './passcode-service.js';
+import type { CompiledPolicy } from './policy.js';
 import { isWellFormedToken, masterToken, rotatedToken } from './tokens.js';
 
 export type CheckResult =
@@ -15,15 +16,24 @@ const UNAUTHORIZED: CheckResult = Object.freeze({ status: 'unauthorized' });
 // Last activity is written at most this often per session, so token checks are reads.
 const TOUCH_INTERVAL_MS = 60_000;
 
+/** The authorization policy in force; read on every check, so a reload applies to the next one. */
+export interface PolicySource {
+  readonly current: Pick<CompiledPolicy, 'allows'>;
+}
+
+export type TokenServiceDeps = Pick<AuthDeps, 'config' | 'store' | 'keys' | 'clock' | 'random' | 'metrics' | 'throttle'> & {
+  readonly policy: PolicySource;
+};
+
 /**
  * The third seed command. Renewal is bounded the way RFC 9700 bounds refresh tokens: an idle
  * limit and an absolute limit, rotation on every renewal, a short grace for requests already in
  * flight, and reuse of a rotated-out token after the grace treated as theft [P-4.5].
  */
 export class TokenService {
-  readonly #d: Pick<AuthDeps, 'config' | 'store' | 'keys' | 'clock' | 'random' | 'metrics' | 'throttle'>;
+  readonly #d: TokenServiceDeps;
 
-  constructor(deps: Pick<AuthDeps, 'config' | 'store' | 'keys' | 'clock' | 'random' | 'metrics' | 'throttle'>) {
+  constructor(deps: TokenServiceDeps) {
     this.#d = deps;
   }
 
@@ -55,6 +65,9 @@ export class TokenService {
     const user = { email: s.userEmail, role: s.userRole };
     if (s.revokedAt !== null) return this.#deny(log, input, 'revoked', s.id);
     if (s.userDisabled) return this.#deny(log, input, 'account-disabled', s.id);
+    // [P-4.7] Before renewal too: a request the role may not make must not rotate the token either,
+    // since the client would never see the new one in an `unauthorized` answer.
+    if (!this.#d.policy.current.allows(s.userRole, input.request)) return this.#forbid(log, input, s.userRole, s.id);
     if (now < s.expiresAt) {
       if (now - s.lastSeenAt >= TOUCH_INTERVAL_MS) store.touchSession(s.id, now);
       return { status: 'authorized', user, expiresAt: s.expiresAt };
@@ -108,6 +121,7 @@ export class TokenService {
         constantEqualsBytes(successor, s.master) &&
         !s.userDisabled
       ) {
+        if (!this.#d.policy.current.allows(s.userRole, input.request)) return this.#forbid(log, input, s.userRole, s.id);
         return {
           status: 'renew',
           token,
@@ -124,6 +138,14 @@ export class TokenService {
     log.warn({ event: 'token.reuse', sessionId: s.id, userId: s.userId }, 'rotated-out token reused; session revoked');
     this.#d.metrics.reuseDetected();
     return this.#deny(log, input, 'token-reuse', s.id);
+  }
+
+  // [P-4.7] A valid token whose role may not make this request. Not a failed check for the address
+  // limit [P-2.8]: the client proved it holds a live token, and an application server asking on
+  // behalf of many operators must not be locked out by one operator's forbidden requests.
+  #forbid(log: Logger, input: { request: string }, role: string, sessionId: number): CheckResult {
+    log.info({ event: 'token.check', outcome: 'denied', reason: 'policy', sessionId, request: input.request, role }, 'token check denied by policy');
+    return UNAUTHORIZED;
   }
 
   #deny(log: Logger, input: { request: string; seenIp: string }, reason: string, sessionId?: number): CheckResult {

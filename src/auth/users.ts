@@ -14,16 +14,91 @@ const PHONE_RE = /^\+?[0-9]{4,20}$/;
 
 /** Creates a user after checking every field and the password policy; stores only the password hash. */
 export async function addUser(
-  deps: { store: Store; hasher: PasswordHasher; clock: Clock },
+  deps: { store: Store; hasher: PasswordHasher; clock: Clock; roles?: readonly string[] },
   input: { email: string; phone: string; role: string; password: string },
 ): Promise<UserRecord> {
   const email = normalizeEmail(input.email);
   const phone = normalizePhone(input.phone);
   if (!EMAIL_RE.test(email) || email.length > 254) throw new UserInputError('email is not a valid address');
   if (!PHONE_RE.test(phone)) throw new UserInputError('phone must be 4 to 20 digits, optionally starting with +');
-  if (!(ROLES as readonly string[]).includes(input.role)) throw new UserInputError(`role must be one of ${ROLES.join(', ')}`);
+  checkRole(input.role, deps.roles);
   const policy = passwordPolicyError(input.password, { email });
   if (policy) throw new UserInputError(policy);
   const passwordHash = await deps.hasher.hash(input.password);
   return deps.store.createUser({ email, phone, role: input.role, passwordHash, createdAt: deps.clock() });
+}
+
+/**
+ * Roles are extensible: the authorization policy may declare more than `user` and `admin`, and a
+ * user may then be given any role it knows [P-4.7].
+ */
+function checkRole(role: string, known: readonly string[] = ROLES): void {
+  const roles = [...new Set([...ROLES, ...known])];
+  if (!roles.includes(role)) throw new UserInputError(`role must be one of ${roles.join(', ')}`);
+}
+
+/** The user with this email, or a UserInputError naming it (the CLI exits 1 with the message). */
+export function requireUser(store: Store, email: string): UserRecord {
+  const user = store.findUserByEmail(normalizeEmail(email));
+  if (!user) throw new UserInputError(`no user with email ${normalizeEmail(email)}`);
+  return user;
+}
+
+/** Disables the account and ends its sessions at once: a disabled operator holds no live token. */
+export function disableUser(deps: { store: Store; clock: Clock }, email: string): { user: UserRecord; sessionsRevoked: number } {
+  const { store, clock } = deps;
+  const user = requireUser(store, email);
+  const sessionsRevoked = store.transaction(() => {
+    store.setUserDisabled(user.id, true);
+    store.deletePasscode(user.id);
+    return store.revokeUserSessions(user.id, clock(), 'account-disabled');
+  });
+  return { user: { ...user, disabled: true }, sessionsRevoked };
+}
+
+/** Enables the account again; sessions ended by disabling stay ended (the operator logs in anew). */
+export function enableUser(deps: { store: Store }, email: string): UserRecord {
+  const user = requireUser(deps.store, email);
+  deps.store.setUserDisabled(user.id, false);
+  return { ...user, disabled: false };
+}
+
+export function setUserRole(deps: { store: Store; roles?: readonly string[] }, email: string, role: string): UserRecord {
+  checkRole(role, deps.roles);
+  const user = requireUser(deps.store, email);
+  deps.store.setUserRole(user.id, role);
+  return { ...user, role };
+}
+
+/**
+ * Sets a new password (policy checked) and ends every session and the pending passcode: whoever
+ * knew the old password, or holds a token obtained with it, is out (ASVS V2.1.x, V3.3.3).
+ */
+export async function resetPassword(
+  deps: { store: Store; hasher: PasswordHasher; clock: Clock },
+  email: string,
+  password: string,
+): Promise<{ user: UserRecord; sessionsRevoked: number }> {
+  const { store, hasher, clock } = deps;
+  const user = requireUser(store, email);
+  const policy = passwordPolicyError(password, { email: user.email });
+  if (policy) throw new UserInputError(policy);
+  const passwordHash = await hasher.hash(password);
+  const sessionsRevoked = store.transaction(() => {
+    store.setPasswordHash(user.id, passwordHash);
+    store.deletePasscode(user.id);
+    return store.revokeUserSessions(user.id, clock(), 'password-changed');
+  });
+  return { user, sessionsRevoked };
+}
+
+export function deleteUser(deps: { store: Store }, email: string): UserRecord {
+  const user = requireUser(deps.store, email);
+  deps.store.deleteUser(user.id);
+  return user;
+}
+
+/** What an operator may see of a user: never the password hash. */
+export function describeUser(user: UserRecord): { id: number; email: string; phone: string; role: string; disabled: boolean; createdAt: string } {
+  return { id: user.id, email: user.email, phone: user.phone, role: user.role, disabled: user.disabled, createdAt: new Date(user.createdAt).toISOString() };
 }

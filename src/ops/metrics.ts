@@ -17,6 +17,8 @@ export interface Metrics {
   renewal(): void;
   reuseDetected(): void;
   reload(what: string, outcome: 'ok' | 'failed'): void;
+  /** Rows housekeeping deleted from `table` (passcodes, sessions, retiredTokens). */
+  housekeeping(table: string, rows: number): void;
 }
 
 export const NO_METRICS: Metrics = {
@@ -29,6 +31,7 @@ export const NO_METRICS: Metrics = {
   renewal() {},
   reuseDetected() {},
   reload() {},
+  housekeeping() {},
 };
 
 export interface PrometheusMetrics extends Metrics {
@@ -87,6 +90,12 @@ export function createPrometheusMetrics(opts: { activeSessions: () => number; de
     labelNames: ['what', 'outcome'] as const,
     registers,
   });
+  const housekept = new Counter({
+    name: 'hellwall_housekeeping_deleted_total',
+    help: 'Expired rows deleted by housekeeping, by table.',
+    labelNames: ['table'] as const,
+    registers,
+  });
   new Gauge({
     name: 'hellwall_sessions_active',
     help: 'Sessions not revoked, inside their absolute limit and used within the idle limit.',
@@ -126,6 +135,9 @@ export function createPrometheusMetrics(opts: { activeSessions: () => number; de
     },
     reload(what, outcome) {
       reloads.labels(what, outcome).inc();
+    },
+    housekeeping(table, rows) {
+      housekept.labels(table).inc(rows);
     },
   };
 }

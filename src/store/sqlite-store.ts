@@ -174,6 +174,13 @@ export function openSqliteStore(file: string, log?: Logger): Store {
     userByEmail: db.prepare<[string]>('SELECT * FROM users WHERE email = ?'),
     setPasswordHash: db.prepare<[string, number]>('UPDATE users SET password_hash = ? WHERE id = ?'),
     replacePasswordHash: db.prepare<[string, number, string]>('UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?'),
+    listUsers: db.prepare('SELECT * FROM users ORDER BY id'),
+    setDisabled: db.prepare<[number, number]>('UPDATE users SET disabled = ? WHERE id = ?'),
+    setRole: db.prepare<[string, number]>('UPDATE users SET role = ? WHERE id = ?'),
+    deleteUser: db.prepare<[number]>('DELETE FROM users WHERE id = ?'),
+    revokeUserSessions: db.prepare<[number, string, number]>(
+      'UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE user_id = ? AND revoked_at IS NULL',
+    ),
     putPasscode: db.prepare(
       `INSERT OR REPLACE INTO passcodes (user_id, hash, mac, seen_ip, reported_ip, created_at, expires_at, attempts, key_id)
        VALUES (@userId, @hash, @mac, @seenIp, @reportedIp, @createdAt, @expiresAt, @attempts, @keyId)`,
@@ -213,6 +220,30 @@ export function openSqliteStore(file: string, log?: Logger): Store {
       .prepare<[number, number]>('SELECT count(*) FROM sessions WHERE revoked_at IS NULL AND absolute_expires_at > ? AND last_seen_at > ?')
       .pluck(),
     ping: db.prepare('SELECT 1').pluck(),
+    // Housekeeping. INDEXED BY makes preparing fail rather than a batch silently scanning the table:
+    // without statistics the planner could pick the other range (e.g. absolute_expires_at > ?).
+    deleteExpiredPasscodes: db.prepare<[number, number]>(
+      'DELETE FROM passcodes WHERE user_id IN (SELECT user_id FROM passcodes INDEXED BY passcodes_expires WHERE expires_at <= ? LIMIT ?)',
+    ),
+    revokedBefore: db
+      .prepare<[number, number]>('SELECT id FROM sessions INDEXED BY sessions_revoked WHERE revoked_at <= ? LIMIT ?')
+      .pluck(),
+    pastAbsolute: db
+      .prepare<[number, number, number]>(
+        `SELECT id FROM sessions INDEXED BY sessions_open_absolute
+         WHERE revoked_at IS NULL AND absolute_expires_at <= ? AND expires_at <= ? LIMIT ?`,
+      )
+      .pluck(),
+    idleBefore: db
+      .prepare<[number, number, number, number]>(
+        `SELECT id FROM sessions INDEXED BY sessions_open_last_seen
+         WHERE revoked_at IS NULL AND last_seen_at <= ? AND expires_at <= ? AND absolute_expires_at > ? LIMIT ?`,
+      )
+      .pluck(),
+    deleteRetiredOf: db.prepare<[number, number]>(
+      'DELETE FROM retired_tokens WHERE master IN (SELECT master FROM retired_tokens WHERE session_id = ? LIMIT ?)',
+    ),
+    deleteSession: db.prepare<[number]>('DELETE FROM sessions WHERE id = ?'),
   };
 
   const cache = new SessionCache();
@@ -272,6 +303,32 @@ export function openSqliteStore(file: string, log?: Logger): Store {
           ? st.setPasswordHash.run(passwordHash, userId)
           : st.replacePasswordHash.run(passwordHash, userId, ifCurrent);
       return result.changes === 1;
+    },
+
+    // Cached sessions carry their owner's role and disabled flag: every user write below starts the
+    // cache over, so a check never answers from a stale copy (these writes are rare admin actions).
+    listUsers() {
+      return (st.listUsers.all() as UserRow[]).map(toUser);
+    },
+    setUserDisabled(userId, disabled) {
+      const changed = st.setDisabled.run(disabled ? 1 : 0, userId).changes === 1;
+      cache.clear();
+      return changed;
+    },
+    setUserRole(userId, role) {
+      const changed = st.setRole.run(role, userId).changes === 1;
+      cache.clear();
+      return changed;
+    },
+    deleteUser(userId) {
+      const changed = st.deleteUser.run(userId).changes === 1;
+      cache.clear();
+      return changed;
+    },
+    revokeUserSessions(userId, now, reason) {
+      const n = st.revokeUserSessions.run(now, reason, userId).changes;
+      cache.clear();
+      return n;
     },
 
     putPasscode(p) {
@@ -377,6 +434,34 @@ export function openSqliteStore(file: string, log?: Logger): Store {
 
     countActiveSessions(now, activeSince) {
       return st.countActive.get(now, activeSince) as number;
+    },
+    deleteExpired(now, policy) {
+      const limit = policy.batch;
+      const gone: number[] = [];
+      // IMMEDIATE: take the write lock first, so contention shows as busy before anything is read.
+      const counts = db.transaction(() => {
+        const passcodes = st.deleteExpiredPasscodes.run(now, limit).changes;
+        // Dead sessions, each kind through its own index; the three kinds are disjoint. The token
+        // must have expired too: until then it still answers authorized, idle or not [P-4.5].
+        const ids = st.revokedBefore.all(now - policy.keepRevokedMs, limit) as number[];
+        if (ids.length < limit) ids.push(...(st.pastAbsolute.all(now, now, limit - ids.length) as number[]));
+        if (ids.length < limit) ids.push(...(st.idleBefore.all(now - policy.idleMs, now, now, limit - ids.length) as number[]));
+        // Retired tokens are deleted here rather than by the cascade, which would be unbounded (one
+        // per renewal) and uncounted. A session goes only once none of its retired tokens is left.
+        let retiredTokens = 0;
+        for (const id of ids) {
+          const budget = limit - retiredTokens;
+          const n = budget > 0 ? st.deleteRetiredOf.run(id, budget).changes : 0;
+          retiredTokens += n;
+          if (n === budget) break; // it may have more: the next call finishes it
+          st.deleteSession.run(id);
+          gone.push(id);
+        }
+        return { passcodes, sessions: gone.length, retiredTokens };
+      }).immediate();
+      // This connection's own deletes do not change data_version: drop them from the cache here.
+      for (const id of gone) cache.delete(id);
+      return counts;
     },
     ping() {
       if (!db.open) throw new Error('database is closed');

@@ -102,6 +102,31 @@ export class StoreBusyError extends Error {
   override name = 'StoreBusyError';
 }
 
+/**
+ * What housekeeping may delete, relative to `now`. A session is dead when it can neither answer
+ * `authorized` nor be renewed again: its token has expired and it is past its absolute limit or
+ * idle beyond `idleMs` (the renewal idle limit). Revoked sessions are kept `keepRevokedMs` after
+ * their revocation, for forensics, whatever their limits.
+ */
+export interface ExpiryPolicy {
+  readonly idleMs: number;
+  readonly keepRevokedMs: number;
+  /** At most this many rows per table per call. */
+  readonly batch: number;
+}
+
+/**
+ * Rows deleted, by table. A table that gains a retention rule later (the audit log) adds its
+ * count here; the housekeeper and `hellwall cleanup` report every key they are given.
+ */
+export interface ExpiredCounts {
+  /** Pending passcodes past their expiry. */
+  readonly passcodes: number;
+  readonly sessions: number;
+  /** Rotated-out tokens of dead sessions (kept while their session lives, for reuse detection). */
+  readonly retiredTokens: number;
+}
+
 export interface Store {
   /** Runs `fn` atomically; nested calls join the outer transaction. */
   transaction<T>(fn: () => T): T;
@@ -121,6 +146,15 @@ export interface Store {
    * was changed.
    */
   setPasswordHash(userId: number, passwordHash: string, ifCurrent?: string): boolean;
+  /** Every user, by id. */
+  listUsers(): UserRecord[];
+  /** Sets the disabled flag; false when there is no such user. */
+  setUserDisabled(userId: number, disabled: boolean): boolean;
+  setUserRole(userId: number, role: string): boolean;
+  /** Deletes the user with their sessions and pending passcode (cascade); false when none. */
+  deleteUser(userId: number): boolean;
+  /** Revokes every session of the user still open; returns how many. */
+  revokeUserSessions(userId: number, now: number, reason: string): number;
 
   /** Stores the user's pending passcode, replacing any earlier one. */
   putPasscode(passcode: PasscodeRecord): void;
@@ -148,6 +182,11 @@ export interface Store {
 
   /** Sessions not revoked, inside their absolute limit, and used since `activeSince`. */
   countActiveSessions(now: number, activeSince: number): number;
+  /**
+   * Deletes dead rows (see ExpiryPolicy): at most `policy.batch` per table, in one short
+   * transaction, through indexes. Call again while any count equals the batch size.
+   */
+  deleteExpired(now: number, policy: ExpiryPolicy): ExpiredCounts;
   /** Throws when the database cannot answer a trivial query (readiness). */
   ping(): void;
 
