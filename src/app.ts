@@ -6,6 +6,7 @@ import { PasscodeService } from './auth/passcode-service.js';
 import { PasswordHasher, type ScryptParams } from './auth/passwords.js';
 import { PolicyLoader, type CompiledPolicy } from './auth/policy.js';
 import { Throttle } from './auth/throttle.js';
+import { SessionService } from './auth/session-service.js';
 import { TokenService } from './auth/token-service.js';
 import { addUser } from './auth/users.js';
 import type { Config } from './config.js';
@@ -106,11 +107,13 @@ export function buildApp(deps: AppDeps): App {
   const mail = new MailQueue(mailer, log, { metrics, ...(deps.mailRetryDelayMs !== undefined && { retryDelayMs: deps.mailRetryDelayMs }) });
   const throttle = new Throttle(config.limits, clock);
   const authDeps = { config, store, hasher, keys, clock, random, mail, metrics, throttle };
+  const tokens = new TokenService({ ...authDeps, policy });
   const services: Services = {
     config,
     protocol,
     passcodes: new PasscodeService(authDeps),
-    tokens: new TokenService({ ...authDeps, policy }),
+    tokens,
+    sessions: new SessionService({ config, store, clock, tokens }),
   };
   const dispatch = createDispatcher(services, protocol, { metrics });
   const housekeeper = new Housekeeper({

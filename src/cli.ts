@@ -11,7 +11,7 @@ import { HellwallClient } from './client/client.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './log.js';
 import { openSqliteStore } from './store/sqlite-store.js';
-import { DuplicateUserError } from './store/store.js';
+import { DuplicateUserError, isActiveSession, type SessionRecord } from './store/store.js';
 import { deleteUser, describeUser, disableUser, enableUser, requireUser, resetPassword, setUserRole, UserInputError } from './auth/users.js';
 import { DEV_CERT_FILE } from './tls/tls-files.js';
 
@@ -32,6 +32,12 @@ const USAGE = `Usage: hellwall <command> [options]
                                           every running server
   key retire ID                           retire an older key: its sessions are revoked (key-retired)
                                           and its pending passcodes dropped; not the current key
+  sessions list [--email E] [--json]     active sessions (all operators, or one): id, operator, MAC,
+                                          address, device, login and last use; never a token
+  sessions revoke --id N | --email E      end one session, or every session of an operator
+                                          (reason admin-revoked); the token answers unauthorized
+  stats [--json]                          active sessions, active operators, expired sessions not yet
+                                          cleaned up, pending passcodes, active sessions per operator
   cleanup [--json]                        delete expired passcodes and dead sessions now (what the
                                           server's housekeeping does every housekeeping.intervalSeconds)
   client hello                            ask the server for its protocol version and limits
@@ -308,6 +314,102 @@ async function keyCommand(args: string[], env: NodeJS.ProcessEnv): Promise<numbe
   }
 }
 
+/** `hellwall sessions …`: what operators see and end of the sessions table; never a token. */
+async function sessionsCommand(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values } = parseArgs({
+    args: rest,
+    options: { email: { type: 'string' }, id: { type: 'string' }, json: { type: 'boolean', default: false } },
+  });
+  if (sub !== 'list' && sub !== 'revoke') throw new UsageError(`unknown sessions command ${sub ?? ''}`);
+  const config = loadConfig(env);
+  const log = createLogger(env.HELLWALL_LOG_LEVEL ?? 'warn', undefined);
+  const store = openSqliteStore(path.join(config.dataDir, DATABASE_FILE), log);
+  const out = (text: string): void => void process.stdout.write(`${text}\n`);
+  try {
+    const now = Date.now();
+    if (sub === 'list') {
+      const user = values.email === undefined ? undefined : requireUser(store, values.email);
+      const open = user ? store.listOpenSessions(user.id) : store.listAllOpenSessions();
+      const rows = open.filter((s) => isActiveSession(s, now, config.tokens.idleSeconds * 1000)).map(describeSession);
+      if (values.json) out(JSON.stringify(rows));
+      else out(table(['id', 'email', 'mac', 'ip', 'device', 'created', 'last seen'], rows.map((r) => [r.id, r.email, r.mac, r.ip, r.device ?? '-', r.createdAt, r.lastSeenAt])));
+      return 0;
+    }
+    if ((values.id === undefined) === (values.email === undefined)) throw new UsageError('sessions revoke needs --id N or --email E (one of them)');
+    if (values.id !== undefined) {
+      const id = Number(values.id);
+      const session = Number.isSafeInteger(id) && id > 0 ? store.findSessionById(id) : undefined;
+      if (!session) throw new UserInputError(`no session with id ${values.id}`);
+      if (session.revokedAt !== null) {
+        out(`session ${id} had already ended (${session.revokeReason ?? 'revoked'})`);
+        return 0;
+      }
+      store.revokeSession(id, now, 'admin-revoked');
+      log.info({ event: 'session.revoke', sessionId: id, userId: session.userId, by: 'cli' }, 'session revoked by an administrator');
+      out(`session ${id} of ${session.userEmail} ended`);
+      return 0;
+    }
+    const user = requireUser(store, values.email!);
+    const n = store.revokeUserSessions(user.id, now, 'admin-revoked');
+    log.info({ event: 'session.revoke', userId: user.id, sessions: n, by: 'cli' }, 'sessions revoked by an administrator');
+    out(`${n} session(s) of ${user.email} ended`);
+    return 0;
+  } finally {
+    store.close();
+  }
+}
+
+function describeSession(s: SessionRecord): { id: number; email: string; mac: string; ip: string; device: string | null; createdAt: string; lastSeenAt: string } {
+  return {
+    id: s.id,
+    email: s.userEmail,
+    mac: s.mac,
+    ip: s.ip,
+    device: s.device,
+    createdAt: new Date(s.createdAt).toISOString(),
+    lastSeenAt: new Date(s.lastSeenAt).toISOString(),
+  };
+}
+
+/** `hellwall stats`: counts an operator asks for first; read-only. */
+async function statsCommand(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const { values } = parseArgs({ args, options: { json: { type: 'boolean', default: false } } });
+  const config = loadConfig(env);
+  const log = createLogger(env.HELLWALL_LOG_LEVEL ?? 'warn', undefined);
+  const store = openSqliteStore(path.join(config.dataDir, DATABASE_FILE), log);
+  try {
+    const now = Date.now();
+    const open = store.listAllOpenSessions();
+    const active = open.filter((s) => isActiveSession(s, now, config.tokens.idleSeconds * 1000));
+    const perUser: Record<string, number> = {};
+    for (const s of active) perUser[s.userEmail] = (perUser[s.userEmail] ?? 0) + 1;
+    const stats = {
+      activeSessions: active.length,
+      activeUsers: Object.keys(perUser).length,
+      // Open (not revoked) but past their limits: what housekeeping will delete.
+      expiredSessions: open.filter((s) => !s.userDisabled && !isActiveSession(s, now, config.tokens.idleSeconds * 1000)).length,
+      pendingPasscodes: store.countPendingPasscodes(now),
+      sessionsPerUser: perUser,
+    };
+    if (values.json) {
+      process.stdout.write(JSON.stringify(stats) + '\n');
+    } else {
+      const lines = [
+        `active sessions    ${stats.activeSessions}`,
+        `active users       ${stats.activeUsers}`,
+        `expired sessions   ${stats.expiredSessions}`,
+        `pending passcodes  ${stats.pendingPasscodes}`,
+      ];
+      if (stats.activeUsers > 0) lines.push('', table(['email', 'sessions'], Object.entries(perUser)));
+      process.stdout.write(lines.join('\n') + '\n');
+    }
+    return 0;
+  } finally {
+    store.close();
+  }
+}
+
 /** `hellwall cleanup`: one housekeeping pass, to completion, beside a running server or without one. */
 async function cleanupCommand(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const { values } = parseArgs({ args, options: { json: { type: 'boolean', default: false } } });
@@ -422,6 +524,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
         return await keyCommand(rest, env);
       case 'cleanup':
         return await cleanupCommand(rest, env);
+      case 'sessions':
+        return await sessionsCommand(rest, env);
+      case 'stats':
+        return await statsCommand(rest, env);
       case undefined:
       case 'help':
       case '--help':

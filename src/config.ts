@@ -39,6 +39,9 @@ export interface Config {
     readonly absoluteSeconds: number;
     readonly graceSeconds: number;
   };
+  readonly sessions: {
+    readonly maxPerUser: number;
+  };
   readonly passcodes: {
     readonly ttlSeconds: number;
     readonly maxAttempts: number;
@@ -115,6 +118,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'tokens.idleSeconds', env: 'HELLWALL_RENEW_IDLE', kind: 'int', default: 86400, min: 1, doc: 'A session unused this long can no longer be renewed [P-4.5].' },
   { key: 'tokens.absoluteSeconds', env: 'HELLWALL_RENEW_ABSOLUTE', kind: 'int', default: 2592000, min: 1, doc: 'No renewal after this long since login [P-4.5].' },
   { key: 'tokens.graceSeconds', env: 'HELLWALL_ROTATION_GRACE', kind: 'int', default: 30, min: 0, doc: 'After a renewal, the old token still yields the same new token for this long; after it, presenting the old token revokes the session [P-4.5].' },
+  { key: 'sessions.maxPerUser', env: 'HELLWALL_SESSIONS_MAX_PER_USER', kind: 'int', default: 5, min: 1, max: 1000, doc: 'Active sessions (devices) per operator. A login that would open one more ends the oldest (by login time) with reason `evicted` [P-3.5].' },
   { key: 'passcodes.ttlSeconds', env: 'HELLWALL_PASSCODE_TTL', kind: 'int', default: 180, min: 10, doc: 'Passcode lifetime.' },
   { key: 'passcodes.maxAttempts', env: 'HELLWALL_PASSCODE_MAX_ATTEMPTS', kind: 'int', default: 5, min: 1, doc: 'Failed passcode.auth attempts after which a pending passcode is void.' },
   { key: 'passwords.hashConcurrency', env: 'HELLWALL_HASH_CONCURRENCY', kind: 'int', default: 2, min: 1, doc: 'Password hashes computed at once; the rest queue, so logins cannot starve token checks.' },

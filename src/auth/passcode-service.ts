@@ -3,7 +3,7 @@ import type { Clock, Logger, RandomBytes } from '../deps.js';
 import type { Metrics } from '../ops/metrics.js';
 import { passcodeMail, type MailQueue } from '../mail/mailer.js';
 import { ProtocolError } from '../protocol/errors.js';
-import type { Store } from '../store/store.js';
+import { isActiveSession, type Store } from '../store/store.js';
 import { constantEquals, constantEqualsBytes } from './constant-equals.js';
 import type { KeyRing } from './key-ring.js';
 import { normalizeEmail, normalizeMac, normalizePhone } from './normalize.js';
@@ -140,7 +140,7 @@ export class PasscodeService {
    * transaction that creates the session, so it can never be used twice.
    */
   async authenticate(
-    input: { email: string; phone: string; password: string; passcode: string; mac: string; seenIp: string },
+    input: { email: string; phone: string; password: string; passcode: string; mac: string; seenIp: string; device?: string | undefined },
     log: Logger,
   ): Promise<LoginResult> {
     const { store, hasher, config, clock, random, keys, throttle } = this.#d;
@@ -159,7 +159,8 @@ export class PasscodeService {
       passwordOk = await hasher.verify(current.passwordHash, input.password);
     }
 
-    const outcome = store.transaction((): { ok: true; result: LoginResult; sessionId: number; userId: number } | { ok: false; reason: string } => {
+    type Evicted = { id: number; mac: string; ip: string; createdAt: number };
+    const outcome = store.transaction((): { ok: true; result: LoginResult; sessionId: number; userId: number; evicted: Evicted[] } | { ok: false; reason: string } => {
       // Read again after the (slow, async) password check: the state may have moved meanwhile.
       const user = store.findUserByEmail(email);
       if (!user || user.passwordHash !== before?.passwordHash) return { ok: false, reason: 'unknown-account' };
@@ -191,6 +192,11 @@ export class PasscodeService {
       const ttl = config.tokens;
       const absoluteExpiresAt = now + ttl.absoluteSeconds * 1000;
       const expiresAt = Math.min(now + ttl.ttlSeconds * 1000, absoluteExpiresAt);
+      // [P-3.5] At most maxPerUser active sessions: the oldest logins make room, in this same
+      // transaction, so no moment exists with more (and a failed login evicts nothing).
+      const active = store.listOpenSessions(user.id).filter((s) => isActiveSession(s, now, ttl.idleSeconds * 1000));
+      const evicted = active.slice(0, Math.max(0, active.length - config.sessions.maxPerUser + 1));
+      for (const old of evicted) store.revokeSession(old.id, now, 'evicted');
       const key = keys.current;
       const sessionId = store.createSession({
         userId: user.id,
@@ -201,11 +207,13 @@ export class PasscodeService {
         createdAt: now,
         expiresAt,
         absoluteExpiresAt,
+        device: input.device ?? null,
       });
       return {
         ok: true,
         sessionId,
         userId: user.id,
+        evicted: evicted.map((s) => ({ id: s.id, mac: s.mac, ip: s.ip, createdAt: s.createdAt })),
         result: {
           token,
           expiresAt,
@@ -224,6 +232,13 @@ export class PasscodeService {
     }
     throttle.success(input.seenIp, email);
     log.info({ event: 'login', outcome: 'success', userId: outcome.userId, sessionId: outcome.sessionId, mac}, 'login succeeded');
+    // The audit trail of evictions until the audit table exists: one line per ended session.
+    for (const old of outcome.evicted) {
+      log.info(
+        { event: 'session.evicted', userId: outcome.userId, sessionId: old.id, mac: old.mac, ip: old.ip, createdAt: old.createdAt, by: outcome.sessionId, maxPerUser: config.sessions.maxPerUser },
+        'oldest session ended: too many sessions for this operator',
+      );
+    }
     return outcome.result;
   }
 

@@ -1,4 +1,5 @@
 import type { Logger } from '../deps.js';
+import { ProtocolError } from '../protocol/errors.js';
 import type { RetiredTokenRecord, SessionRecord } from '../store/store.js';
 import { constantEqualsBytes } from './constant-equals.js';
 import { normalizeMac } from './normalize.js';
@@ -58,6 +59,36 @@ export class TokenService {
       if (retired?.keyId === key.id) return this.#retired(retired, input, now, log);
     }
     return this.#deny(log, input, 'unknown-token-or-binding');
+  }
+
+  /**
+   * [P-3.6] The session a session command's token belongs to: found like a token check finds it
+   * (token + MAC + the address seen), and only while the token would check `authorized` right now
+   * (no renewal, no policy: these commands concern the session itself). Anything else throws
+   * E_UNAUTHENTICATED, changes nothing, and counts as a failed check for the address limit [P-2.8].
+   */
+  authenticate(input: { token: string; mac: string; seenIp: string; command: string }, log: Logger): SessionRecord {
+    const { store, keys, clock } = this.#d;
+    this.#d.throttle.beforeCheck(input.seenIp);
+    const now = clock();
+    const refuse = (reason: string, sessionId?: number): never => {
+      this.#d.throttle.failedCheck(input.seenIp);
+      log.info({ event: 'session.auth', outcome: 'unauthenticated', reason, sessionId, command: input.command }, 'session command refused');
+      throw new ProtocolError('E_UNAUTHENTICATED', 'not authenticated');
+    };
+    if (!isWellFormedToken(input.token)) return refuse('malformed-token');
+    const mac = normalizeMac(input.mac);
+    for (const key of keys.verifying) {
+      const session = store.findSessionByMaster(masterToken(key.master, input.token, mac, input.seenIp));
+      if (session?.keyId !== key.id) continue;
+      // A rotated-out token is not looked up at all: it finds no session here, whatever its grace.
+      if (session.revokedAt !== null) return refuse('revoked', session.id);
+      if (session.userDisabled) return refuse('account-disabled', session.id);
+      if (now >= session.expiresAt) return refuse('expired', session.id);
+      if (now - session.lastSeenAt >= TOUCH_INTERVAL_MS) store.touchSession(session.id, now);
+      return session;
+    }
+    return refuse('unknown-token-or-binding');
   }
 
   #current(s: SessionRecord, input: { token: string; request: string; seenIp: string }, now: number, log: Logger): CheckResult {

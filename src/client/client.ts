@@ -7,6 +7,9 @@ import type {
   HelloResponse,
   PasscodeAuthResponse,
   PasscodeRequestResponse,
+  SessionListResponse,
+  SessionLogoutAllResponse,
+  SessionLogoutResponse,
   TokenCheckResponse,
 } from '../protocol/messages.gen.js';
 
@@ -143,12 +146,27 @@ export class HellwallClient {
     return this.send({ code: 1, ...args });
   }
 
-  login(args: { email: string; phone: string; password: string; passcode: string; mac: string }): Promise<Result<PasscodeAuthResponse>> {
+  login(args: { email: string; phone: string; password: string; passcode: string; mac: string; device?: string }): Promise<Result<PasscodeAuthResponse>> {
     return this.send({ code: 2, ...args });
   }
 
   check(args: { token: string; mac: string; request: string; data?: unknown }): Promise<Result<TokenCheckResponse>> {
     return this.send({ code: 3, ...args });
+  }
+
+  /** session.logout: ends this token's session. */
+  logout(args: { token: string; mac: string }): Promise<Result<SessionLogoutResponse>> {
+    return this.send({ code: 4, ...args });
+  }
+
+  /** session.logout_all: ends every session of this token's operator. */
+  logoutAll(args: { token: string; mac: string }): Promise<Result<SessionLogoutAllResponse>> {
+    return this.send({ code: 5, ...args });
+  }
+
+  /** session.list: this token's operator's active sessions. */
+  listSessions(args: { token: string; mac: string }): Promise<Result<SessionListResponse>> {
+    return this.send({ code: 6, ...args });
   }
 
   /** Ends the connection after the server has answered everything sent so far. */

@@ -1,6 +1,7 @@
 import type { Config } from '../config.js';
 import type { Logger } from '../deps.js';
 import type { PasscodeService } from '../auth/passcode-service.js';
+import type { SessionService } from '../auth/session-service.js';
 import type { TokenService } from '../auth/token-service.js';
 import type { Protocol } from '../protocol/registry.js';
 
@@ -10,6 +11,7 @@ export interface Services {
   readonly protocol: Protocol;
   readonly passcodes: PasscodeService;
   readonly tokens: TokenService;
+  readonly sessions: SessionService;
 }
 
 export interface RequestContext {

@@ -2,6 +2,9 @@ import type { Handler } from './context.js';
 import { hello } from './hello.js';
 import { passcodeAuth } from './passcode-auth.js';
 import { passcodeRequest } from './passcode-request.js';
+import { sessionList } from './session-list.js';
+import { sessionLogout } from './session-logout.js';
+import { sessionLogoutAll } from './session-logout-all.js';
 import { tokenCheck } from './token-check.js';
 
 /**
@@ -14,4 +17,7 @@ export const HANDLERS: Readonly<Record<string, Handler<never>>> = Object.freeze(
   'passcode.request': passcodeRequest,
   'passcode.auth': passcodeAuth,
   'token.check': tokenCheck,
+  'session.logout': sessionLogout,
+  'session.logout_all': sessionLogoutAll,
+  'session.list': sessionList,
 });

@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'E_SCHEMA'
   | 'E_UNKNOWN_COMMAND'
   | 'E_AUTH_FAILED'
+  | 'E_UNAUTHENTICATED'
   | 'E_BUSY'
   | 'E_RATE_LIMITED'
   | 'E_INTERNAL';
@@ -133,6 +134,10 @@ export interface PasscodeAuthRequest {
    * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
    */
   mac: string;
+  /**
+   * Optional, since 1.2: a description of the client device for the operator's session list (e.g. host name and program); printable characters, no control characters. Recorded only; never checked.
+   */
+  device?: string;
 }
 
 // passcode-auth.response.json
@@ -230,6 +235,164 @@ export interface PasscodeRequestResponse {
    * How long a passcode, if one was sent, stays valid.
    */
   expiresInSeconds: number;
+}
+
+// session-list.request.json
+/**
+ * Lists the active sessions of the token's operator [P-4.10]. Authenticated by the token and MAC like token.check [P-3.6].
+ */
+export interface SessionListRequest {
+  /**
+   * Command code of this request.
+   */
+  code: 6;
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   */
+  id?: string;
+  /**
+   * A base token as returned by passcode.auth or a renewal: `Awfer_hellwall_` followed by 43 base64url characters [P-3.1].
+   */
+  token: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  mac: string;
+}
+
+// session-list.response.json
+/**
+ * The caller's operator's active sessions [P-4.10].
+ */
+export interface SessionListResponse {
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   */
+  id?: string;
+  /**
+   * The command code of the request this answers.
+   */
+  code: 6;
+  status: OkStatus;
+  /**
+   * The operator's active sessions, oldest first.
+   */
+  sessions: SessionListEntry[];
+}
+/**
+ * One active session of the operator. Never carries a token.
+ */
+export interface SessionListEntry {
+  /**
+   * The session's identifier, as shown to operators by `hellwall sessions list`. Not a credential.
+   */
+  id: number;
+  /**
+   * The MAC the session is bound to, normalized to lower case with `:` separators [P-3.3].
+   */
+  mac: string;
+  /**
+   * The address the server saw at login, which the session is bound to [P-3.4].
+   */
+  ip: string;
+  /**
+   * The device description the client sent with `passcode.auth`; absent when it sent none.
+   */
+  device?: string;
+  /**
+   * When the session was opened (the login).
+   */
+  createdAt: number;
+  /**
+   * Last recorded use; recorded at most once a minute per session, so up to a minute behind.
+   */
+  lastSeenAt: number;
+  /**
+   * True for the session of the token that made this request.
+   */
+  current: boolean;
+}
+
+// session-logout-all.request.json
+/**
+ * Ends every session of the token's operator, this one included [P-4.9]. Authenticated by the token and MAC like token.check [P-3.6].
+ */
+export interface SessionLogoutAllRequest {
+  /**
+   * Command code of this request.
+   */
+  code: 5;
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   */
+  id?: string;
+  /**
+   * A base token as returned by passcode.auth or a renewal: `Awfer_hellwall_` followed by 43 base64url characters [P-3.1].
+   */
+  token: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  mac: string;
+}
+
+// session-logout-all.response.json
+/**
+ * Every session of the caller's operator has ended [P-4.9].
+ */
+export interface SessionLogoutAllResponse {
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   */
+  id?: string;
+  /**
+   * The command code of the request this answers.
+   */
+  code: 5;
+  status: OkStatus;
+  /**
+   * How many active sessions were ended, the caller's own included.
+   */
+  ended: number;
+}
+
+// session-logout.request.json
+/**
+ * Ends the session the token belongs to [P-4.8]. Authenticated by the token and MAC like token.check [P-3.6].
+ */
+export interface SessionLogoutRequest {
+  /**
+   * Command code of this request.
+   */
+  code: 4;
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   */
+  id?: string;
+  /**
+   * A base token as returned by passcode.auth or a renewal: `Awfer_hellwall_` followed by 43 base64url characters [P-3.1].
+   */
+  token: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  mac: string;
+}
+
+// session-logout.response.json
+/**
+ * The caller's session has ended [P-4.8].
+ */
+export interface SessionLogoutResponse {
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   */
+  id?: string;
+  /**
+   * The command code of the request this answers.
+   */
+  code: 4;
+  status: OkStatus;
 }
 
 // token-check.request.json

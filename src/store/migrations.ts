@@ -84,4 +84,12 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX sessions_revoked ON sessions(revoked_at) WHERE revoked_at IS NOT NULL;
     `,
   },
+  {
+    version: 4,
+    name: 'client-reported device with each session',
+    // Nullable: sessions opened before 1.2, and by clients that send no `device`, have none.
+    sql: `
+      ALTER TABLE sessions ADD COLUMN device TEXT;
+    `,
+  },
 ];

@@ -40,6 +40,7 @@ interface SessionRow {
   user_role: string;
   user_disabled: number;
   key_id: number;
+  device: string | null;
 }
 
 const toUser = (r: UserRow): UserRecord => ({
@@ -69,6 +70,7 @@ const toSession = (r: SessionRow): SessionRecord => ({
   userRole: r.user_role,
   userDisabled: r.user_disabled !== 0,
   keyId: r.key_id,
+  device: r.device,
 });
 
 const isBusy = (err: unknown): boolean => (err as { code?: unknown }).code === 'SQLITE_BUSY';
@@ -189,11 +191,14 @@ export function openSqliteStore(file: string, log?: Logger): Store {
     deletePasscode: db.prepare<[number]>('DELETE FROM passcodes WHERE user_id = ?'),
     setAttempts: db.prepare<[number, number]>('UPDATE passcodes SET attempts = ? WHERE user_id = ?'),
     insertSession: db.prepare(
-      `INSERT INTO sessions (user_id, master, mac, ip, created_at, last_seen_at, expires_at, absolute_expires_at, key_id)
-       VALUES (@userId, @master, @mac, @ip, @createdAt, @createdAt, @expiresAt, @absoluteExpiresAt, @keyId)`,
+      `INSERT INTO sessions (user_id, master, mac, ip, created_at, last_seen_at, expires_at, absolute_expires_at, key_id, device)
+       VALUES (@userId, @master, @mac, @ip, @createdAt, @createdAt, @expiresAt, @absoluteExpiresAt, @keyId, @device)`,
     ),
     sessionByMaster: db.prepare<[Buffer]>(`${SESSION_SELECT} WHERE s.master = ?`),
     sessionById: db.prepare<[number]>(`${SESSION_SELECT} WHERE s.id = ?`),
+    openSessionsOf: db.prepare<[number]>(`${SESSION_SELECT} WHERE s.user_id = ? AND s.revoked_at IS NULL ORDER BY s.created_at, s.id`),
+    pendingPasscodes: db.prepare<[number]>('SELECT count(*) FROM passcodes WHERE expires_at > ?').pluck(),
+    allOpenSessions: db.prepare(`${SESSION_SELECT} WHERE s.revoked_at IS NULL ORDER BY s.created_at, s.id`),
     retired: db.prepare<[Buffer]>('SELECT * FROM retired_tokens WHERE master = ?'),
     insertRetired: db.prepare(
       `INSERT OR REPLACE INTO retired_tokens (master, session_id, generation, retired_at, grace_until, nonce, key_id, rotate_key_id)
@@ -360,7 +365,7 @@ export function openSqliteStore(file: string, log?: Logger): Store {
     },
 
     createSession(s: NewSession) {
-      return Number(st.insertSession.run(s).lastInsertRowid);
+      return Number(st.insertSession.run({ ...s, device: s.device ?? null }).lastInsertRowid);
     },
     findSessionByMaster(master) {
       if (batchDepth === 0 || !batchValidated) revalidate();
@@ -416,6 +421,15 @@ export function openSqliteStore(file: string, log?: Logger): Store {
     revokeSession(id, now, reason) {
       st.revoke.run(now, reason, id);
       cache.delete(id);
+    },
+    listOpenSessions(userId) {
+      return (st.openSessionsOf.all(userId) as SessionRow[]).map(toSession);
+    },
+    listAllOpenSessions() {
+      return (st.allOpenSessions.all() as SessionRow[]).map(toSession);
+    },
+    countPendingPasscodes(now) {
+      return st.pendingPasscodes.get(now) as number;
     },
 
     countSessionsByKey(now) {

@@ -46,9 +46,12 @@ export interface NewSession {
   readonly absoluteExpiresAt: number;
   /** The server key the master token was made with. */
   readonly keyId: number;
+  /** What the client said about its device at login (passcode.auth `device`), if anything. */
+  readonly device?: string | null;
 }
 
 export interface SessionRecord extends NewSession {
+  readonly device: string | null;
   readonly id: number;
   readonly lastSeenAt: number;
   readonly generation: number;
@@ -58,6 +61,16 @@ export interface SessionRecord extends NewSession {
   readonly userEmail: string;
   readonly userRole: string;
   readonly userDisabled: boolean;
+}
+
+/**
+ * A session that can still answer `authorized` or be renewed: not revoked, owner enabled, and either
+ * its token is current or it is inside both renewal limits [P-4.5]. The token service's rules.
+ */
+export function isActiveSession(s: SessionRecord, now: number, idleMs: number): boolean {
+  if (s.revokedAt !== null || s.userDisabled) return false;
+  if (now < s.expiresAt) return true;
+  return now < s.absoluteExpiresAt && now < s.lastSeenAt + idleMs;
 }
 
 /** A master token that a renewal replaced; kept to serve the grace and to detect reuse. */
@@ -171,6 +184,15 @@ export interface Store {
   /** Records last activity; best effort: false when the database was busy and nothing was written. */
   touchSession(id: number, now: number): boolean;
   revokeSession(id: number, now: number, reason: string): void;
+  /**
+   * Sessions of the user that are not revoked, by creation (oldest first). Includes sessions past
+   * their limits; callers decide what "active" means (see isActiveSession).
+   */
+  listOpenSessions(userId: number): SessionRecord[];
+  /** Every session not revoked, of every user, oldest first (for operators). */
+  listAllOpenSessions(): SessionRecord[];
+  /** Passcodes requested and not yet used, voided or expired. */
+  countPendingPasscodes(now: number): number;
 
   /** Sessions not revoked and inside their absolute limit, by the server key their master was made with. */
   countSessionsByKey(now: number): Map<number, number>;
