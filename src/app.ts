@@ -152,31 +152,24 @@ export function buildApp(deps: AppDeps): App {
     { name: 'listener', check: () => (listener && !closing ? null : closing ? 'shutting down' : 'not listening') },
   ];
 
-  // A key rotation (`hellwall key rotate`) becomes current here; keys retired meanwhile stop
-  // verifying. Until then the old current key keeps making hashes, which verify after the reload too.
-  // A failed reload keeps the policy in force: a typo in the file must not open or close every door.
-  const reloadPolicy = (): boolean => {
+  /**
+   * Reloads one part on SIGHUP: counted and logged either way. A part that fails to load keeps what
+   * it had (a typo in the policy must not open or close every door; a bad certificate must not take
+   * the listener down), and does not hold back the other parts.
+   */
+  const reloadPart = async (
+    what: 'policy' | 'keys' | 'tls',
+    load: () => Record<string, unknown> | Promise<Record<string, unknown>>,
+    messages: { ok: string; failed: string },
+  ): Promise<boolean> => {
     try {
-      policy.current = policyLoader.load();
-      metrics.reload('policy', 'ok');
-      log.info({ policy: policy.current.source, rules: policy.current.ruleCount, roles: policy.current.roles }, 'policy reloaded');
+      const fields = await load();
+      metrics.reload(what, 'ok');
+      log.info(fields, messages.ok);
       return true;
     } catch (err) {
-      metrics.reload('policy', 'failed');
-      log.error({ err: (err as Error).message }, 'policy reload failed; the previous policy stays in force');
-      return false;
-    }
-  };
-
-  const reloadKeys = (): boolean => {
-    try {
-      const ring = keys.reload();
-      metrics.reload('keys', 'ok');
-      log.info({ currentKeyId: ring.current, keyIds: ring.verifying }, 'server keys reloaded');
-      return true;
-    } catch (err) {
-      metrics.reload('keys', 'failed');
-      log.error({ err: (err as Error).message }, 'server key reload failed; the keys loaded before stay in use');
+      metrics.reload(what, 'failed');
+      log.error({ err: (err as Error).message }, messages.failed);
       return false;
     }
   };
@@ -226,22 +219,37 @@ export function buildApp(deps: AppDeps): App {
       return { address, tls, ops: opsAddress };
     },
     async reload() {
-      // Each part independently: a bad policy file must not hold back a key rotation, nor the reverse.
-      const policyOk = reloadPolicy();
-      const keysOk = reloadKeys() && policyOk;
-      if (!listener) return false;
-      try {
-        const next = await loadTlsMaterial(config, log);
-        listener.setCertificate(next.key, next.cert);
-        material = next;
-        metrics.reload('tls', 'ok');
-        log.info({ certFile: next.certFile, notAfter: new X509Certificate(next.cert).validTo }, 'certificate reloaded');
-        return keysOk;
-      } catch (err) {
-        metrics.reload('tls', 'failed');
-        log.error({ err: (err as Error).message }, 'certificate reload failed; the previous certificate stays in use');
-        return false;
-      }
+      const policyOk = await reloadPart(
+        'policy',
+        () => {
+          policy.current = policyLoader.load();
+          return { policy: policy.current.source, rules: policy.current.ruleCount, roles: policy.current.roles };
+        },
+        { ok: 'policy reloaded', failed: 'policy reload failed; the previous policy stays in force' },
+      );
+      // A key rotation (`hellwall key rotate`) becomes current here; keys retired meanwhile stop
+      // verifying. Until then the old current key keeps making hashes, which verify after it too.
+      const keysOk = await reloadPart(
+        'keys',
+        () => {
+          const ring = keys.reload();
+          return { currentKeyId: ring.current, keyIds: ring.verifying };
+        },
+        { ok: 'server keys reloaded', failed: 'server key reload failed; the keys loaded before stay in use' },
+      );
+      const live = listener;
+      if (!live) return false;
+      const tlsOk = await reloadPart(
+        'tls',
+        async () => {
+          const next = await loadTlsMaterial(config, log);
+          live.setCertificate(next.key, next.cert);
+          material = next;
+          return { certFile: next.certFile, notAfter: new X509Certificate(next.cert).validTo };
+        },
+        { ok: 'certificate reloaded', failed: 'certificate reload failed; the previous certificate stays in use' },
+      );
+      return policyOk && keysOk && tlsOk;
     },
     close(graceMs = config.shutdownGraceMs) {
       closing ??= (async () => {

@@ -8,10 +8,11 @@ import { passwordPolicyWarning } from './auth/passwords.js';
 import { buildApp, DATABASE_FILE } from './app.js';
 import { KeyRingError, listKeys, retireKey, rotateKey } from './auth/key-ring.js';
 import { HellwallClient } from './client/client.js';
-import { ConfigError, loadConfig } from './config.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
+import type { Logger } from './deps.js';
 import { createLogger } from './log.js';
 import { openSqliteStore } from './store/sqlite-store.js';
-import { DuplicateUserError, isActiveSession, type SessionRecord } from './store/store.js';
+import { DuplicateUserError, isActiveSession, type SessionRecord, type Store } from './store/store.js';
 import { deleteUser, describeUser, disableUser, enableUser, requireUser, resetPassword, setUserRole, UserInputError } from './auth/users.js';
 import { DEV_CERT_FILE } from './tls/tls-files.js';
 
@@ -182,8 +183,7 @@ async function userCommand(args: string[], env: NodeJS.ProcessEnv): Promise<numb
   if (!['add', 'list', 'show', 'disable', 'enable', 'set-role', 'reset-password', 'delete'].includes(sub ?? '')) {
     throw new UsageError(`unknown user command ${sub ?? ''}`);
   }
-  const config = loadConfig(env);
-  const log = createLogger(env.HELLWALL_LOG_LEVEL ?? 'warn', undefined);
+  const { config, log } = adminContext(env);
   const app = buildApp({ config, log });
   const deps = { store: app.store, hasher: app.hasher, clock: Date.now, roles: app.policy.current.roles };
   const out = (text: string): void => void process.stdout.write(`${text}\n`);
@@ -247,6 +247,16 @@ async function userCommand(args: string[], env: NodeJS.ProcessEnv): Promise<numb
   }
 }
 
+/**
+ * What every admin command starts from: the configuration and a quiet logger (warnings and worse on
+ * stdout unless HELLWALL_LOG_LEVEL says otherwise), and the database of the data directory.
+ */
+function adminContext(env: NodeJS.ProcessEnv): { config: Config; log: Logger; openStore: () => Store } {
+  const config = loadConfig(env);
+  const log = createLogger(env.HELLWALL_LOG_LEVEL ?? 'warn', undefined);
+  return { config, log, openStore: () => openSqliteStore(path.join(config.dataDir, DATABASE_FILE), log) };
+}
+
 /** A plain text table for people; scripts use --json. */
 function table(head: string[], rows: Array<Array<string | number>>): string {
   const cells = [head, ...rows.map((r) => r.map(String))];
@@ -258,9 +268,7 @@ function table(head: string[], rows: Array<Array<string | number>>): string {
 async function keyCommand(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const [sub, ...rest] = args;
   const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { json: { type: 'boolean', default: false } } });
-  const config = loadConfig(env);
-  const log = createLogger(env.HELLWALL_LOG_LEVEL ?? 'warn', undefined);
-  const openStore = () => openSqliteStore(path.join(config.dataDir, DATABASE_FILE), log);
+  const { config, log, openStore } = adminContext(env);
   switch (sub) {
     case 'rotate': {
       const id = rotateKey(config.dataDir, randomBytes, log);
@@ -322,9 +330,8 @@ async function sessionsCommand(args: string[], env: NodeJS.ProcessEnv): Promise<
     options: { email: { type: 'string' }, id: { type: 'string' }, json: { type: 'boolean', default: false } },
   });
   if (sub !== 'list' && sub !== 'revoke') throw new UsageError(`unknown sessions command ${sub ?? ''}`);
-  const config = loadConfig(env);
-  const log = createLogger(env.HELLWALL_LOG_LEVEL ?? 'warn', undefined);
-  const store = openSqliteStore(path.join(config.dataDir, DATABASE_FILE), log);
+  const { config, log, openStore } = adminContext(env);
+  const store = openStore();
   const out = (text: string): void => void process.stdout.write(`${text}\n`);
   try {
     const now = Date.now();
@@ -375,9 +382,8 @@ function describeSession(s: SessionRecord): { id: number; email: string; mac: st
 /** `hellwall stats`: counts an operator asks for first; read-only. */
 async function statsCommand(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const { values } = parseArgs({ args, options: { json: { type: 'boolean', default: false } } });
-  const config = loadConfig(env);
-  const log = createLogger(env.HELLWALL_LOG_LEVEL ?? 'warn', undefined);
-  const store = openSqliteStore(path.join(config.dataDir, DATABASE_FILE), log);
+  const { config, openStore } = adminContext(env);
+  const store = openStore();
   try {
     const now = Date.now();
     const open = store.listAllOpenSessions();
@@ -387,8 +393,8 @@ async function statsCommand(args: string[], env: NodeJS.ProcessEnv): Promise<num
     const stats = {
       activeSessions: active.length,
       activeUsers: Object.keys(perUser).length,
-      // Open (not revoked) but past their limits: what housekeeping will delete.
-      expiredSessions: open.filter((s) => !s.userDisabled && !isActiveSession(s, now, config.tokens.idleSeconds * 1000)).length,
+      // Open (not revoked), of an enabled account, but past their limits: what housekeeping will delete.
+      expiredSessions: open.filter((s) => !s.userDisabled).length - active.length,
       pendingPasscodes: store.countPendingPasscodes(now),
       sessionsPerUser: perUser,
     };
@@ -413,8 +419,7 @@ async function statsCommand(args: string[], env: NodeJS.ProcessEnv): Promise<num
 /** `hellwall cleanup`: one housekeeping pass, to completion, beside a running server or without one. */
 async function cleanupCommand(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const { values } = parseArgs({ args, options: { json: { type: 'boolean', default: false } } });
-  const config = loadConfig(env);
-  const log = createLogger(env.HELLWALL_LOG_LEVEL ?? 'warn', undefined);
+  const { config, log } = adminContext(env);
   const app = buildApp({ config, log });
   try {
     const pass = await app.housekeeper.runOnce();

@@ -5,8 +5,6 @@ import { ProtocolError } from '../protocol/errors.js';
 /** The `limits.*` options (src/config.ts documents each). */
 export type ThrottleLimits = Config['limits'];
 
-export type IpKind = 'passcode.request' | 'passcode.auth' | 'token.check';
-
 interface Bucket {
   tokens: number;
   at: number;

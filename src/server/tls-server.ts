@@ -34,6 +34,28 @@ const TLS_POLICY = {
   secureOptions: cryptoConstants.SSL_OP_NO_RENEGOTIATION,
 } as const;
 
+/**
+ * Logs refusals of one kind at most once every 10 s, with how many there were since the last line:
+ * a flood of refused connections must not become a flood of log lines.
+ */
+class RefusalLog {
+  #count = 0;
+  #loggedAt = -Infinity;
+  constructor(
+    readonly log: Logger,
+    readonly msg: string,
+  ) {}
+
+  refused(fields: Record<string, unknown>): void {
+    this.#count++;
+    const now = performance.now();
+    if (now - this.#loggedAt < 10_000) return;
+    this.#loggedAt = now;
+    this.log.warn({ ...fields, refused: this.#count }, this.msg);
+    this.#count = 0;
+  }
+}
+
 export interface ListenerOptions {
   readonly key: Buffer;
   readonly cert: Buffer;
@@ -111,8 +133,7 @@ export class TlsListener {
   readonly #trusted: BlockList | null;
   /** Open connections per client address, for `maxConnectionsPerIp`. */
   readonly #perIp = new Map<string, number>();
-  #perIpRefused = 0;
-  #perIpLoggedAt = -Infinity;
+  readonly #perIpRefusals: RefusalLog;
   /** Connections that named their client in a PROXY header, from the header to the socket's close. */
   readonly #proxied = new Map<string, Proxied>();
   readonly #connections = new Set<Connection>();
@@ -126,6 +147,7 @@ export class TlsListener {
   constructor(opts: ListenerOptions) {
     this.#log = opts.log;
     this.#metrics = opts.metrics ?? NO_METRICS;
+    this.#perIpRefusals = new RefusalLog(this.#log, 'connections refused: too many open connections from one address');
     this.#server = tls.createServer(
       {
         key: opts.key,
@@ -141,23 +163,15 @@ export class TlsListener {
     this.#trusted = trusted;
     this.#front = net.createServer({ allowHalfOpen: true }, (raw) => this.#acceptFront(raw, trusted, opts));
     // The server that accepts TCP connections owns the connection limit and the socket tracking.
-    const accepting: net.Server = this.#front;
-    accepting.maxConnections = opts.maxConnections;
-    accepting.on('connection', (raw: Socket) => {
+    this.#front.maxConnections = opts.maxConnections;
+    this.#front.on('connection', (raw: Socket) => {
       this.#sockets.add(raw);
       raw.once('close', () => this.#sockets.delete(raw));
     });
-    let dropped = 0;
-    let droppedLoggedAt = -Infinity;
-    accepting.on('drop', (data) => {
+    const dropped = new RefusalLog(this.#log, 'connections refused: too many open connections');
+    this.#front.on('drop', (data) => {
       this.#metrics.connectionRefused('max_connections');
-      // A flood of refusals must not become a flood of log lines: at most one every 10 s.
-      dropped++;
-      const now = performance.now();
-      if (now - droppedLoggedAt < 10_000) return;
-      droppedLoggedAt = now;
-      this.#log.warn({ ip: normalizeIp(data?.remoteAddress), max: opts.maxConnections, refused: dropped }, 'connections refused: too many open connections');
-      dropped = 0;
+      dropped.refused({ ip: normalizeIp(data?.remoteAddress), max: opts.maxConnections });
     });
     this.#server.on('tlsClientError', (err, socket) => {
       this.#metrics.connectionRefused('tls_handshake');
@@ -257,13 +271,7 @@ export class TlsListener {
     const open = this.#perIp.get(ip) ?? 0;
     if (open >= opts.maxConnectionsPerIp) {
       this.#metrics.connectionRefused('max_connections_per_ip');
-      this.#perIpRefused++;
-      const now = performance.now();
-      if (now - this.#perIpLoggedAt >= 10_000) {
-        this.#perIpLoggedAt = now;
-        this.#log.warn({ ip, max: opts.maxConnectionsPerIp, refused: this.#perIpRefused }, 'connections refused: too many open connections from one address');
-        this.#perIpRefused = 0;
-      }
+      this.#perIpRefusals.refused({ ip, max: opts.maxConnectionsPerIp });
       socket.destroy();
       return false;
     }
