@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
+import { AuditLog } from './audit/audit-log.js';
+import { AdminService } from './auth/admin-service.js';
 import { KeyRing } from './auth/key-ring.js';
 import { PasscodeService } from './auth/passcode-service.js';
 import { PasswordHasher, type ScryptParams } from './auth/passwords.js';
@@ -54,6 +56,8 @@ export interface App {
   readonly housekeeper: Housekeeper;
   /** The authorization policy in force [P-4.7]; `current` is replaced by a successful reload. */
   readonly policy: { readonly current: CompiledPolicy };
+  /** The audit trail's writer: `flush()` writes queued events now (tests, the CLI). */
+  readonly audit: AuditLog;
   addUser(input: { email: string; phone: string; role: string; password: string }): ReturnType<typeof addUser>;
   /** Starts the TLS listener (generating the dev certificate if needed). */
   listen(): Promise<{ address: AddressInfo; tls: TlsMaterial; ops: AddressInfo | null }>;
@@ -98,22 +102,21 @@ export function buildApp(deps: AppDeps): App {
       ? createSmtpMailer(config.mail)
       : createOutboxMailer(path.join(config.dataDir, 'outbox'), config.mail.from, clock, random, log));
   const metrics = createPrometheusMetrics({
-    // Active: not revoked, inside the absolute limit, and used within the idle limit.
-    activeSessions: () => {
-      const now = clock();
-      return store.countActiveSessions(now, now - config.tokens.idleSeconds * 1000);
-    },
+    // Active as everywhere else (isActiveSession): what `hellwall stats` and session.list count.
+    activeSessions: () => store.countActiveSessions(clock(), config.tokens.idleSeconds * 1000),
   });
   const mail = new MailQueue(mailer, log, { metrics, ...(deps.mailRetryDelayMs !== undefined && { retryDelayMs: deps.mailRetryDelayMs }) });
   const throttle = new Throttle(config.limits, clock);
-  const authDeps = { config, store, hasher, keys, clock, random, mail, metrics, throttle };
+  const audit = new AuditLog({ store, clock, log, metrics });
+  const authDeps = { config, store, hasher, keys, clock, random, mail, metrics, throttle, audit };
   const tokens = new TokenService({ ...authDeps, policy });
   const services: Services = {
     config,
     protocol,
     passcodes: new PasscodeService(authDeps),
     tokens,
-    sessions: new SessionService({ config, store, clock, tokens }),
+    sessions: new SessionService({ config, store, clock, tokens, audit }),
+    admin: new AdminService({ config, store, hasher, clock, audit, tokens, roles: () => policy.current.roles }),
   };
   const dispatch = createDispatcher(services, protocol, { metrics });
   const housekeeper = new Housekeeper({
@@ -125,6 +128,7 @@ export function buildApp(deps: AppDeps): App {
     policy: {
       idleMs: config.tokens.idleSeconds * 1000,
       keepRevokedMs: config.housekeeping.keepRevokedSeconds * 1000,
+      keepAuditMs: config.audit.retentionDays * 86_400_000,
       batch: config.housekeeping.batchSize,
     },
   });
@@ -187,6 +191,7 @@ export function buildApp(deps: AppDeps): App {
     keys,
     housekeeper,
     policy,
+    audit,
     addUser: (input) => addUser({ store, hasher, clock, roles: policy.current.roles }, input),
     async listen() {
       if (!deps.mailer && !config.mail.smtpHost) {
@@ -261,6 +266,8 @@ export function buildApp(deps: AppDeps): App {
         await mail.drain(Math.max(250, deadline - performance.now()));
         mail.close();
         await ops?.close();
+        // Last before the database: mail callbacks (passcode.sent) and the final requests' events.
+        audit.close();
         store.close();
         log.info('hellwall stopped');
       })();

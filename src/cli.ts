@@ -1,19 +1,31 @@
 #!/usr/bin/env node
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import type { AuditAction } from './audit/audit-log.js';
+import { checkAuditQuery, type Actor, type AdminService } from './auth/admin-service.js';
+import { normalizeEmail } from './auth/normalize.js';
 import { passwordPolicyWarning } from './auth/passwords.js';
-import { buildApp, DATABASE_FILE } from './app.js';
+import { buildApp, DATABASE_FILE, type App } from './app.js';
 import { KeyRingError, listKeys, retireKey, rotateKey } from './auth/key-ring.js';
 import { HellwallClient } from './client/client.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import type { Logger } from './deps.js';
 import { createLogger } from './log.js';
 import { openSqliteStore } from './store/sqlite-store.js';
-import { DuplicateUserError, isActiveSession, type SessionRecord, type Store } from './store/store.js';
-import { deleteUser, describeUser, disableUser, enableUser, requireUser, resetPassword, setUserRole, UserInputError } from './auth/users.js';
+import {
+  DuplicateUserError,
+  type AuditDetail,
+  type AuditOutcome,
+  type AuditQuery,
+  type AuditRecord,
+  type SessionRecord,
+  type Store,
+} from './store/store.js';
+import { describeUser, UserInputError } from './auth/users.js';
 import { DEV_CERT_FILE } from './tls/tls-files.js';
 
 const USAGE = `Usage: hellwall <command> [options]
@@ -39,8 +51,15 @@ const USAGE = `Usage: hellwall <command> [options]
                                           (reason admin-revoked); the token answers unauthorized
   stats [--json]                          active sessions, active operators, expired sessions not yet
                                           cleaned up, pending passcodes, active sessions per operator
-  cleanup [--json]                        delete expired passcodes and dead sessions now (what the
-                                          server's housekeeping does every housekeeping.intervalSeconds)
+  audit [--email E] [--action A|PREFIX*] [--outcome success|failure|denied]
+        [--since T] [--until T] [--limit N] [--before-id N] [--json]
+                                          the audit trail, newest first (--limit: 1 to 1000, default
+                                          100); T is an ISO-8601 date or time (UTC unless it names a
+                                          zone) or an age like 30m, 12h, 7d; --before-id ID pages on
+                                          past the last row shown
+  cleanup [--json]                        delete expired passcodes, dead sessions and audit rows past
+                                          audit.retentionDays now (what the server's housekeeping does
+                                          every housekeeping.intervalSeconds)
   client hello                            ask the server for its protocol version and limits
   client passcode --email E --mac M [--ip IP]
                                           request a passcode (password from $HELLWALL_PASSWORD or a prompt)
@@ -51,7 +70,10 @@ const USAGE = `Usage: hellwall <command> [options]
 
 Client options: --host H (default from config), --port N, --ca FILE (default: the dev certificate
 in the data directory), --servername NAME (the name to verify in the server's certificate, when
-it is not --host: e.g. a health check through 127.0.0.1 of a certificate for hellwall.example). Configuration comes from HELLWALL_* environment variables; see README.md.`;
+it is not --host: e.g. a health check through 127.0.0.1 of a certificate for hellwall.example). Configuration comes from HELLWALL_* environment variables; see README.md.
+
+Every change made by the user, sessions and key commands, refused ones included, is recorded in the
+audit trail with actor cli:<os user>. Exit codes: 0 done, 1 refused (message on stderr), 2 usage.`;
 
 /** Runs the service until SIGTERM/SIGINT; resolves to the process exit code. */
 export async function serve(env: NodeJS.ProcessEnv): Promise<number> {
@@ -183,52 +205,55 @@ async function userCommand(args: string[], env: NodeJS.ProcessEnv): Promise<numb
   if (!['add', 'list', 'show', 'disable', 'enable', 'set-role', 'reset-password', 'delete'].includes(sub ?? '')) {
     throw new UsageError(`unknown user command ${sub ?? ''}`);
   }
-  const { config, log } = adminContext(env);
-  const app = buildApp({ config, log });
-  const deps = { store: app.store, hasher: app.hasher, clock: Date.now, roles: app.policy.current.roles };
-  const out = (text: string): void => void process.stdout.write(`${text}\n`);
-  try {
+  return withAdmin(env, async (admin, actor, app) => {
     switch (sub) {
       case 'add': {
         const email = need(values, 'email');
         const phone = need(values, 'phone');
         const password = await readSecret(env, `Password for ${email}: `);
-        const user = await app.addUser({ email, phone, role: values.role ?? 'user', password });
+        const user = await admin.addUser(actor, { email, phone, role: values.role ?? 'user', password });
         out(`added ${user.role} ${user.email} (id ${user.id})`);
         const warning = passwordPolicyWarning(password);
         if (warning) process.stderr.write(`hellwall: warning: ${warning}\n`);
         return 0;
       }
       case 'list': {
-        const users = app.store.listUsers().map(describeUser);
+        const users = admin.listUsers(actor).map(describeUser);
         if (values.json) out(JSON.stringify(users));
         else out(table(['id', 'email', 'phone', 'role', 'disabled', 'created'], users.map((u) => [u.id, u.email, u.phone, u.role, u.disabled ? 'yes' : 'no', u.createdAt])));
         return 0;
       }
       case 'show': {
-        const user = describeUser(requireUser(app.store, need(values, 'email')));
-        out(values.json ? JSON.stringify(user) : Object.entries(user).map(([k, v]) => `${k.padEnd(9)} ${String(v)}`).join('\n'));
+        const { user, activeSessions } = admin.showUser(actor, need(values, 'email'));
+        const view = { ...describeUser(user), activeSessions };
+        const width = Math.max(...Object.keys(view).map((k) => k.length));
+        out(values.json ? JSON.stringify(view) : Object.entries(view).map(([k, v]) => `${k.padEnd(width)}  ${String(v)}`).join('\n'));
         return 0;
       }
       case 'disable': {
-        const { user, sessionsRevoked } = disableUser(deps, need(values, 'email'));
-        out(`disabled ${user.email}; ${sessionsRevoked} session(s) ended`);
+        const { user, sessionsEnded } = admin.disableUser(actor, need(values, 'email'));
+        out(`disabled ${user.email}; ${sessionsEnded} session(s) ended`);
         return 0;
       }
       case 'enable':
-        out(`enabled ${enableUser(deps, need(values, 'email')).email}`);
+        out(`enabled ${admin.enableUser(actor, need(values, 'email')).email}`);
         return 0;
       case 'set-role': {
-        const user = setUserRole(deps, need(values, 'email'), need(values, 'role'));
+        const user = admin.setRole(actor, need(values, 'email'), need(values, 'role'));
         out(`${user.email} is now ${user.role}`);
         return 0;
       }
       case 'reset-password': {
         const email = need(values, 'email');
-        requireUser(app.store, email); // before asking for a password nobody can use
+        if (!app.store.findUserByEmail(normalizeEmail(email))) {
+          // Refused before asking for a password nobody could use, and through the service so that
+          // the refusal is audited like any other: it looks the operator up before the password (and
+          // an empty password could never pass the policy anyway).
+          await admin.resetPassword(actor, email, '');
+        }
         const password = await readSecret(env, `New password for ${email}: `);
-        const { user, sessionsRevoked } = await resetPassword(deps, email, password);
-        out(`password of ${user.email} changed; ${sessionsRevoked} session(s) ended`);
+        const { user, sessionsEnded } = await admin.resetPassword(actor, email, password);
+        out(`password of ${user.email} changed; ${sessionsEnded} session(s) ended`);
         const warning = passwordPolicyWarning(password);
         if (warning) process.stderr.write(`hellwall: warning: ${warning}\n`);
         return 0;
@@ -237,11 +262,40 @@ async function userCommand(args: string[], env: NodeJS.ProcessEnv): Promise<numb
         // delete: irreversible, so it wants --yes.
         const email = need(values, 'email');
         if (!values.yes) throw new UsageError(`user delete removes ${email} with every session: add --yes to confirm`);
-        const user = deleteUser(deps, email);
+        const user = admin.deleteUser(actor, email);
         out(`deleted ${user.email} (id ${user.id})`);
         return 0;
       }
     }
+  });
+}
+
+const out = (text: string): void => void process.stdout.write(`${text}\n`);
+
+/**
+ * The CLI in the audit trail: `cli:<os user>`, the account that ran it (its uid where the system
+ * has no name for it). Access to the data directory is what authorizes the CLI, so its reads are
+ * not audited; every change is, refused ones included.
+ */
+function cliActor(): Actor {
+  let who: string;
+  try {
+    who = os.userInfo().username;
+  } catch {
+    who = String(process.getuid?.() ?? 'unknown');
+  }
+  return { name: `cli:${who}`, auditReads: false };
+}
+
+/**
+ * Runs one admin command through the same service the wire's admin commands use [P-4.12], so both
+ * check, change and audit alike; closing the app writes audit events still queued (refusals).
+ */
+async function withAdmin(env: NodeJS.ProcessEnv, fn: (admin: AdminService, actor: Actor, app: App) => Promise<number>): Promise<number> {
+  const { config, log } = adminContext(env);
+  const app = buildApp({ config, log });
+  try {
+    return await fn(app.services.admin, cliActor(), app);
   } finally {
     await app.close();
   }
@@ -271,10 +325,16 @@ async function keyCommand(args: string[], env: NodeJS.ProcessEnv): Promise<numbe
   const { config, log, openStore } = adminContext(env);
   switch (sub) {
     case 'rotate': {
-      const id = rotateKey(config.dataDir, randomBytes, log);
-      process.stdout.write(`${id}\n`);
-      process.stderr.write(`key ${id} is now the current key; send SIGHUP to every running server to start using it\n`);
-      return 0;
+      // The database first: a rotation must not happen where it could not be audited.
+      const store = openStore();
+      try {
+        const id = rotateKey(config.dataDir, randomBytes, log);
+        process.stdout.write(`${id}\n`);
+        process.stderr.write(`key ${id} is now the current key; send SIGHUP to every running server to start using it\n`);
+        return auditKeyCommand(store, 'admin.key.rotate', 'success', { keyId: id });
+      } finally {
+        store.close();
+      }
     }
     case 'list': {
       const store = openStore();
@@ -307,18 +367,44 @@ async function keyCommand(args: string[], env: NodeJS.ProcessEnv): Promise<numbe
       if (!idText || !Number.isInteger(id) || id < 1) throw new UsageError('key retire needs a key id (see hellwall key list)');
       const store = openStore();
       try {
-        const r = retireKey({ dataDir: config.dataDir, store, now: Date.now(), log }, id);
+        let r;
+        try {
+          r = retireKey({ dataDir: config.dataDir, store, now: Date.now(), log }, id);
+        } catch (err) {
+          if (err instanceof KeyRingError) auditKeyCommand(store, 'admin.key.retire', 'failure', { keyId: id, reason: err.code, message: err.message });
+          throw err;
+        }
         process.stdout.write(
           `key ${id} ${r.alreadyRetired ? 'was already retired' : 'retired'}: ${r.sessions} session(s) revoked, ${r.passcodes} pending passcode(s) dropped\n`,
         );
         process.stderr.write('send SIGHUP to every running server so it drops the key from memory\n');
-        return 0;
+        return auditKeyCommand(store, 'admin.key.retire', 'success', {
+          keyId: id,
+          sessionsEnded: r.sessions,
+          passcodesDropped: r.passcodes,
+          alreadyRetired: r.alreadyRetired,
+        });
       } finally {
         store.close();
       }
     }
     default:
       throw new UsageError(`unknown key command ${sub ?? ''}`);
+  }
+}
+
+/**
+ * Records a key command in the audit trail, after the fact: the key files are not in the database,
+ * so the two cannot commit together. A row that cannot be written (the database locked too long)
+ * is said on stderr with exit 1, the change itself stands.
+ */
+function auditKeyCommand(store: Store, action: AuditAction & `admin.key.${string}`, outcome: AuditOutcome, detail: AuditDetail): number {
+  try {
+    store.appendAudit([{ at: Date.now(), action, outcome, actor: cliActor().name, detail }]);
+    return 0;
+  } catch (err) {
+    process.stderr.write(`hellwall: ${action} was done, but its audit row could not be written: ${(err as Error).message}\n`);
+    return 1;
   }
 }
 
@@ -330,41 +416,26 @@ async function sessionsCommand(args: string[], env: NodeJS.ProcessEnv): Promise<
     options: { email: { type: 'string' }, id: { type: 'string' }, json: { type: 'boolean', default: false } },
   });
   if (sub !== 'list' && sub !== 'revoke') throw new UsageError(`unknown sessions command ${sub ?? ''}`);
-  const { config, log, openStore } = adminContext(env);
-  const store = openStore();
-  const out = (text: string): void => void process.stdout.write(`${text}\n`);
-  try {
-    const now = Date.now();
+  if (sub === 'revoke' && (values.id === undefined) === (values.email === undefined)) {
+    throw new UsageError('sessions revoke needs --id N or --email E (one of them)');
+  }
+  const id = values.id === undefined ? undefined : wholeNumber(values.id, '--id');
+  return withAdmin(env, async (admin, actor) => {
     if (sub === 'list') {
-      const user = values.email === undefined ? undefined : requireUser(store, values.email);
-      const open = user ? store.listOpenSessions(user.id) : store.listAllOpenSessions();
-      const rows = open.filter((s) => isActiveSession(s, now, config.tokens.idleSeconds * 1000)).map(describeSession);
+      const rows = admin.listSessions(actor, values.email).map(describeSession);
       if (values.json) out(JSON.stringify(rows));
       else out(table(['id', 'email', 'mac', 'ip', 'device', 'created', 'last seen'], rows.map((r) => [r.id, r.email, r.mac, r.ip, r.device ?? '-', r.createdAt, r.lastSeenAt])));
       return 0;
     }
-    if ((values.id === undefined) === (values.email === undefined)) throw new UsageError('sessions revoke needs --id N or --email E (one of them)');
-    if (values.id !== undefined) {
-      const id = Number(values.id);
-      const session = Number.isSafeInteger(id) && id > 0 ? store.findSessionById(id) : undefined;
-      if (!session) throw new UserInputError(`no session with id ${values.id}`);
-      if (session.revokedAt !== null) {
-        out(`session ${id} had already ended (${session.revokeReason ?? 'revoked'})`);
-        return 0;
-      }
-      store.revokeSession(id, now, 'admin-revoked');
-      log.info({ event: 'session.revoke', sessionId: id, userId: session.userId, by: 'cli' }, 'session revoked by an administrator');
-      out(`session ${id} of ${session.userEmail} ended`);
+    if (id !== undefined) {
+      const session = admin.revokeSession(actor, id);
+      out(`session ${session.id} of ${session.userEmail} ended`);
       return 0;
     }
-    const user = requireUser(store, values.email!);
-    const n = store.revokeUserSessions(user.id, now, 'admin-revoked');
-    log.info({ event: 'session.revoke', userId: user.id, sessions: n, by: 'cli' }, 'sessions revoked by an administrator');
-    out(`${n} session(s) of ${user.email} ended`);
+    const { user, ended } = admin.revokeUserSessions(actor, values.email!);
+    out(`${ended} session(s) of ${user.email} ended`);
     return 0;
-  } finally {
-    store.close();
-  }
+  });
 }
 
 function describeSession(s: SessionRecord): { id: number; email: string; mac: string; ip: string; device: string | null; createdAt: string; lastSeenAt: string } {
@@ -382,24 +453,10 @@ function describeSession(s: SessionRecord): { id: number; email: string; mac: st
 /** `hellwall stats`: counts an operator asks for first; read-only. */
 async function statsCommand(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const { values } = parseArgs({ args, options: { json: { type: 'boolean', default: false } } });
-  const { config, openStore } = adminContext(env);
-  const store = openStore();
-  try {
-    const now = Date.now();
-    const open = store.listAllOpenSessions();
-    const active = open.filter((s) => isActiveSession(s, now, config.tokens.idleSeconds * 1000));
-    const perUser: Record<string, number> = {};
-    for (const s of active) perUser[s.userEmail] = (perUser[s.userEmail] ?? 0) + 1;
-    const stats = {
-      activeSessions: active.length,
-      activeUsers: Object.keys(perUser).length,
-      // Open (not revoked), of an enabled account, but past their limits: what housekeeping will delete.
-      expiredSessions: open.filter((s) => !s.userDisabled).length - active.length,
-      pendingPasscodes: store.countPendingPasscodes(now),
-      sessionsPerUser: perUser,
-    };
+  return withAdmin(env, async (admin, actor) => {
+    const stats = admin.stats(actor);
     if (values.json) {
-      process.stdout.write(JSON.stringify(stats) + '\n');
+      out(JSON.stringify(stats));
     } else {
       const lines = [
         `active sessions    ${stats.activeSessions}`,
@@ -407,13 +464,115 @@ async function statsCommand(args: string[], env: NodeJS.ProcessEnv): Promise<num
         `expired sessions   ${stats.expiredSessions}`,
         `pending passcodes  ${stats.pendingPasscodes}`,
       ];
-      if (stats.activeUsers > 0) lines.push('', table(['email', 'sessions'], Object.entries(perUser)));
-      process.stdout.write(lines.join('\n') + '\n');
+      if (stats.activeUsers > 0) lines.push('', table(['email', 'sessions'], Object.entries(stats.sessionsPerUser)));
+      out(lines.join('\n'));
     }
     return 0;
-  } finally {
-    store.close();
+  });
+}
+
+/**
+ * `hellwall audit`: the audit trail, newest first. What the CLI parses itself (times, numbers) is
+ * a usage error (exit 2); what the admin service refuses (an unknown outcome, a malformed action,
+ * since not before until, a limit out of range) exits 1 with its message, as on the wire.
+ */
+async function auditCommand(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      email: { type: 'string' },
+      action: { type: 'string' },
+      outcome: { type: 'string' },
+      since: { type: 'string' },
+      until: { type: 'string' },
+      limit: { type: 'string' },
+      'before-id': { type: 'string' },
+      json: { type: 'boolean', default: false },
+    },
+  });
+  const now = Date.now();
+  const query: Partial<AuditQuery> = {
+    ...(values.email !== undefined && { email: values.email }),
+    ...(values.action !== undefined && { action: values.action }),
+    ...(values.outcome !== undefined && { outcome: values.outcome as AuditOutcome }),
+    ...(values.since !== undefined && { since: parseTime(values.since, '--since', now) }),
+    ...(values.until !== undefined && { until: parseTime(values.until, '--until', now) }),
+    ...(values.limit !== undefined && { limit: wholeNumber(values.limit, '--limit') }),
+    ...(values['before-id'] !== undefined && { beforeId: wholeNumber(values['before-id'], '--before-id') }),
+  };
+  // Checked before anything is opened; the service checks again (it does for the wire).
+  const { limit } = checkAuditQuery(query);
+  return withAdmin(env, async (admin, actor) => {
+    const rows = admin.queryAudit(actor, query);
+    if (values.json) {
+      out(JSON.stringify(rows.map(auditJson)));
+      return 0;
+    }
+    out(
+      table(
+        ['id', 'time', 'action', 'outcome', 'email', 'actor', 'ip', 'mac', 'session', 'detail'],
+        rows.map((r) =>
+          [r.id, new Date(r.at).toISOString(), r.action, r.outcome, r.email, r.actor, r.ip, r.mac, r.sessionId, compactDetail(r.detail)].map((c) =>
+            c === null || c === '' ? '-' : printable(String(c)),
+          ),
+        ),
+      ),
+    );
+    if (rows.length === limit) process.stderr.write(`hellwall: ${limit} rows shown (the limit); older ones: --before-id ${rows.at(-1)!.id}\n`);
+    return 0;
+  });
+}
+
+/** An audit row for scripts: every field, `at` as an ISO-8601 string, `detail` as an object. */
+function auditJson(r: AuditRecord): Record<string, unknown> {
+  return { id: r.id, at: new Date(r.at).toISOString(), action: r.action, outcome: r.outcome, userId: r.userId, email: r.email, actor: r.actor, ip: r.ip, mac: r.mac, sessionId: r.sessionId, detail: r.detail };
+}
+
+/** `key=value` pairs on one line; a value with spaces, quotes or `=` is quoted as JSON. */
+function compactDetail(detail: AuditDetail | null): string {
+  if (!detail) return '';
+  return Object.entries(detail)
+    .map(([k, v]) => `${k}=${typeof v === 'string' && !/^[^\s"=]+$/.test(v) ? JSON.stringify(v) : String(v)}`)
+    .join(' ');
+}
+
+/**
+ * Audit rows hold what unauthenticated clients sent (an email may carry an ESC byte): control and
+ * bidirectional-override characters are shown escaped, so a row cannot rewrite the terminal.
+ */
+function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+const AGE = /^(\d{1,9})([smhdw])$/;
+const AGE_MS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
+const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d{1,3})?)?(Z|[+-]\d{2}:?\d{2})?)?$/i;
+
+/**
+ * A point in time for --since/--until: an ISO-8601 date (`2025-03-01`, midnight UTC) or date and
+ * time (`2025-03-01T14:30`, UTC unless it names a zone, as the audit output shows times), or an age
+ * (`90s`, `30m`, `12h`, `7d`, `2w`: now minus that).
+ */
+export function parseTime(text: string, option: string, now: number): number {
+  const age = AGE.exec(text);
+  if (age) return now - Number(age[1]) * AGE_MS[age[2]!]!;
+  const m = ISO_TIME.exec(text);
+  if (m) {
+    const [, y, mo, d, h = '00', mi = '00', sec = '00', frac = '', zone = 'Z'] = m;
+    const day = new Date(Date.UTC(Number(y), Number(mo) - 1, Number(d)));
+    // Date.parse would roll 2025-02-30 over into March; a date that does not exist is refused.
+    const real = day.getUTCFullYear() === Number(y) && day.getUTCMonth() === Number(mo) - 1 && day.getUTCDate() === Number(d);
+    const offset = zone.toUpperCase() === 'Z' ? 'Z' : `${zone.slice(0, 3)}:${zone.slice(-2)}`;
+    const ms = Date.parse(`${y}-${mo}-${d}T${h}:${mi}:${sec}${frac}${offset}`);
+    if (real && Number.isFinite(ms)) return ms;
   }
+  throw new UsageError(`${option} must be an ISO-8601 date or time (2025-03-01, 2025-03-01T14:30:00Z) or an age such as 30m, 12h, 7d; not ${JSON.stringify(text)}`);
+}
+
+function wholeNumber(text: string, option: string): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n)) throw new UsageError(`${option} must be a whole number, not ${JSON.stringify(text)}`);
+  return n;
 }
 
 /** `hellwall cleanup`: one housekeeping pass, to completion, beside a running server or without one. */
@@ -533,6 +692,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
         return await sessionsCommand(rest, env);
       case 'stats':
         return await statsCommand(rest, env);
+      case 'audit':
+        return await auditCommand(rest, env);
       case undefined:
       case 'help':
       case '--help':

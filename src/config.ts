@@ -55,6 +55,9 @@ export interface Config {
     readonly batchSize: number;
     readonly keepRevokedSeconds: number;
   };
+  readonly audit: {
+    readonly retentionDays: number;
+  };
   readonly limits: {
     readonly enabled: boolean;
     readonly ipPasscodeRequestsPerMinute: number;
@@ -126,6 +129,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'housekeeping.intervalSeconds', env: 'HELLWALL_HOUSEKEEPING_INTERVAL', kind: 'int', default: 60, min: 0, max: 86400, doc: 'How often the server deletes expired passcodes and dead sessions (with their retired tokens); 0 = never (run `hellwall cleanup` instead).' },
   { key: 'housekeeping.batchSize', env: 'HELLWALL_HOUSEKEEPING_BATCH', kind: 'int', default: 500, min: 1, max: 100000, doc: 'Rows deleted per table per transaction; requests are served between batches, so this bounds how long housekeeping holds the event loop and the write lock.' },
   { key: 'housekeeping.keepRevokedSeconds', env: 'HELLWALL_KEEP_REVOKED', kind: 'int', default: 604800, min: 0, doc: 'How long a revoked session (logout, reuse detection, disabled account, retired key) is kept for investigation before housekeeping deletes it.' },
+  { key: 'audit.retentionDays', env: 'HELLWALL_AUDIT_RETENTION_DAYS', kind: 'int', default: 365, min: 0, max: 36500, doc: 'How long audit rows are kept; housekeeping deletes older ones in the same small batches. 0 = keep forever (then archive and prune them yourself).' },
   { key: 'limits.enabled', env: 'HELLWALL_LIMITS', kind: 'bool', default: true, doc: 'Apply the rate limits and lockout below [P-2.8]. Turn off only where another layer enforces them.' },
   { key: 'limits.ipPasscodeRequestsPerMinute', env: 'HELLWALL_LIMIT_IP_PASSCODE_REQUESTS', kind: 'int', default: 30, min: 1, doc: 'Passcode requests per minute from one address (also the burst) [P-2.8].' },
   { key: 'limits.ipLoginsPerMinute', env: 'HELLWALL_LIMIT_IP_LOGINS', kind: 'int', default: 30, min: 1, doc: 'passcode.auth attempts per minute from one address (also the burst) [P-2.8].' },

@@ -1,5 +1,6 @@
 import type { Config } from '../config.js';
 import type { Clock, Logger, RandomBytes } from '../deps.js';
+import type { AuditSink } from '../audit/audit-log.js';
 import type { Metrics } from '../ops/metrics.js';
 import { passcodeMail, type MailQueue } from '../mail/mailer.js';
 import { ProtocolError } from '../protocol/errors.js';
@@ -22,6 +23,7 @@ export interface AuthDeps {
   readonly mail: MailQueue;
   readonly metrics: Metrics;
   readonly throttle: Throttle;
+  readonly audit: AuditSink;
 }
 
 export interface LoginResult {
@@ -53,7 +55,8 @@ export class PasscodeService {
     const ttl = config.passcodes.ttlSeconds;
     const email = normalizeEmail(input.email);
     // [P-2.8] Before the expensive hash: a throttled request costs the server almost nothing.
-    this.#throttled(() => throttle.beforeAttempt('passcode.request', input.seenIp, email), 'passcode.request', email, log);
+    const mac = normalizeMac(input.mac);
+    this.#throttled(() => throttle.beforeAttempt('passcode.request', input.seenIp, email), 'passcode.request', { email, mac, ip: input.seenIp }, log);
     const user = store.findUserByEmail(email);
     const passwordOk = await hasher.verify(user?.passwordHash ?? hasher.dummyHash, input.password);
     // Counted per email as sent, whether or not the account exists: limits reveal nothing.
@@ -62,6 +65,8 @@ export class PasscodeService {
     if (!user || user.disabled || !passwordOk) {
       const reason = !user ? 'unknown-account' : user.disabled ? 'disabled' : 'bad-password';
       log.info({ event: 'passcode.request', outcome: 'refused', reason, email }, 'passcode request refused');
+      // Group-committed after the answer, like the success path's write: the timing stays alike.
+      this.#d.audit.record({ action: 'passcode.request', outcome: 'failure', userId: user?.id ?? null, email, ip: input.seenIp, mac, detail: { reason } });
       return { expiresInSeconds: ttl };
     }
     // Answer first, then store and mail: an fsync'd write (and, under lock contention, a failing
@@ -110,9 +115,12 @@ export class PasscodeService {
     const mac = normalizeMac(input.mac);
     const expiresAt = now + config.passcodes.ttlSeconds * 1000;
     const key = keys.current;
+    const audit = { userId, email, ip: input.seenIp, mac };
     try {
-      // [P-4.2] A newer request replaces the pending passcode (and resets its guess count).
-      store.putPasscode({
+      // [P-4.2] A newer request replaces the pending passcode (and resets its guess count). The
+      // audit row commits with it.
+      store.transaction(() => {
+        store.putPasscode({
         userId,
         hash: hashPasscode(key.passcode, userId, passcode),
         keyId: key.id,
@@ -122,14 +130,24 @@ export class PasscodeService {
         createdAt: now,
         expiresAt,
         attempts: 0,
+        });
+        this.#d.audit.record({ action: 'passcode.request', outcome: 'success', ...audit, detail: { reportedIp: input.reportedIp } });
       });
     } catch (err) {
       log.error({ event: 'passcode.request', outcome: 'store-failed', userId, err: (err as Error).message }, 'could not store passcode; none sent');
+      this.#d.audit.record({ action: 'passcode.request', outcome: 'failure', ...audit, detail: { reason: 'store-failed' } });
       return;
     }
     this.#d.mail.enqueue(
       passcodeMail({ to: email, passcode, expiresAt, seenIp: input.seenIp, reportedIp: input.reportedIp, mac }),
       'passcode',
+      (result) =>
+        this.#d.audit.record({
+          action: 'passcode.sent',
+          outcome: result.ok ? 'success' : 'failure',
+          ...audit,
+          detail: { attempts: result.attempts, ...(result.error !== undefined && { error: result.error }) },
+        }),
     );
     log.info({ event: 'passcode.request', outcome: 'issued', userId, mac }, 'passcode issued');
   }
@@ -147,7 +165,7 @@ export class PasscodeService {
     const email = normalizeEmail(input.email);
     const mac = normalizeMac(input.mac);
     // Nothing is tried while throttled, so the pending passcode's guess count does not move.
-    this.#throttled(() => throttle.beforeAttempt('passcode.auth', input.seenIp, email), 'login', email, log);
+    this.#throttled(() => throttle.beforeAttempt('passcode.auth', input.seenIp, email), 'login', { email, mac, ip: input.seenIp }, log);
     let before = store.findUserByEmail(email);
     let passwordOk = await hasher.verify(before?.passwordHash ?? hasher.dummyHash, input.password);
     // A rehash (see request()) may have replaced the hash during that check: same account, same
@@ -196,7 +214,6 @@ export class PasscodeService {
       // transaction, so no moment exists with more (and a failed login evicts nothing).
       const active = store.listOpenSessions(user.id).filter((s) => isActiveSession(s, now, ttl.idleSeconds * 1000));
       const evicted = active.slice(0, Math.max(0, active.length - config.sessions.maxPerUser + 1));
-      for (const old of evicted) store.revokeSession(old.id, now, 'evicted');
       const key = keys.current;
       const sessionId = store.createSession({
         userId: user.id,
@@ -208,6 +225,29 @@ export class PasscodeService {
         expiresAt,
         absoluteExpiresAt,
         device: input.device ?? null,
+      });
+      // The evictions and the login are audited in this transaction: they commit together.
+      const where = { userId: user.id, email: user.email, at: now };
+      for (const old of evicted) {
+        store.revokeSession(old.id, now, 'evicted');
+        this.#d.audit.record({
+          action: 'session.evict',
+          outcome: 'success',
+          ...where,
+          sessionId: old.id,
+          ip: old.ip,
+          mac: old.mac,
+          detail: { by: sessionId, maxPerUser: config.sessions.maxPerUser, createdAt: old.createdAt },
+        });
+      }
+      this.#d.audit.record({
+        action: 'login',
+        outcome: 'success',
+        ...where,
+        sessionId,
+        ip: input.seenIp,
+        mac,
+        detail: { device: input.device ?? null, evicted: evicted.length },
       });
       return {
         ok: true,
@@ -227,12 +267,12 @@ export class PasscodeService {
     if (!outcome.ok) {
       throttle.failure(input.seenIp, email);
       log.info({ event: 'login', outcome: 'failure', reason: outcome.reason, email, mac}, 'login failed');
+      this.#d.audit.record({ action: 'login', outcome: 'failure', userId: before?.id ?? null, email, ip: input.seenIp, mac, detail: { reason: outcome.reason } });
       // [P-4.3] One answer for every failure: nothing tells which factor was wrong.
       throw new ProtocolError('E_AUTH_FAILED', 'authentication failed');
     }
     throttle.success(input.seenIp, email);
     log.info({ event: 'login', outcome: 'success', userId: outcome.userId, sessionId: outcome.sessionId, mac}, 'login succeeded');
-    // The audit trail of evictions until the audit table exists: one line per ended session.
     for (const old of outcome.evicted) {
       log.info(
         { event: 'session.evicted', userId: outcome.userId, sessionId: old.id, mac: old.mac, ip: old.ip, createdAt: old.createdAt, by: outcome.sessionId, maxPerUser: config.sessions.maxPerUser },
@@ -243,11 +283,13 @@ export class PasscodeService {
   }
 
   /** Runs a throttle check; a refusal is logged with which limit fired (the client is not told). */
-  #throttled(check: () => void, event: string, email: string, log: Logger): void {
+  #throttled(check: () => void, event: 'passcode.request' | 'login', who: { email: string; mac: string; ip: string }, log: Logger): void {
+    const { email } = who;
     try {
       check();
     } catch (err) {
       if (err instanceof ThrottledError) {
+        this.#d.audit.record({ action: event, outcome: 'denied', ...who, detail: { reason: 'rate-limited', scope: err.scope } });
         log.info(
           { event, outcome: 'throttled', scope: err.scope, lockedOut: this.#d.throttle.lockedOut(email), email, retryAfterSeconds: err.details?.retryAfterSeconds },
           'request throttled',

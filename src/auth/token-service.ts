@@ -22,7 +22,7 @@ export interface PolicySource {
   readonly current: Pick<CompiledPolicy, 'allows'>;
 }
 
-export type TokenServiceDeps = Pick<AuthDeps, 'config' | 'store' | 'keys' | 'clock' | 'random' | 'metrics' | 'throttle'> & {
+export type TokenServiceDeps = Pick<AuthDeps, 'config' | 'store' | 'keys' | 'clock' | 'random' | 'metrics' | 'throttle' | 'audit'> & {
   readonly policy: PolicySource;
 };
 
@@ -98,7 +98,7 @@ export class TokenService {
     if (s.userDisabled) return this.#deny(log, input, 'account-disabled', s.id);
     // [P-4.7] Before renewal too: a request the role may not make must not rotate the token either,
     // since the client would never see the new one in an `unauthorized` answer.
-    if (!this.#d.policy.current.allows(s.userRole, input.request)) return this.#forbid(log, input, s.userRole, s.id);
+    if (!this.#d.policy.current.allows(s.userRole, input.request)) return this.#forbid(log, input, s);
     if (now < s.expiresAt) {
       if (now - s.lastSeenAt >= TOUCH_INTERVAL_MS) store.touchSession(s.id, now);
       return { status: 'authorized', user, expiresAt: s.expiresAt };
@@ -111,17 +111,31 @@ export class TokenService {
     const key = this.#d.keys.current;
     const token = rotatedToken(key.rotate, input.token, nonce);
     const expiresAt = Math.min(now + config.tokens.ttlSeconds * 1000, s.absoluteExpiresAt);
-    const rotated = store.rotateSession({
-      sessionId: s.id,
-      oldMaster: s.master,
-      newMaster: masterToken(key.master, token, s.mac, s.ip),
-      keyId: key.id,
-      oldKeyId: s.keyId,
-      generation: s.generation,
-      now,
-      expiresAt,
-      graceUntil: now + config.tokens.graceSeconds * 1000,
-      nonce,
+    // The rotation and its audit row commit together.
+    const rotated = store.transaction(() => {
+      const done = store.rotateSession({
+        sessionId: s.id,
+        oldMaster: s.master,
+        newMaster: masterToken(key.master, token, s.mac, s.ip),
+        keyId: key.id,
+        oldKeyId: s.keyId,
+        generation: s.generation,
+        now,
+        expiresAt,
+        graceUntil: now + config.tokens.graceSeconds * 1000,
+        nonce,
+      });
+      if (done) {
+        this.#d.audit.record({
+          action: 'token.renew',
+          outcome: 'success',
+          at: now,
+          ...who(s),
+          ip: input.seenIp,
+          detail: { generation: s.generation + 1, request: input.request },
+        });
+      }
+      return done;
     });
     if (!rotated) {
       // Another worker rotated this session a moment ago: the token is now a retired one, and the
@@ -152,7 +166,7 @@ export class TokenService {
         constantEqualsBytes(successor, s.master) &&
         !s.userDisabled
       ) {
-        if (!this.#d.policy.current.allows(s.userRole, input.request)) return this.#forbid(log, input, s.userRole, s.id);
+        if (!this.#d.policy.current.allows(s.userRole, input.request)) return this.#forbid(log, input, s);
         return {
           status: 'renew',
           token,
@@ -165,7 +179,17 @@ export class TokenService {
     }
     // [P-4.5] A rotated-out token after the grace: either the client or a thief holds a stale copy.
     // We cannot tell which, so the whole session ends (RFC 9700 §4.14.2).
-    store.revokeSession(s.id, now, 'token-reuse');
+    store.transaction(() => {
+      store.revokeSession(s.id, now, 'token-reuse');
+      this.#d.audit.record({
+        action: 'token.reuse',
+        outcome: 'failure',
+        at: now,
+        ...who(s),
+        ip: input.seenIp,
+        detail: { generation: r.generation, retiredAt: r.retiredAt, request: input.request },
+      });
+    });
     log.warn({ event: 'token.reuse', sessionId: s.id, userId: s.userId }, 'rotated-out token reused; session revoked');
     this.#d.metrics.reuseDetected();
     return this.#deny(log, input, 'token-reuse', s.id);
@@ -174,8 +198,10 @@ export class TokenService {
   // [P-4.7] A valid token whose role may not make this request. Not a failed check for the address
   // limit [P-2.8]: the client proved it holds a live token, and an application server asking on
   // behalf of many operators must not be locked out by one operator's forbidden requests.
-  #forbid(log: Logger, input: { request: string }, role: string, sessionId: number): CheckResult {
-    log.info({ event: 'token.check', outcome: 'denied', reason: 'policy', sessionId, request: input.request, role }, 'token check denied by policy');
+  #forbid(log: Logger, input: { request: string; seenIp: string }, s: SessionRecord): CheckResult {
+    const role = s.userRole;
+    log.info({ event: 'token.check', outcome: 'denied', reason: 'policy', sessionId: s.id, request: input.request, role }, 'token check denied by policy');
+    this.#d.audit.record({ action: 'token.denied', outcome: 'denied', ...who(s), ip: input.seenIp, detail: { request: input.request, role } });
     return UNAUTHORIZED;
   }
 
@@ -185,4 +211,9 @@ export class TokenService {
     log.info({ event: 'token.check', outcome: 'unauthorized', reason, sessionId, request: input.request }, 'token check denied');
     return UNAUTHORIZED;
   }
+}
+
+/** The audit fields naming a session and its operator. */
+function who(s: SessionRecord): { userId: number; email: string; sessionId: number; mac: string } {
+  return { userId: s.userId, email: s.userEmail, sessionId: s.id, mac: s.mac };
 }

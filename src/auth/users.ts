@@ -5,8 +5,18 @@ import { passwordPolicyError, type PasswordHasher } from './passwords.js';
 
 export const ROLES = ['user', 'admin'] as const;
 
+/**
+ * An administrative request that cannot be carried out as asked; nothing was changed. `kind` says
+ * why, for the protocol's error code (E_INVALID, E_NOT_FOUND, E_CONFLICT); the CLI prints the
+ * message and exits 1.
+ */
 export class UserInputError extends Error {
   override name = 'UserInputError';
+  readonly kind: 'invalid' | 'not-found' | 'conflict';
+  constructor(message: string, kind: 'invalid' | 'not-found' | 'conflict' = 'invalid') {
+    super(message);
+    this.kind = kind;
+  }
 }
 
 const EMAIL_RE = /^[^\s@]+@[^\s@]+$/;
@@ -16,6 +26,8 @@ const PHONE_RE = /^\+?[0-9]{4,20}$/;
 export async function addUser(
   deps: { store: Store; hasher: PasswordHasher; clock: Clock; roles?: readonly string[] },
   input: { email: string; phone: string; role: string; password: string },
+  /** Runs in the transaction that creates the user (the audit row commits with it). */
+  inTransaction?: (user: UserRecord) => void,
 ): Promise<UserRecord> {
   const email = normalizeEmail(input.email);
   const phone = normalizePhone(input.phone);
@@ -25,7 +37,11 @@ export async function addUser(
   const policy = passwordPolicyError(input.password, { email });
   if (policy) throw new UserInputError(policy);
   const passwordHash = await deps.hasher.hash(input.password);
-  return deps.store.createUser({ email, phone, role: input.role, passwordHash, createdAt: deps.clock() });
+  return deps.store.transaction(() => {
+    const user = deps.store.createUser({ email, phone, role: input.role, passwordHash, createdAt: deps.clock() });
+    inTransaction?.(user);
+    return user;
+  });
 }
 
 /**
@@ -40,7 +56,7 @@ function checkRole(role: string, known: readonly string[] = ROLES): void {
 /** The user with this email, or a UserInputError naming it (the CLI exits 1 with the message). */
 export function requireUser(store: Store, email: string): UserRecord {
   const user = store.findUserByEmail(normalizeEmail(email));
-  if (!user) throw new UserInputError(`no user with email ${normalizeEmail(email)}`);
+  if (!user) throw new UserInputError(`no user with email ${normalizeEmail(email)}`, 'not-found');
   return user;
 }
 
@@ -48,6 +64,7 @@ export function requireUser(store: Store, email: string): UserRecord {
 export function disableUser(deps: { store: Store; clock: Clock }, email: string): { user: UserRecord; sessionsRevoked: number } {
   const { store, clock } = deps;
   const user = requireUser(store, email);
+  if (user.disabled) throw new UserInputError(`${user.email} is already disabled`, 'conflict');
   const sessionsRevoked = store.transaction(() => {
     store.setUserDisabled(user.id, true);
     store.deletePasscode(user.id);
@@ -59,6 +76,7 @@ export function disableUser(deps: { store: Store; clock: Clock }, email: string)
 /** Enables the account again; sessions ended by disabling stay ended (the operator logs in anew). */
 export function enableUser(deps: { store: Store }, email: string): UserRecord {
   const user = requireUser(deps.store, email);
+  if (!user.disabled) throw new UserInputError(`${user.email} is not disabled`, 'conflict');
   deps.store.setUserDisabled(user.id, false);
   return { ...user, disabled: false };
 }
@@ -78,6 +96,8 @@ export async function resetPassword(
   deps: { store: Store; hasher: PasswordHasher; clock: Clock },
   email: string,
   password: string,
+  /** Runs in the transaction that changes the password (the audit row commits with it). */
+  inTransaction?: (sessionsRevoked: number) => void,
 ): Promise<{ user: UserRecord; sessionsRevoked: number }> {
   const { store, hasher, clock } = deps;
   const user = requireUser(store, email);
@@ -87,7 +107,9 @@ export async function resetPassword(
   const sessionsRevoked = store.transaction(() => {
     store.setPasswordHash(user.id, passwordHash);
     store.deletePasscode(user.id);
-    return store.revokeUserSessions(user.id, clock(), 'password-changed');
+    const n = store.revokeUserSessions(user.id, clock(), 'password-changed');
+    inTransaction?.(n);
+    return n;
   });
   return { user, sessionsRevoked };
 }

@@ -1,8 +1,11 @@
-// Child-process entry for the benchmark: `bench-server.js <hellwall|echo> <dataDir>`, started with
+// Child-process entry for the benchmark: `bench-server.js <mode> <dataDir>` (modes: ServerMode), started with
 // an IPC channel. It serves until that channel closes, so it cannot outlive the orchestrator.
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import pino from 'pino';
 import { buildApp } from '../app.js';
+import type { CompiledPolicy } from '../auth/policy.js';
 import { HellwallClient } from '../client/client.js';
 import { loadConfig, type Config } from '../config.js';
 import type { Logger } from '../deps.js';
@@ -10,9 +13,15 @@ import { createLogger } from '../log.js';
 import type { MailMessage, Mailer } from '../mail/mailer.js';
 import { listenerLimits, TlsListener } from '../server/tls-server.js';
 import { loadTlsMaterial } from '../tls/tls-files.js';
+import { AllowAllPolicy, realisticPolicy } from './bench-policies.js';
 
-/** `hellwall-nolimits`: the same service with the rate limits off, to measure what they cost. */
-export type ServerMode = 'hellwall' | 'hellwall-nolimits' | 'echo';
+/**
+ * `hellwall-nolimits`: the same service with the rate limits off, to measure what they cost.
+ * `hellwall-allowall`: the policy step of every check does nothing (the floor the policy is measured
+ * against); `hellwall-policy50`: a policy file of 50 rules with globs (bench-policies.ts).
+ */
+export type ServerMode = 'hellwall' | 'hellwall-nolimits' | 'hellwall-allowall' | 'hellwall-policy50' | 'echo';
+const MODES: readonly ServerMode[] = ['hellwall', 'hellwall-nolimits', 'hellwall-allowall', 'hellwall-policy50', 'echo'];
 
 /** Sent once the listener is up; for hellwall, with a token obtained over the wire from 127.0.0.1. */
 export interface ServerReady {
@@ -39,11 +48,13 @@ const USER = { email: 'bench@example.com', phone: '+15550100', role: 'user', pas
 const MAC = '02:00:5e:00:be:01';
 
 /** The real service, logged in once through its own listener so the token is bound to 127.0.0.1. */
-async function startHellwall(config: Config, log: Logger): Promise<Running> {
+async function startHellwall(config: Config, log: Logger, allowAll: boolean): Promise<Running> {
   let deliver!: (message: MailMessage) => void;
   const delivered = new Promise<MailMessage>((resolve) => (deliver = resolve));
   const mailer: Mailer = { send: async (message) => deliver(message), close: () => {} };
   const app = buildApp({ config, log, mailer });
+  // The token service reads `app.policy.current` on every check, as after a SIGHUP reload.
+  if (allowAll) (app.policy as { current: CompiledPolicy }).current = new AllowAllPolicy();
   await app.addUser(USER);
   const { address, tls } = await app.listen();
   const client = await HellwallClient.connect({ host: '127.0.0.1', port: address.port, ca: tls.cert });
@@ -94,8 +105,13 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
 async function main(): Promise<void> {
   const [mode, dataDir] = process.argv.slice(2);
   const send = process.send?.bind(process);
-  if ((mode !== 'hellwall' && mode !== 'hellwall-nolimits' && mode !== 'echo') || !dataDir || !send) {
-    throw new Error('usage: bench-server.js <hellwall|hellwall-nolimits|echo> <dataDir>, started with an IPC channel');
+  if (!MODES.includes(mode as ServerMode) || !dataDir || !send) {
+    throw new Error(`usage: bench-server.js <${MODES.join('|')}> <dataDir>, started with an IPC channel`);
+  }
+  let policyFile = '';
+  if (mode === 'hellwall-policy50') {
+    policyFile = path.join(dataDir, 'policy.json');
+    writeFileSync(policyFile, JSON.stringify(realisticPolicy(), null, 2));
   }
   // An explicit empty env: HELLWALL_* variables of the shell must not change what is measured.
   const config = loadConfig({}, {
@@ -106,11 +122,12 @@ async function main(): Promise<void> {
       tokens: { ttlSeconds: 86400 },
       ops: { port: 0 },
       limits: { enabled: mode !== 'hellwall-nolimits' },
+      policy: { file: policyFile },
     }, undefined);
   // Errors only, and on stderr: stdout belongs to the orchestrator's report, and the dev-certificate
   // warning is expected here.
   const log = createLogger(config.logLevel, pino.destination(2));
-  const server = mode === 'echo' ? await startEcho(config, log) : await startHellwall(config, log);
+  const server = mode === 'echo' ? await startEcho(config, log) : await startHellwall(config, log, mode === 'hellwall-allowall');
   process.on('message', (message) => {
     if (message !== 'cpu') return;
     const { user, system } = process.cpuUsage();

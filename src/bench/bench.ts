@@ -1,5 +1,7 @@
 // `npm run bench`: token checks per second against the real server, next to a framed echo over the
 // same TLS listener as the ceiling. Usage: bench.js [--json] [--duration <s>] [--warmup <s>] [--quick]
+// [--policy] [--only 1x1,16x32]. --policy also measures the authorization policy's cost: the same
+// checks with nothing evaluated for it (allow-all) and under a 50-rule policy with globs.
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -31,6 +33,19 @@ export interface ConfigResult {
   readonly ratio: number;
   /** Throughput the limits cost: 1 - check / checkNoLimits (negative: within noise). */
   readonly limitsCost: number;
+  /** With --policy. */
+  readonly policy?: PolicyResult;
+}
+
+export interface PolicyResult {
+  /** The same checks with the policy step doing nothing: the floor. */
+  readonly allowAll: RunResult;
+  /** Under a policy file of 50 rules with globs (bench-policies.ts). */
+  readonly rules50: RunResult;
+  /** Throughput the built-in policy costs: 1 - check / allowAll (negative: within noise). */
+  readonly builtinCost: number;
+  /** Throughput the 50-rule policy costs: 1 - rules50 / allowAll. */
+  readonly rules50Cost: number;
 }
 
 interface ServerChild {
@@ -153,10 +168,42 @@ function table(report: Report): string {
     lines.push(
       `${String(r.conns).padStart(5)} ${String(r.inflight).padStart(8)} | ${run(r.echo)} | ${run(r.check)} | ${r.ratio.toFixed(2).padStart(5)} |` +
         ` ${Math.round(r.checkNoLimits.rps).toString().padStart(15)} | ${`${(r.limitsCost * 100).toFixed(1)} %`.padStart(11)} |` +
-        `              ${cpu(r.echo)} ${cpu(r.check)} | ${String(r.echo.errors + r.check.errors + r.checkNoLimits.errors).padStart(6)}`,
+        `              ${cpu(r.echo)} ${cpu(r.check)} | ${String(errors(r)).padStart(6)}`,
     );
   }
+  const withPolicy = report.results.filter((r) => r.policy);
+  if (withPolicy.length > 0) {
+    const pct = (v: number): string => `${(v * 100).toFixed(1)} %`.padStart(8);
+    lines.push(
+      '',
+      'policy: checks/s with nothing evaluated (allow-all), the built-in policy (one * rule) and 50 rules with globs; cost = 1 - checks/s ÷ allow-all',
+      'conns inflight | allow-all req/s | built-in req/s |     cost | 50 rules req/s |     cost',
+    );
+    for (const r of withPolicy) {
+      const p = r.policy!;
+      lines.push(
+        `${String(r.conns).padStart(5)} ${String(r.inflight).padStart(8)} | ${Math.round(p.allowAll.rps).toString().padStart(15)} |` +
+          ` ${Math.round(r.check.rps).toString().padStart(14)} | ${pct(p.builtinCost)} | ${Math.round(p.rules50.rps).toString().padStart(14)} | ${pct(p.rules50Cost)}`,
+      );
+    }
+  }
   return lines.join('\n');
+}
+
+function errors(r: ConfigResult): number {
+  return r.echo.errors + r.check.errors + r.checkNoLimits.errors + (r.policy ? r.policy.allowAll.errors + r.policy.rules50.errors : 0);
+}
+
+/** `--only 1x1,16x32`: the configurations to run; all of them without it. */
+function configurations(only: string | undefined): Array<{ conns: number; inflight: number }> {
+  const all = CONNS.flatMap((conns) => INFLIGHT.map((inflight) => ({ conns, inflight })));
+  if (only === undefined) return all;
+  const wanted = only.split(',').map((s) => s.trim());
+  const picked = all.filter((c) => wanted.includes(`${c.conns}x${c.inflight}`));
+  if (picked.length !== wanted.length) {
+    throw new Error(`--only takes a comma-separated list of ${all.map((c) => `${c.conns}x${c.inflight}`).join(', ')}`);
+  }
+  return picked;
 }
 
 async function main(): Promise<number> {
@@ -166,8 +213,11 @@ async function main(): Promise<number> {
       quick: { type: 'boolean', default: false },
       duration: { type: 'string' },
       warmup: { type: 'string' },
+      policy: { type: 'boolean', default: false },
+      only: { type: 'string' },
     },
   });
+  const configs = configurations(values.only);
   const durationS = seconds(values.duration, values.quick ? 1 : 3, 'duration');
   const warmupS = seconds(values.warmup, values.quick ? 0.25 : 1, 'warmup');
   const loadBefore = os.loadavg()[0] ?? 0;
@@ -189,37 +239,49 @@ async function main(): Promise<number> {
     mkdirSync(nolimitsDir, { mode: 0o700 });
     const nolimits = await startServer('hellwall-nolimits', nolimitsDir);
     servers.push(nolimits);
-    const { token, mac } = hellwall.ready;
+    let policyServers: { allowAll: ServerChild; rules50: ServerChild } | undefined;
+    if (values.policy) {
+      const start = async (mode: ServerMode): Promise<ServerChild> => {
+        const dir = path.join(dataDir, mode);
+        mkdirSync(dir, { mode: 0o700 });
+        const server = await startServer(mode, dir);
+        servers.push(server);
+        return server;
+      };
+      policyServers = { allowAll: await start('hellwall-allowall'), rules50: await start('hellwall-policy50') };
+    }
     const results: ConfigResult[] = [];
-    for (const conns of CONNS) {
-      for (const inflight of INFLIGHT) {
-        const base = { caFile: hellwall.ready.certFile, conns, inflight, warmupMs: warmupS * 1000, durationMs: durationS * 1000 };
-        // Echo and check back to back per configuration, so drift in the machine hits both alike.
-        const echoRun = await runClient({ ...base, port: echo.ready.port, message: { code: 0 }, expect: 'ok' }, echo);
-        const checkRun = await runClient(
-          { ...base, port: hellwall.ready.port, message: { code: 3, token, mac, request: 'bench.read', data: {} }, expect: 'authorized' },
-          hellwall,
-        );
-        const free = nolimits.ready;
-        const noLimitsRun = await runClient(
-          { ...base, caFile: free.certFile, port: free.port, message: { code: 3, token: free.token, mac: free.mac, request: 'bench.read', data: {} }, expect: 'authorized' },
-          nolimits,
-        );
-        results.push({
-          conns,
-          inflight,
-          echo: echoRun,
-          check: checkRun,
-          checkNoLimits: noLimitsRun,
-          ratio: checkRun.rps / echoRun.rps,
-          limitsCost: 1 - checkRun.rps / noLimitsRun.rps,
-        });
-        if (!values.json) process.stderr.write(`  done ${conns}x${inflight}\n`);
+    for (const { conns, inflight } of configs) {
+      const base = { caFile: hellwall.ready.certFile, conns, inflight, warmupMs: warmupS * 1000, durationMs: durationS * 1000 };
+      // Echo and check back to back per configuration, so drift in the machine hits both alike.
+      const checkOn = (server: ServerChild): Promise<RunResult> => {
+        const { certFile, port, token, mac } = server.ready;
+        return runClient({ ...base, caFile: certFile, port, message: { code: 3, token, mac, request: 'bench.read', data: {} }, expect: 'authorized' }, server);
+      };
+      const echoRun = await runClient({ ...base, port: echo.ready.port, message: { code: 0 }, expect: 'ok' }, echo);
+      const checkRun = await checkOn(hellwall);
+      const noLimitsRun = await checkOn(nolimits);
+      let policy: PolicyResult | undefined;
+      if (policyServers) {
+        const allowAll = await checkOn(policyServers.allowAll);
+        const rules50 = await checkOn(policyServers.rules50);
+        policy = { allowAll, rules50, builtinCost: 1 - checkRun.rps / allowAll.rps, rules50Cost: 1 - rules50.rps / allowAll.rps };
       }
+      results.push({
+        conns,
+        inflight,
+        echo: echoRun,
+        check: checkRun,
+        checkNoLimits: noLimitsRun,
+        ratio: checkRun.rps / echoRun.rps,
+        limitsCost: 1 - checkRun.rps / noLimitsRun.rps,
+        ...(policy && { policy }),
+      });
+      if (!values.json) process.stderr.write(`  done ${conns}x${inflight}\n`);
     }
     const report: Report = { node: process.version, cpus: os.cpus().length, loadBefore, durationS, warmupS, results };
     process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${table(report)}\n`);
-    return results.some((r) => r.echo.errors + r.check.errors + r.checkNoLimits.errors > 0) ? 1 : 0;
+    return results.some((r) => errors(r) > 0) ? 1 : 0;
   } finally {
     await cleanup();
   }

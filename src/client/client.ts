@@ -3,6 +3,32 @@ import tls from 'node:tls';
 import { FrameDecoder, parseFrame } from '../codec/frame-decoder.js';
 import { encodeFrame } from '../codec/frame-encoder.js';
 import type {
+  AdminAuditQueryRequest,
+  AdminAuditQueryResponse,
+  AdminSessionListRequest,
+  AdminSessionListResponse,
+  AdminSessionRevokeRequest,
+  AdminSessionRevokeResponse,
+  AdminSessionRevokeUserRequest,
+  AdminSessionRevokeUserResponse,
+  AdminStatsRequest,
+  AdminStatsResponse,
+  AdminUserAddRequest,
+  AdminUserAddResponse,
+  AdminUserDeleteRequest,
+  AdminUserDeleteResponse,
+  AdminUserDisableRequest,
+  AdminUserDisableResponse,
+  AdminUserEnableRequest,
+  AdminUserEnableResponse,
+  AdminUserListRequest,
+  AdminUserListResponse,
+  AdminUserResetPasswordRequest,
+  AdminUserResetPasswordResponse,
+  AdminUserSetRoleRequest,
+  AdminUserSetRoleResponse,
+  AdminUserShowRequest,
+  AdminUserShowResponse,
   ErrorResponse,
   HelloResponse,
   PasscodeAuthResponse,
@@ -10,6 +36,7 @@ import type {
   SessionListResponse,
   SessionLogoutAllResponse,
   SessionLogoutResponse,
+  SessionRevokeResponse,
   TokenCheckResponse,
 } from '../protocol/messages.gen.js';
 
@@ -39,6 +66,44 @@ export interface ClientOptions {
 
 export type AnyResponse = Record<string, unknown> & { status: string; id?: string; code?: number };
 type Result<T> = T | ErrorResponse;
+
+/** An admin command's fields besides the envelope and the caller's token and MAC. */
+type AdminArgs<Req> = Omit<Req, 'code' | 'id' | 'token' | 'mac'>;
+
+/** The admin commands [P-4.12] by name: code, request fields and response. */
+interface AdminCommands {
+  'admin.user.add': [AdminArgs<AdminUserAddRequest>, AdminUserAddResponse];
+  'admin.user.list': [AdminArgs<AdminUserListRequest>, AdminUserListResponse];
+  'admin.user.show': [AdminArgs<AdminUserShowRequest>, AdminUserShowResponse];
+  'admin.user.disable': [AdminArgs<AdminUserDisableRequest>, AdminUserDisableResponse];
+  'admin.user.enable': [AdminArgs<AdminUserEnableRequest>, AdminUserEnableResponse];
+  'admin.user.set_role': [AdminArgs<AdminUserSetRoleRequest>, AdminUserSetRoleResponse];
+  'admin.user.reset_password': [AdminArgs<AdminUserResetPasswordRequest>, AdminUserResetPasswordResponse];
+  'admin.user.delete': [AdminArgs<AdminUserDeleteRequest>, AdminUserDeleteResponse];
+  'admin.session.list': [AdminArgs<AdminSessionListRequest>, AdminSessionListResponse];
+  'admin.session.revoke': [AdminArgs<AdminSessionRevokeRequest>, AdminSessionRevokeResponse];
+  'admin.session.revoke_user': [AdminArgs<AdminSessionRevokeUserRequest>, AdminSessionRevokeUserResponse];
+  'admin.stats': [AdminArgs<AdminStatsRequest>, AdminStatsResponse];
+  'admin.audit.query': [AdminArgs<AdminAuditQueryRequest>, AdminAuditQueryResponse];
+}
+export type AdminCommand = keyof AdminCommands;
+
+/** protocol/index.json's codes for the admin commands. */
+export const ADMIN_CODES: Readonly<Record<AdminCommand, number>> = Object.freeze({
+  'admin.user.add': 8,
+  'admin.user.list': 9,
+  'admin.user.show': 10,
+  'admin.user.disable': 11,
+  'admin.user.enable': 12,
+  'admin.user.set_role': 13,
+  'admin.user.reset_password': 14,
+  'admin.user.delete': 15,
+  'admin.session.list': 16,
+  'admin.session.revoke': 17,
+  'admin.session.revoke_user': 18,
+  'admin.stats': 19,
+  'admin.audit.query': 20,
+});
 
 interface Pending {
   resolve(res: AnyResponse): void;
@@ -167,6 +232,16 @@ export class HellwallClient {
   /** session.list: this token's operator's active sessions. */
   listSessions(args: { token: string; mac: string }): Promise<Result<SessionListResponse>> {
     return this.send({ code: 6, ...args });
+  }
+
+  /** session.revoke: ends one active session of this token's operator (by id from session.list). */
+  revokeSession(args: { token: string; mac: string; sessionId: number }): Promise<Result<SessionRevokeResponse>> {
+    return this.send({ code: 7, ...args });
+  }
+
+  /** An admin command [P-4.12], with the token and MAC of an operator with role `admin`. */
+  admin<K extends AdminCommand>(command: K, auth: { token: string; mac: string }, args: AdminCommands[K][0]): Promise<Result<AdminCommands[K][1]>> {
+    return this.send({ ...args, code: ADMIN_CODES[command], token: auth.token, mac: auth.mac });
   }
 
   /** Ends the connection after the server has answered everything sent so far. */

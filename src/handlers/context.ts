@@ -1,5 +1,6 @@
 import type { Config } from '../config.js';
 import type { Logger } from '../deps.js';
+import type { AdminService } from '../auth/admin-service.js';
 import type { PasscodeService } from '../auth/passcode-service.js';
 import type { SessionService } from '../auth/session-service.js';
 import type { TokenService } from '../auth/token-service.js';
@@ -12,6 +13,7 @@ export interface Services {
   readonly passcodes: PasscodeService;
   readonly tokens: TokenService;
   readonly sessions: SessionService;
+  readonly admin: AdminService;
 }
 
 export interface RequestContext {

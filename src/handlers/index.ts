@@ -1,3 +1,16 @@
+import { adminAuditQuery } from './admin-audit-query.js';
+import { adminSessionList } from './admin-session-list.js';
+import { adminSessionRevoke } from './admin-session-revoke.js';
+import { adminSessionRevokeUser } from './admin-session-revoke-user.js';
+import { adminStats } from './admin-stats.js';
+import { adminUserAdd } from './admin-user-add.js';
+import { adminUserDelete } from './admin-user-delete.js';
+import { adminUserDisable } from './admin-user-disable.js';
+import { adminUserEnable } from './admin-user-enable.js';
+import { adminUserList } from './admin-user-list.js';
+import { adminUserResetPassword } from './admin-user-reset-password.js';
+import { adminUserSetRole } from './admin-user-set-role.js';
+import { adminUserShow } from './admin-user-show.js';
 import type { Handler } from './context.js';
 import { hello } from './hello.js';
 import { passcodeAuth } from './passcode-auth.js';
@@ -5,6 +18,7 @@ import { passcodeRequest } from './passcode-request.js';
 import { sessionList } from './session-list.js';
 import { sessionLogout } from './session-logout.js';
 import { sessionLogoutAll } from './session-logout-all.js';
+import { sessionRevoke } from './session-revoke.js';
 import { tokenCheck } from './token-check.js';
 
 /**
@@ -20,4 +34,18 @@ export const HANDLERS: Readonly<Record<string, Handler<never>>> = Object.freeze(
   'session.logout': sessionLogout,
   'session.logout_all': sessionLogoutAll,
   'session.list': sessionList,
+  'session.revoke': sessionRevoke,
+  'admin.user.add': adminUserAdd,
+  'admin.user.list': adminUserList,
+  'admin.user.show': adminUserShow,
+  'admin.user.disable': adminUserDisable,
+  'admin.user.enable': adminUserEnable,
+  'admin.user.set_role': adminUserSetRole,
+  'admin.user.reset_password': adminUserResetPassword,
+  'admin.user.delete': adminUserDelete,
+  'admin.session.list': adminSessionList,
+  'admin.session.revoke': adminSessionRevoke,
+  'admin.session.revoke_user': adminSessionRevokeUser,
+  'admin.stats': adminStats,
+  'admin.audit.query': adminAuditQuery,
 });

@@ -67,6 +67,13 @@ export function createOutboxMailer(dir: string, from: string, clock: Clock, rand
  * delivered: waiting for SMTP only when the account exists would make the answer's timing tell
  * whether it does.
  */
+/** How a queued message's delivery ended. `error` is the last attempt's error message. */
+export interface DeliveryResult {
+  readonly ok: boolean;
+  readonly attempts: number;
+  readonly error?: string;
+}
+
 export class MailQueue {
   readonly #mailer: Mailer;
   readonly #log: Logger;
@@ -103,27 +110,33 @@ export class MailQueue {
     this.#inflight.add(job);
   }
 
-  /** Queues `message`; `kind` names it in logs, which never carry the body (it holds the passcode). */
-  enqueue(message: MailMessage, kind: string): void {
-    const job = this.#deliver(message, kind).finally(() => this.#inflight.delete(job));
+  /**
+   * Queues `message`; `kind` names it in logs, which never carry the body (it holds the passcode).
+   * `onDone` learns how delivery ended (the audit trail records it); it must not throw.
+   */
+  enqueue(message: MailMessage, kind: string, onDone?: (result: DeliveryResult) => void): void {
+    const job = this.#deliver(message, kind)
+      .then((result) => onDone?.(result))
+      .catch((err: unknown) => this.#log.error({ kind, err: (err as Error).message }, 'mail delivery callback failed'))
+      .finally(() => this.#inflight.delete(job));
     this.#inflight.add(job);
   }
 
-  async #deliver(message: MailMessage, kind: string): Promise<void> {
+  async #deliver(message: MailMessage, kind: string): Promise<DeliveryResult> {
     for (let attempt = 1; ; attempt++) {
       try {
         await this.#mailer.send(message);
         this.sent++;
         this.#metrics.mail('sent');
         this.#log.info({ kind, to: message.to, attempt }, 'mail sent');
-        return;
+        return { ok: true, attempts: attempt };
       } catch (err) {
         const last = attempt >= this.#attempts;
         this.#log[last ? 'error' : 'warn']({ kind, to: message.to, attempt, err: (err as Error).message }, last ? 'mail failed' : 'mail attempt failed; retrying');
         if (last) {
           this.failed++;
           this.#metrics.mail('failed');
-          return;
+          return { ok: false, attempts: attempt, error: (err as Error).message };
         }
         this.#metrics.mail('retried');
         await new Promise((r) => setTimeout(r, this.#retryDelayMs * attempt).unref());

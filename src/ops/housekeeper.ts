@@ -26,7 +26,7 @@ export interface HousekeepingPass {
 const add = (a: ExpiredCounts, b: ExpiredCounts): ExpiredCounts =>
   Object.fromEntries(Object.entries(b).map(([k, n]) => [k, ((a as unknown as Record<string, number>)[k] ?? 0) + (n as number)])) as unknown as ExpiredCounts;
 
-const EMPTY: ExpiredCounts = { passcodes: 0, sessions: 0, retiredTokens: 0 };
+const EMPTY: ExpiredCounts = { passcodes: 0, sessions: 0, retiredTokens: 0, auditRows: 0 };
 
 /**
  * Deletes expired rows inside the server: every `intervalMs`, one pass of small batches (one short

@@ -17,8 +17,10 @@ export interface Metrics {
   renewal(): void;
   reuseDetected(): void;
   reload(what: string, outcome: 'ok' | 'failed'): void;
-  /** Rows housekeeping deleted from `table` (passcodes, sessions, retiredTokens). */
+  /** Rows housekeeping deleted from `table` (passcodes, sessions, retiredTokens, auditRows). */
   housekeeping(table: string, rows: number): void;
+  /** Audit events written, or dropped because the database refused them for too long. */
+  audit(outcome: 'written' | 'dropped', events: number): void;
 }
 
 export const NO_METRICS: Metrics = {
@@ -32,6 +34,7 @@ export const NO_METRICS: Metrics = {
   reuseDetected() {},
   reload() {},
   housekeeping() {},
+  audit() {},
 };
 
 export interface PrometheusMetrics extends Metrics {
@@ -96,9 +99,15 @@ export function createPrometheusMetrics(opts: { activeSessions: () => number; de
     labelNames: ['table'] as const,
     registers,
   });
+  const audited = new Counter({
+    name: 'hellwall_audit_events_total',
+    help: 'Audit events written to the audit table, or dropped because the database refused them (alert on dropped).',
+    labelNames: ['outcome'] as const,
+    registers,
+  });
   new Gauge({
     name: 'hellwall_sessions_active',
-    help: 'Sessions not revoked, inside their absolute limit and used within the idle limit.',
+    help: 'Active sessions: not revoked, account enabled, and a current token or one still renewable (inside the idle and absolute limits).',
     registers,
     collect() {
       this.set(opts.activeSessions());
@@ -138,6 +147,9 @@ export function createPrometheusMetrics(opts: { activeSessions: () => number; de
     },
     housekeeping(table, rows) {
       housekept.labels(table).inc(rows);
+    },
+    audit(outcome, events) {
+      audited.labels(outcome).inc(events);
     },
   };
 }

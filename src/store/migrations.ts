@@ -92,4 +92,31 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE sessions ADD COLUMN device TEXT;
     `,
   },
+  {
+    version: 5,
+    name: 'audit trail',
+    // No foreign key to users: the trail must outlive the account it is about (a deleted user's
+    // history is exactly what an investigation wants). The email is kept as it was at the time.
+    // One index per query `hellwall audit` and admin.audit.query answer (newest first, by time, by
+    // operator, by action); outcome is a filter over those, with three values it needs no index.
+    // audit_at also serves housekeeping's deletion of rows past retention.
+    sql: `
+      CREATE TABLE audit (
+        id         INTEGER PRIMARY KEY,
+        at         INTEGER NOT NULL,
+        action     TEXT NOT NULL,
+        outcome    TEXT NOT NULL,
+        user_id    INTEGER,
+        email      TEXT,
+        actor      TEXT,
+        ip         TEXT,
+        mac        TEXT,
+        session_id INTEGER,
+        detail     TEXT
+      );
+      CREATE INDEX audit_at ON audit(at);
+      CREATE INDEX audit_email_at ON audit(email, at);
+      CREATE INDEX audit_action_at ON audit(action, at);
+    `,
+  },
 ];

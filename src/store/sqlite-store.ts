@@ -5,6 +5,9 @@ import { MIGRATIONS, type Migration } from './migrations.js';
 import {
   DuplicateUserError,
   StoreBusyError,
+  type AuditEvent,
+  type AuditQuery,
+  type AuditRecord,
   type NewSession,
   type NewUser,
   type Rotation,
@@ -71,6 +74,34 @@ const toSession = (r: SessionRow): SessionRecord => ({
   userDisabled: r.user_disabled !== 0,
   keyId: r.key_id,
   device: r.device,
+});
+
+interface AuditRow {
+  id: number;
+  at: number;
+  action: string;
+  outcome: AuditRecord['outcome'];
+  user_id: number | null;
+  email: string | null;
+  actor: string | null;
+  ip: string | null;
+  mac: string | null;
+  session_id: number | null;
+  detail: string | null;
+}
+
+const toAudit = (r: AuditRow): AuditRecord => ({
+  id: r.id,
+  at: r.at,
+  action: r.action,
+  outcome: r.outcome,
+  userId: r.user_id,
+  email: r.email,
+  actor: r.actor,
+  ip: r.ip,
+  mac: r.mac,
+  sessionId: r.session_id,
+  detail: r.detail === null ? null : (JSON.parse(r.detail) as AuditRecord['detail']),
 });
 
 const isBusy = (err: unknown): boolean => (err as { code?: unknown }).code === 'SQLITE_BUSY';
@@ -221,9 +252,21 @@ export function openSqliteStore(file: string, log?: Logger): Store {
     ),
     deletePasscodesByKey: db.prepare<[number]>('DELETE FROM passcodes WHERE key_id = ?'),
     dataVersion: db.prepare('PRAGMA data_version').pluck(),
+    // isActiveSession in SQL: a current token, or one still renewable (inside both limits).
     countActive: db
-      .prepare<[number, number]>('SELECT count(*) FROM sessions WHERE revoked_at IS NULL AND absolute_expires_at > ? AND last_seen_at > ?')
+      .prepare<[{ now: number; activeSince: number }]>(
+        `SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id
+         WHERE s.revoked_at IS NULL AND u.disabled = 0
+           AND (s.expires_at > @now OR (s.absolute_expires_at > @now AND s.last_seen_at > @activeSince))`,
+      )
       .pluck(),
+    insertAudit: db.prepare(
+      `INSERT INTO audit (at, action, outcome, user_id, email, actor, ip, mac, session_id, detail)
+       VALUES (@at, @action, @outcome, @userId, @email, @actor, @ip, @mac, @sessionId, @detail)`,
+    ),
+    deleteOldAudit: db.prepare<[number, number]>(
+      'DELETE FROM audit WHERE id IN (SELECT id FROM audit INDEXED BY audit_at WHERE at < ? LIMIT ?)',
+    ),
     ping: db.prepare('SELECT 1').pluck(),
     // Housekeeping. INDEXED BY makes preparing fail rather than a batch silently scanning the table:
     // without statistics the planner could pick the other range (e.g. absolute_expires_at > ?).
@@ -250,6 +293,25 @@ export function openSqliteStore(file: string, log?: Logger): Store {
     ),
     deleteSession: db.prepare<[number]>('DELETE FROM sessions WHERE id = ?'),
   };
+
+  // Audit queries combine optional filters: one statement per combination, prepared on first use.
+  const auditQueries = new Map<string, Database.Statement>();
+  const appendAudit = db.transaction((events: readonly AuditEvent[]) => {
+    for (const e of events) {
+      st.insertAudit.run({
+        at: e.at,
+        action: e.action,
+        outcome: e.outcome,
+        userId: e.userId ?? null,
+        email: e.email ?? null,
+        actor: e.actor ?? null,
+        ip: e.ip ?? null,
+        mac: e.mac ?? null,
+        sessionId: e.sessionId ?? null,
+        detail: e.detail ? JSON.stringify(e.detail) : null,
+      });
+    }
+  });
 
   const cache = new SessionCache();
   let seenVersion: unknown = st.dataVersion.get();
@@ -446,8 +508,54 @@ export function openSqliteStore(file: string, log?: Logger): Store {
       return result;
     },
 
-    countActiveSessions(now, activeSince) {
-      return st.countActive.get(now, activeSince) as number;
+    countActiveSessions(now, idleMs) {
+      return st.countActive.get({ now, activeSince: now - idleMs }) as number;
+    },
+
+    inTransaction: () => db.inTransaction,
+    appendAudit(events) {
+      if (events.length > 0) appendAudit(events);
+    },
+    queryAudit(q: AuditQuery): AuditRecord[] {
+      const where: string[] = [];
+      const params: Record<string, unknown> = { limit: q.limit };
+      if (q.email !== undefined) {
+        where.push('email = @email');
+        params.email = q.email;
+      }
+      if (q.action !== undefined) {
+        // A prefix becomes a range on the index (GLOB would too, but only under BINARY collation
+        // and with no special characters in the prefix; the range has no such conditions).
+        if (q.action.endsWith('*')) {
+          where.push('action >= @actionFrom AND action < @actionTo');
+          const prefix = q.action.slice(0, -1);
+          params.actionFrom = prefix;
+          params.actionTo = prefix + '\uffff';
+        } else {
+          where.push('action = @action');
+          params.action = q.action;
+        }
+      }
+      if (q.outcome !== undefined) {
+        where.push('outcome = @outcome');
+        params.outcome = q.outcome;
+      }
+      if (q.since !== undefined) {
+        where.push('at >= @since');
+        params.since = q.since;
+      }
+      if (q.until !== undefined) {
+        where.push('at < @until');
+        params.until = q.until;
+      }
+      if (q.beforeId !== undefined) {
+        where.push('id < @beforeId');
+        params.beforeId = q.beforeId;
+      }
+      const sql = `SELECT * FROM audit${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT @limit`;
+      let stmt = auditQueries.get(sql);
+      if (!stmt) auditQueries.set(sql, (stmt = db.prepare(sql)));
+      return (stmt.all(params) as AuditRow[]).map(toAudit);
     },
     deleteExpired(now, policy) {
       const limit = policy.batch;
@@ -471,7 +579,9 @@ export function openSqliteStore(file: string, log?: Logger): Store {
           st.deleteSession.run(id);
           gone.push(id);
         }
-        return { passcodes, sessions: gone.length, retiredTokens };
+        const keepAudit = policy.keepAuditMs ?? 0;
+        const auditRows = keepAudit > 0 ? st.deleteOldAudit.run(now - keepAudit, limit).changes : 0;
+        return { passcodes, sessions: gone.length, retiredTokens, auditRows };
       }).immediate();
       // This connection's own deletes do not change data_version: drop them from the cache here.
       for (const id of gone) cache.delete(id);

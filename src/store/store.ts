@@ -126,6 +126,8 @@ export interface ExpiryPolicy {
   readonly keepRevokedMs: number;
   /** At most this many rows per table per call. */
   readonly batch: number;
+  /** Audit rows older than this are deleted; 0 or absent: audit rows are kept forever. */
+  readonly keepAuditMs?: number;
 }
 
 /**
@@ -138,6 +140,66 @@ export interface ExpiredCounts {
   readonly sessions: number;
   /** Rotated-out tokens of dead sessions (kept while their session lives, for reuse detection). */
   readonly retiredTokens: number;
+  /** Audit rows past retention. */
+  readonly auditRows: number;
+}
+
+/**
+ * How an audited event ended: `success`; `failure` (wrong credentials, unknown account or session,
+ * invalid input, a reused token, a mail that could not be delivered); `denied` (a valid caller the
+ * policy, a role check or a rate limit refused).
+ */
+export const AUDIT_OUTCOMES = ['success', 'failure', 'denied'] as const;
+export type AuditOutcome = (typeof AUDIT_OUTCOMES)[number];
+
+/** Extra facts of one audit event. Never a secret: no password, passcode, token or hash. */
+export type AuditDetail = Readonly<Record<string, string | number | boolean | null>>;
+
+/** One event for the audit trail. Absent fields are stored as NULL. */
+export interface AuditEvent {
+  readonly at: number;
+  /** What happened, e.g. `login`, `token.renew`, `admin.user.disable` (see AUDIT_ACTIONS). */
+  readonly action: string;
+  readonly outcome: AuditOutcome;
+  /** The operator the event is about, when known. */
+  readonly userId?: number | null;
+  /** The operator's email as it was then, or as sent when no such account exists. */
+  readonly email?: string | null;
+  /** Who acted, when not the operator themself: `admin:<email>` on the wire, `cli:<os user>`. */
+  readonly actor?: string | null;
+  readonly ip?: string | null;
+  readonly mac?: string | null;
+  readonly sessionId?: number | null;
+  readonly detail?: AuditDetail | null;
+}
+
+export interface AuditRecord {
+  readonly id: number;
+  readonly at: number;
+  readonly action: string;
+  readonly outcome: AuditOutcome;
+  readonly userId: number | null;
+  readonly email: string | null;
+  readonly actor: string | null;
+  readonly ip: string | null;
+  readonly mac: string | null;
+  readonly sessionId: number | null;
+  readonly detail: AuditDetail | null;
+}
+
+/** Filters of an audit query; all optional, combined with AND. Newest first. */
+export interface AuditQuery {
+  readonly email?: string;
+  /** An action name, or a prefix ending in `*` (`admin.*`). */
+  readonly action?: string;
+  readonly outcome?: AuditOutcome;
+  /** Inclusive lower bound on `at` (ms). */
+  readonly since?: number;
+  /** Exclusive upper bound on `at` (ms). */
+  readonly until?: number;
+  /** Only rows with a smaller id: the next page after a page whose last row had this id. */
+  readonly beforeId?: number;
+  readonly limit: number;
 }
 
 export interface Store {
@@ -202,8 +264,15 @@ export interface Store {
    */
   revokeByKey(keyId: number, now: number, reason: string): { sessions: number; passcodes: number };
 
-  /** Sessions not revoked, inside their absolute limit, and used since `activeSince`. */
-  countActiveSessions(now: number, activeSince: number): number;
+  /** Sessions that are active by isActiveSession's rules, counted in SQL (the gauge; no rows loaded). */
+  countActiveSessions(now: number, idleMs: number): number;
+
+  /** Whether a transaction is open on this connection: an audit row written now commits with it. */
+  inTransaction(): boolean;
+  /** Appends audit events in one transaction (joining the caller's, if one is open). */
+  appendAudit(events: readonly AuditEvent[]): void;
+  /** Audit rows matching `query`, newest first, at most `query.limit`. */
+  queryAudit(query: AuditQuery): AuditRecord[];
   /**
    * Deletes dead rows (see ExpiryPolicy): at most `policy.batch` per table, in one short
    * transaction, through indexes. Call again while any count equals the batch size.

@@ -20,6 +20,8 @@ function seeded(): string {
   store.rotateSession({ sessionId: renewed, oldMaster: Buffer.alloc(32, 9), newMaster: Buffer.alloc(32, 10), generation: 0, now: now - 2 * DAY, expiresAt: now - 2 * DAY + 3_600_000, graceUntil: now - 2 * DAY + 30_000, nonce: Buffer.alloc(16), keyId: 1, oldKeyId: 1 });
   session(20, { createdAt: now, expiresAt: now + 3_600_000, absoluteExpiresAt: now + 30 * DAY });
   store.putPasscode({ userId, hash: Buffer.alloc(32), mac: 'm', seenIp: '127.0.0.1', reportedIp: null, createdAt: now - 600_000, expiresAt: now - 400_000, attempts: 0, keyId: 1 });
+  // Three audit rows past the default retention (365 days), one inside it.
+  store.appendAudit([400, 380, 366, 10].map((days) => ({ at: now - days * DAY, action: 'login', outcome: 'success' as const, userId, email: 'ops@example.com' })));
   store.close();
   return dataDir;
 }
@@ -28,15 +30,28 @@ t.test('hellwall cleanup --json deletes dead rows once and prints the counts', a
   const dataDir = seeded();
   const first = cli(['cleanup', '--json'], env(dataDir));
   t.equal(first.code, 0, first.stderr);
-  t.same(JSON.parse(first.stdout), { deleted: { passcodes: 1, sessions: 4, retiredTokens: 1 }, batches: 1, busy: false });
+  t.same(JSON.parse(first.stdout), { deleted: { passcodes: 1, sessions: 4, retiredTokens: 1, auditRows: 3 }, batches: 1, busy: false });
   const again = cli(['cleanup', '--json'], env(dataDir));
-  t.same(JSON.parse(again.stdout).deleted, { passcodes: 0, sessions: 0, retiredTokens: 0 }, 'nothing left; the live session stays');
+  t.same(JSON.parse(again.stdout).deleted, { passcodes: 0, sessions: 0, retiredTokens: 0, auditRows: 0 }, 'nothing left; the live session stays');
+  const kept = JSON.parse(cli(['audit', '--json'], env(dataDir)).stdout) as Array<{ at: string }>;
+  t.equal(kept.length, 1, 'the audit row inside retention stays');
+  t.ok(Date.parse(kept[0]!.at) > Date.now() - 11 * DAY);
+});
+
+t.test('hellwall cleanup keeps audit rows for audit.retentionDays; 0 keeps them forever', async (t) => {
+  const dataDir = seeded();
+  const forever = cli(['cleanup', '--json'], env(dataDir, { HELLWALL_AUDIT_RETENTION_DAYS: '0' }));
+  t.equal(forever.code, 0, forever.stderr);
+  t.equal(JSON.parse(forever.stdout).deleted.auditRows, 0);
+  const week = cli(['cleanup', '--json'], env(dataDir, { HELLWALL_AUDIT_RETENTION_DAYS: '7' }));
+  t.equal(JSON.parse(week.stdout).deleted.auditRows, 4);
+  t.same(JSON.parse(cli(['audit', '--json'], env(dataDir)).stdout), []);
 });
 
 t.test('hellwall cleanup prints a table for people, and runs to completion past the batch size', async (t) => {
   const dataDir = seeded();
   const r = cli(['cleanup'], env(dataDir, { HELLWALL_HOUSEKEEPING_BATCH: '2' }));
   t.equal(r.code, 0, r.stderr);
-  t.equal(r.stdout, 'passcodes      1\nsessions       4\nretiredTokens  1\n');
+  t.equal(r.stdout, 'passcodes      1\nsessions       4\nretiredTokens  1\nauditRows      3\n');
   t.match(cli(['help'], env(dataDir)).stdout, /cleanup \[--json\]/, 'listed in the usage');
 });

@@ -88,6 +88,18 @@ t.test('key rotate + SIGHUP on a running server: the old session still checks, n
   const logText = server.lines.map((l) => JSON.stringify(l)).join('\n');
   t.notOk(logText.includes(readFileSync(path.join(dataDir, 'server.key.2'), 'utf8').trim()), 'no key material in the log');
 
+  // Rotations and retirements are audited as the CLI's, the refused one too; a usage error is not.
+  const audit = JSON.parse(cli(['audit', '--action', 'admin.key.*', '--json'], e).stdout) as Array<Record<string, unknown>>;
+  t.same(
+    audit.reverse().map((r) => [r.action, r.outcome, r.actor, r.detail]),
+    [
+      ['admin.key.rotate', 'success', `cli:${os.userInfo().username}`, { keyId: 2 }],
+      ['admin.key.retire', 'failure', `cli:${os.userInfo().username}`, { keyId: 2, reason: 'key-current', message: 'key 2 is the current key; rotate first, then retire it' }],
+      ['admin.key.retire', 'success', `cli:${os.userInfo().username}`, { keyId: 1, sessionsEnded: 1, passcodesDropped: 0, alreadyRetired: false }],
+    ],
+  );
+  t.notOk(JSON.stringify(audit).includes(readFileSync(path.join(dataDir, 'server.key.2'), 'utf8').trim()), 'no key material in the audit trail');
+
   server.child.kill('SIGTERM');
   t.equal(await server.exited, 0);
 });

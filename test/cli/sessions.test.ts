@@ -5,7 +5,8 @@ import t from 'tap';
 import { HellwallClient } from '../../src/client/client.js';
 import { cli, env, startServer } from '../helpers/processes.js';
 
-// `hellwall sessions …` and `hellwall stats` against the database of a running server.
+// `hellwall sessions …` and `hellwall stats` against the database of a running server; revocations
+// are audited.
 
 const PASSWORD = 'correct horse battery staple';
 const EMAIL = 'ann@example.com';
@@ -66,10 +67,27 @@ t.test('sessions list, sessions revoke and stats work on a running server\'s dat
   t.match(await client.check({ token: a, mac: macA, request: 'x' }), { status: 'unauthorized' }, 'the running server sees the revocation');
   t.match(await client.check({ token: b, mac: macB, request: 'x' }), { status: 'authorized' });
   t.equal(cli(['sessions', 'revoke', '--id', '99'], e).code, 1, 'an unknown id is an error');
+  const again = cli(['sessions', 'revoke', '--id', '1'], e);
+  t.equal(again.code, 1, 'so is a session that has already ended');
+  t.match(again.stderr, /session 1 had already ended \(admin-revoked\)/);
   t.equal(cli(['sessions', 'revoke'], e).code, 2, 'revoke needs --id or --email');
 
   t.match(cli(['sessions', 'revoke', '--email', EMAIL], e).stdout, /1 session\(s\) of ann@example\.com ended/);
   t.match(await client.check({ token: b, mac: macB, request: 'x' }), { status: 'unauthorized' });
   t.same(JSON.parse(cli(['sessions', 'list', '--json'], e).stdout), []);
   t.match(JSON.parse(cli(['stats', '--json'], e).stdout), { activeSessions: 0, activeUsers: 0 });
+
+  const audit = (action: string) =>
+    (JSON.parse(cli(['audit', '--action', action, '--json'], e).stdout) as Array<Record<string, unknown>>).reverse();
+  t.match(audit('admin.session.*'), [
+    { action: 'admin.session.revoke', outcome: 'success', email: EMAIL, actor: `cli:${os.userInfo().username}`, detail: { target: 1, targetMac: macA, targetIp: '127.0.0.1' } },
+    { action: 'admin.session.revoke', outcome: 'failure', email: null, detail: { target: 99, reason: 'not-found' } },
+    { action: 'admin.session.revoke', outcome: 'failure', detail: { target: 1, reason: 'conflict' } },
+    { action: 'admin.session.revoke_user', outcome: 'success', email: EMAIL, detail: { ended: 1 } },
+  ]);
+  t.equal(audit('admin.session.*').length, 4);
+  t.match(audit('login'), [
+    { outcome: 'success', email: EMAIL, mac: macA, ip: '127.0.0.1', sessionId: 1, actor: null },
+    { outcome: 'success', email: EMAIL, mac: macB, sessionId: 2 },
+  ], 'the logins are there too');
 });

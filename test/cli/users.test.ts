@@ -6,8 +6,8 @@ import { HellwallClient } from '../../src/client/client.js';
 import { cli, env, startServer } from '../helpers/processes.js';
 
 // `hellwall user …` against the database of a running server (another process, as an operator runs
-// it): every change is seen by the server's next token check, and the sessions the issue says must
-// end (disable, password change, delete) do end.
+// it): every change is seen by the server's next token check, the sessions the issue says must end
+// (disable, password change, delete) do end, and every change is in the audit trail.
 
 const PASSWORD = 'correct horse battery staple';
 const MAC = '00:1a:2b:3c:4d:5e';
@@ -59,7 +59,8 @@ t.test('user admin commands change what a running server answers', async (t) => 
   const listed = JSON.parse(cli(['user', 'list', '--json'], e).stdout) as Array<Record<string, unknown>>;
   t.same(listed.map((u) => u.email), ['ann@example.com', 'bob@example.com']);
   t.notOk(JSON.stringify(listed).includes('scrypt'), 'no password hash is shown');
-  t.match(JSON.parse(cli(['user', 'show', '--email', 'ANN@example.com', '--json'], e).stdout), { id: 1, email: 'ann@example.com', role: 'user', disabled: false });
+  t.match(JSON.parse(cli(['user', 'show', '--email', 'ANN@example.com', '--json'], e).stdout), { id: 1, email: 'ann@example.com', role: 'user', disabled: false, activeSessions: 0 });
+  t.match(cli(['user', 'show', '--email', 'ann@example.com'], e).stdout, /^id {14}1\nemail {11}ann@example\.com\n(.*\n){4}activeSessions {2}0\n$/);
   const missing = cli(['user', 'show', '--email', 'nobody@example.com'], e);
   t.equal(missing.code, 1);
   t.match(missing.stderr, /no user with email nobody@example\.com/);
@@ -105,6 +106,27 @@ t.test('user admin commands change what a running server answers', async (t) => 
   t.match(cli(['user', 'delete', '--email', 'bob@example.com', '--yes'], e).stdout, /deleted bob@example\.com/);
   t.match(await check(bob), { status: 'unauthorized' });
   t.same((JSON.parse(cli(['user', 'list', '--json'], e).stdout) as Array<{ email: string }>).map((u) => u.email), ['ann@example.com']);
+
+  // Every change above, refused ones included, is in the audit trail as the CLI's; its reads are not
+  // (the failed show is: it was refused). No password anywhere in it.
+  const audit = JSON.parse(cli(['audit', '--action', 'admin.*', '--json'], e).stdout) as Array<{ action: string; outcome: string; email: string; actor: string; detail: Record<string, unknown> | null }>;
+  t.same(audit.reverse().map((r) => [r.action, r.outcome, r.email]), [
+    ['admin.user.add', 'success', 'ann@example.com'],
+    ['admin.user.add', 'success', 'bob@example.com'],
+    ['admin.user.show', 'failure', 'nobody@example.com'],
+    ['admin.user.set_role', 'success', 'ann@example.com'],
+    ['admin.user.set_role', 'failure', 'ann@example.com'],
+    ['admin.user.disable', 'success', 'ann@example.com'],
+    ['admin.user.enable', 'success', 'ann@example.com'],
+    ['admin.user.reset_password', 'failure', 'ann@example.com'],
+    ['admin.user.reset_password', 'success', 'ann@example.com'],
+    ['admin.user.delete', 'success', 'bob@example.com'],
+  ]);
+  t.ok(audit.every((r) => r.actor === `cli:${os.userInfo().username}`), 'the actor is cli:<os user>');
+  t.match(audit[5]!.detail, { sessionsEnded: 1 });
+  t.match(audit[8]!.detail, { sessionsEnded: 1 });
+  const trail = cli(['audit', '--limit', '1000', '--json'], e).stdout;
+  for (const secret of [PASSWORD, 'password1', 'a brand new passphrase 42']) t.notOk(trail.includes(secret), 'no password in the audit trail');
 
   server.child.kill('SIGTERM');
   t.equal(await server.exited, 0);

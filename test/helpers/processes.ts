@@ -78,3 +78,25 @@ export function startServer(e: NodeJS.ProcessEnv): Promise<RunningServer> {
     child.once('exit', (code) => reject(new Error(`server exited with ${code} before listening`)));
   });
 }
+
+/** One row of `hellwall audit --json`. */
+export interface AuditRow {
+  id: number;
+  at: string;
+  action: string;
+  outcome: string;
+  userId: number | null;
+  email: string | null;
+  actor: string | null;
+  ip: string | null;
+  mac: string | null;
+  sessionId: number | null;
+  detail: Record<string, unknown> | null;
+}
+
+/** `hellwall audit --json` with `args`; throws unless it exits 0. */
+export function auditJson(e: NodeJS.ProcessEnv, ...args: string[]): AuditRow[] {
+  const r = cli(['audit', '--json', ...args], e);
+  if (r.code !== 0) throw new Error(`hellwall audit ${args.join(' ')}: exit ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as AuditRow[];
+}

@@ -40,10 +40,10 @@ t.test('a session past its absolute limit is deleted by a pass, and its token th
   const { token } = await h.login(client);
   t.equal((await client.check({ token, mac: MAC, request: 'r' })).status, 'authorized', 'checked (and so cached by the server)');
 
-  t.same((await h.app.housekeeper.runOnce()).deleted, { passcodes: 0, sessions: 0, retiredTokens: 0 }, 'nothing is dead yet');
+  t.same((await h.app.housekeeper.runOnce()).deleted, { passcodes: 0, sessions: 0, retiredTokens: 0, auditRows: 0 }, 'nothing is dead yet');
   h.clock.advance(h.app.config.tokens.absoluteSeconds * 1000);
   const pass = await h.app.housekeeper.runOnce();
-  t.same(pass.deleted, { passcodes: 0, sessions: 1, retiredTokens: 0 });
+  t.same(pass.deleted, { passcodes: 0, sessions: 1, retiredTokens: 0, auditRows: 0 });
   t.equal(pass.batches, 1);
   t.equal(sessionRows(h), 0, 'the row is gone');
 
@@ -97,7 +97,7 @@ t.test('a backlog of 5,000 dead sessions goes in batches, with token checks answ
   done = true;
   await checking;
 
-  t.same(pass.deleted, { passcodes: 0, sessions: 5000, retiredTokens: 0 });
+  t.same(pass.deleted, { passcodes: 0, sessions: 5000, retiredTokens: 0, auditRows: 0 });
   t.equal(pass.batches, 11, 'ten full batches of 500, then one that finds nothing');
   t.ok(turns >= pass.batches - 1, `the event loop turned between batches (${turns} turns)`);
   t.ok(answeredDuring >= 1, `${answeredDuring} token checks answered during the pass`);
@@ -117,7 +117,7 @@ t.test('a busy database skips the pass with a warning; the next pass deletes', a
   other.exec('BEGIN IMMEDIATE');
   const skipped = await h.app.housekeeper.runOnce();
   t.equal(skipped.busy, true);
-  t.same(skipped.deleted, { passcodes: 0, sessions: 0, retiredTokens: 0 });
+  t.same(skipped.deleted, { passcodes: 0, sessions: 0, retiredTokens: 0, auditRows: 0 });
   t.equal(h.logs.find({ msg: 'housekeeping skipped: database busy; the next pass retries' }).length, 1);
   other.exec('ROLLBACK');
   const next = await h.app.housekeeper.runOnce();

@@ -1,4 +1,4 @@
-"""A Hellwall protocol 1.0 client in Python, written from protocol/README.md alone.
+"""A Hellwall protocol 1.2 client in Python, written from protocol/README.md alone.
 
 Standard library only, plus `hellwall_types`: the message classes quicktype generates from
 protocol/schemas (`node scripts/gen-clients.mjs --lang python`). Requests are built with the
@@ -8,8 +8,9 @@ so a change to the schemas that this code or the server does not follow shows up
     with HellwallClient.connect("127.0.0.1", 7443, cafile="data/dev-cert.pem") as client:
         client.hello()
         client.request_passcode(email, password, mac)
-        session = client.login(email, phone, password, passcode, mac)
+        session = client.login(email, phone, password, passcode, mac, device="laptop: my-tool")
         client.check(session.token, mac, "inventory.read")
+        client.list_sessions(session.token, mac)   # and logout(), logout_all()
 
 Pipelining [P-2.4]: every typed helper takes `wait=False` and then returns a `Reply` at once;
 send as many as you like and call `.result()` on each. Answers are matched first-in first-out and
@@ -446,7 +447,16 @@ class HellwallClient:
         reply = self.send(to_dict(request), parse_ok)
         return reply.result() if wait else reply
 
-    # The four commands [P-4.1]-[P-4.4]. With wait=False each returns its Reply unread.
+    def server_has_minor(self, minor: int) -> bool:
+        """Whether the server's hello reported version 1.`minor` or later, so that what that version
+        added may be sent [P-5.2]. Needs hello() first: without its answer this raises RuntimeError,
+        so that a field is never dropped (or sent) without the caller knowing."""
+        if self.server is None:
+            raise RuntimeError(f"call hello() first: what protocol 1.{minor} added is sent only to a server that reports 1.{minor} or later")
+        major, _, have = self.server.version.partition(".")
+        return int(major) == PROTOCOL_MAJOR and int(have) >= minor
+
+    # The commands [P-4.1]-[P-4.4], [P-4.8]-[P-4.10]. With wait=False each returns its Reply unread.
 
     def hello(self, *, wait: bool = True) -> Any:
         """hello; with wait=True it also checks the MAJOR version (IncompatibleServer) and keeps
@@ -461,14 +471,41 @@ class HellwallClient:
         request = ht.PasscodeRequestRequest(code=1, email=email, mac=mac, password=password, ip=ip)
         return self._submit(request, ht.passcode_request_request_to_dict, ht.passcode_request_response_from_dict, wait)
 
-    def login(self, email: str, phone: str, password: str, passcode: str, mac: str, *, wait: bool = True) -> Any:
-        request = ht.PasscodeAuthRequest(code=2, email=email, mac=mac, passcode=passcode, password=password, phone=phone)
+    def login(self, email: str, phone: str, password: str, passcode: str, mac: str, device: Optional[str] = None, *, wait: bool = True) -> Any:
+        """passcode.auth [P-4.3]. `device` (since 1.2) describes this device in the operator's
+        session list. It is sent only when given and only to a server whose hello reported 1.2 or
+        later (an older one refuses fields it does not know [P-2.1]); to an older server the login
+        goes without it. With a `device`, call hello() first (RuntimeError otherwise)."""
+        if device is not None and not self.server_has_minor(2):
+            device = None
+        request = ht.PasscodeAuthRequest(code=2, email=email, mac=mac, passcode=passcode, password=password, phone=phone, device=device)
         return self._submit(request, ht.passcode_auth_request_to_dict, ht.passcode_auth_response_from_dict, wait)
 
     def check(self, token: str, mac: str, request: str, data: Any = None, *, wait: bool = True) -> Any:
         """token.check. `data` None means "no data": the generated type cannot send a JSON null."""
         req = ht.TokenCheckRequest(code=3, mac=mac, request=request, token=token, data=data)
         return self._submit(req, ht.token_check_request_to_dict, ht.token_check_response_from_dict, wait)
+
+    # The session commands (since 1.2) authenticate with the caller's token and MAC, which must
+    # check `authorized` right now; anything else answers E_UNAUTHENTICATED and changes nothing
+    # [P-3.6]. A 1.1 server answers them E_UNKNOWN_COMMAND [P-5.1].
+
+    def logout(self, token: str, mac: str, *, wait: bool = True) -> Any:
+        """session.logout [P-4.8]: ends this token's session; the operator's others stay."""
+        req = ht.SessionLogoutRequest(code=4, mac=mac, token=token)
+        return self._submit(req, ht.session_logout_request_to_dict, ht.session_logout_response_from_dict, wait)
+
+    def logout_all(self, token: str, mac: str, *, wait: bool = True) -> Any:
+        """session.logout_all [P-4.9]: ends every session of the token's operator, this one
+        included; `ended` says how many active ones ended."""
+        req = ht.SessionLogoutAllRequest(code=5, mac=mac, token=token)
+        return self._submit(req, ht.session_logout_all_request_to_dict, ht.session_logout_all_response_from_dict, wait)
+
+    def list_sessions(self, token: str, mac: str, *, wait: bool = True) -> Any:
+        """session.list [P-4.10]: the operator's active sessions, oldest login first, the caller's
+        marked `current`. Never a token."""
+        req = ht.SessionListRequest(code=6, mac=mac, token=token)
+        return self._submit(req, ht.session_list_request_to_dict, ht.session_list_response_from_dict, wait)
 
     # Receiving.
 

@@ -21,6 +21,7 @@ const MODULES = ['test_flow', 'test_vectors'];
 const EXPECTED = [
   'test_flow.ClientOfflineTest.test_a_response_must_echo_the_request_code',
   'test_flow.ClientOfflineTest.test_a_server_of_another_major_version_is_refused',
+  'test_flow.ClientOfflineTest.test_device_is_sent_only_to_a_server_of_version_1_2_or_later',
   'test_flow.ClientOfflineTest.test_frame_encoding_matches_the_spec_example',
   'test_flow.ClientOfflineTest.test_schema_check_catches_what_the_generated_types_cannot',
   'test_flow.ClientOfflineTest.test_strict_mode_refuses_undeclared_fields',
@@ -34,6 +35,9 @@ const EXPECTED = [
   'test_flow.SeedFlowTest.test_a_schema_error_keeps_the_connection_open',
   'test_flow.SeedFlowTest.test_the_servers_limits_shape_what_is_sent',
   'test_flow.SeedFlowTest.test_pipelined_requests_are_answered_in_order',
+  'test_flow.SessionCommandsTest.test_list_shows_each_login_with_its_device_and_marks_the_callers_session',
+  'test_flow.SessionCommandsTest.test_logout_ends_the_callers_session_only',
+  'test_flow.SessionCommandsTest.test_logout_all_ends_every_session_of_the_operator_and_no_other',
   'test_flow.RenewalTest.test_renewal_rotation_grace_and_reuse',
   'test_vectors.DecoderVectorsTest.test_decoder_vectors',
   'test_vectors.ExchangeVectorsTest.test_exchange_vectors',

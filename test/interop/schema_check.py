@@ -17,7 +17,7 @@ from hellwall_client import json_equal
 
 # Keywords that describe and do not constrain.
 _ANNOTATIONS = frozenset({"$schema", "$id", "$comment", "title", "description", "examples", "definitions", "default", "tsType"})
-_CHECKED = frozenset({"type", "const", "enum", "required", "properties", "additionalProperties", "minLength", "maxLength", "pattern", "minimum", "oneOf", "$ref"})
+_CHECKED = frozenset({"type", "const", "enum", "required", "properties", "additionalProperties", "minLength", "maxLength", "pattern", "minimum", "oneOf", "$ref", "items", "maxItems", "minItems", "maximum"})
 
 
 class SchemaError(AssertionError):
@@ -112,6 +112,16 @@ class Schemas:
                 out.append(f"{where}: does not match {schema['pattern']}")
         if isinstance(value, (int, float)) and not isinstance(value, bool) and "minimum" in schema and value < schema["minimum"]:
             out.append(f"{where}: less than {schema['minimum']}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and "maximum" in schema and value > schema["maximum"]:
+            out.append(f"{where}: more than {schema['maximum']}")
+        if isinstance(value, list):
+            if "minItems" in schema and len(value) < schema["minItems"]:
+                out.append(f"{where}: fewer than {schema['minItems']} items")
+            if "maxItems" in schema and len(value) > schema["maxItems"]:
+                out.append(f"{where}: more than {schema['maxItems']} items")
+            if isinstance(schema.get("items"), dict):
+                for i, item in enumerate(value):
+                    out.extend(self.errors(item, schema["items"], doc, f"{path}/{i}"))
         if isinstance(value, dict):
             props = schema.get("properties", {})
             for key in schema.get("required", []):

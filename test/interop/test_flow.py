@@ -55,12 +55,14 @@ def stop_cleanly(server: harness.Server) -> None:
         raise AssertionError("the server did not log `hellwall stopped`")
 
 
-def log_in(test: unittest.TestCase, client: hc.HellwallClient, sink: SmtpSink) -> ht.PasscodeAuthResponse:
+def log_in(
+    test: unittest.TestCase, client: hc.HellwallClient, sink: SmtpSink, email: str = EMAIL, mac: str = MAC, device: "str | None" = None
+) -> ht.PasscodeAuthResponse:
     since = sink.count()
-    ack = client.request_passcode(EMAIL, PASSWORD, MAC)
+    ack = client.request_passcode(email, PASSWORD, mac)
     test.assertIsInstance(ack, ht.PasscodeRequestResponse)
-    passcode = passcode_from(sink.wait_for(EMAIL, since))
-    session = client.login(EMAIL, PHONE, PASSWORD, passcode, MAC)
+    passcode = passcode_from(sink.wait_for(email, since))
+    session = client.login(email, PHONE, PASSWORD, passcode, mac, device=device)
     test.assertIsInstance(session, ht.PasscodeAuthResponse, f"login failed: {session}")
     return session
 
@@ -105,6 +107,30 @@ class ClientOfflineTest(unittest.TestCase):
         hc.check_version(ht.hello_response_from_dict(hello))  # a newer MINOR is compatible [P-5.2]
         with self.assertRaises(hc.IncompatibleServer):
             hc.check_version(ht.hello_response_from_dict(dict(hello, version="2.0")))
+
+    def test_device_is_sent_only_to_a_server_of_version_1_2_or_later(self) -> None:
+        class Capture:
+            sent = b""
+
+            def sendall(self, data: bytes) -> None:
+                self.sent += data
+
+        def sent_login(version: str, device: "str | None") -> dict:
+            sock = Capture()
+            c = hc.HellwallClient(sock)  # type: ignore[arg-type]  # only sendall is used
+            c.server = ht.hello_response_from_dict(
+                {"code": 0, "status": "ok", "protocol": "hellwall", "version": version, "maxFrameBytes": 65536, "maxInflight": 64}
+            )
+            c.login(EMAIL, PHONE, PASSWORD, "K7M2QX", MAC, device=device, wait=False)
+            [request] = hc.FrameDecoder().push(sock.sent)
+            return request
+
+        self.assertEqual(sent_login("1.2", "laptop: unittest")["device"], "laptop: unittest")
+        self.assertEqual(sent_login("1.3", "laptop: unittest")["device"], "laptop: unittest", "a newer MINOR has it too")
+        self.assertNotIn("device", sent_login("1.1", "laptop: unittest"), "a 1.1 server would refuse the field [P-2.1]")
+        self.assertNotIn("device", sent_login("1.2", None), "sent only when given")
+        with self.assertRaisesRegex(RuntimeError, "hello"):
+            hc.HellwallClient(Capture()).login(EMAIL, PHONE, PASSWORD, "K7M2QX", MAC, device="x", wait=False)  # type: ignore[arg-type]
 
     def test_schema_check_catches_what_the_generated_types_cannot(self) -> None:
         bad = {"code": 0, "status": "ok", "protocol": "hellwall", "version": "1.0\n", "maxFrameBytes": 0, "maxInflight": 64}
@@ -309,6 +335,107 @@ class SeedFlowTest(unittest.TestCase):
         self.assertTrue(all(isinstance(r, ht.HelloResponse) for r in results[1:101]))
         self.assertEqual(results[101].status, UNAUTHORIZED)
         self.assertIsInstance(results[102], ht.HelloResponse)
+
+
+class SessionCommandsTest(unittest.TestCase):
+    """Protocol 1.2's session commands [P-4.8]-[P-4.10]. Each test has an operator of its own, so
+    that one test's logins, logouts and the session cap [P-3.5] never reach another's."""
+
+    DEVICE = "laptop: hellwall_client.py unittest"
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        start_stack(cls)
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        stop_cleanly(cls.server)
+
+    def connect(self) -> hc.HellwallClient:
+        # Every response is kept raw too, to prove no token is ever listed.
+        self.raw: list = []
+
+        def observe(response: dict) -> None:
+            harness.SCHEMAS.validate_response(response)
+            self.raw.append(response)
+
+        client = self.server.connect(observer=observe)
+        self.addCleanup(client.close)
+        hello = client.hello()
+        self.assertTrue(client.server_has_minor(2), f"the server speaks 1.2 or later, not {hello.version}")
+        return client
+
+    def operator(self, name: str) -> str:
+        email = f"{name}@example.com"
+        harness.add_user(self.data_dir, email=email)
+        return email
+
+    def assertUnauthenticated(self, response: object, code: int) -> None:
+        self.assertIsInstance(response, ht.ErrorResponse)
+        self.assertEqual((response.error, response.code), (ht.ErrorCode.E_UNAUTHENTICATED, code))
+
+    def test_list_shows_each_login_with_its_device_and_marks_the_callers_session(self) -> None:
+        email = self.operator("lister")
+        c = self.connect()
+        plain = log_in(self, c, self.sink, email, MAC)
+        with_device = log_in(self, c, self.sink, email, OTHER_MAC, device=self.DEVICE)
+
+        listed = c.list_sessions(with_device.token, OTHER_MAC)
+        self.assertIsInstance(listed, ht.SessionListResponse, f"session.list failed: {listed}")
+        self.assertEqual((listed.status, listed.code), (OK, 6))
+        self.assertEqual([s.mac for s in listed.sessions], [MAC, OTHER_MAC], "both logins, oldest first")
+        self.assertEqual([s.current for s in listed.sessions], [False, True], "exactly one is current: the caller's")
+        self.assertEqual([s.device for s in listed.sessions], [None, self.DEVICE], "the device as sent at login, absent when none was")
+        self.assertEqual({s.ip for s in listed.sessions}, {"127.0.0.1"})
+        self.assertEqual(len({s.id for s in listed.sessions}), 2, "distinct ids")
+        for s in listed.sessions:
+            self.assertLessEqual(s.created_at, s.last_seen_at)
+        self.assertNotIn("device", self.raw[-1]["sessions"][0], "absent, not null, on the wire")
+
+        other_view = c.list_sessions(plain.token, MAC)
+        self.assertEqual([s.current for s in other_view.sessions], [True, False], "current follows the caller")
+        self.assertEqual([s.id for s in other_view.sessions], [s.id for s in listed.sessions])
+        wire = json.dumps([r for r in self.raw if r.get("code") == 6])
+        for token in (plain.token, with_device.token):
+            self.assertNotIn(token[15:], wire, "session.list never shows a token")
+        self.assertEqual(c.check(with_device.token, OTHER_MAC, "x").status, AUTHORIZED, "listing changed nothing")
+
+    def test_logout_ends_the_callers_session_only(self) -> None:
+        email = self.operator("leaver")
+        c = self.connect()
+        leaving = log_in(self, c, self.sink, email, MAC)
+        staying = log_in(self, c, self.sink, email, OTHER_MAC, device=self.DEVICE)
+
+        self.assertUnauthenticated(c.logout(staying.token, MAC), 4)  # another MAC: nothing ended
+        done = c.logout(leaving.token, MAC)
+        self.assertIsInstance(done, ht.SessionLogoutResponse, f"session.logout failed: {done}")
+        self.assertEqual((done.status, done.code), (OK, 4))
+
+        self.assertEqual(c.check(leaving.token, MAC, "x").status, UNAUTHORIZED, "the logged-out token")
+        self.assertUnauthenticated(c.list_sessions(leaving.token, MAC), 6)
+        self.assertUnauthenticated(c.logout(leaving.token, MAC), 4)
+        self.assertUnauthenticated(c.logout_all(leaving.token, MAC), 5)
+
+        self.assertEqual(c.check(staying.token, OTHER_MAC, "x").status, AUTHORIZED, "the other device is still logged in")
+        left = c.list_sessions(staying.token, OTHER_MAC)
+        self.assertEqual([(s.mac, s.device, s.current) for s in left.sessions], [(OTHER_MAC, self.DEVICE, True)])
+
+    def test_logout_all_ends_every_session_of_the_operator_and_no_other(self) -> None:
+        email, bystander = self.operator("everywhere"), self.operator("bystander")
+        c = self.connect()
+        first = log_in(self, c, self.sink, email, MAC)
+        second = log_in(self, c, self.sink, email, OTHER_MAC, device=self.DEVICE)
+        other = log_in(self, c, self.sink, bystander, MAC)
+
+        done = c.logout_all(first.token, MAC)
+        self.assertIsInstance(done, ht.SessionLogoutAllResponse, f"session.logout_all failed: {done}")
+        self.assertEqual((done.status, done.code, done.ended), (OK, 5, 2), "both of the operator's sessions ended")
+
+        self.assertEqual(c.check(first.token, MAC, "x").status, UNAUTHORIZED, "the caller's own token")
+        self.assertEqual(c.check(second.token, OTHER_MAC, "x").status, UNAUTHORIZED, "the operator's other token")
+        self.assertUnauthenticated(c.list_sessions(second.token, OTHER_MAC), 6)
+        self.assertUnauthenticated(c.logout_all(first.token, MAC), 5)
+        self.assertEqual(c.check(other.token, MAC, "x").status, AUTHORIZED, "another operator's session is untouched")
 
 
 class RenewalTest(unittest.TestCase):

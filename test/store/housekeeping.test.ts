@@ -56,6 +56,7 @@ const sum = (calls: ExpiredCounts[]): ExpiredCounts => ({
   passcodes: calls.reduce((a, c) => a + c.passcodes, 0),
   sessions: calls.reduce((a, c) => a + c.sessions, 0),
   retiredTokens: calls.reduce((a, c) => a + c.retiredTokens, 0),
+  auditRows: calls.reduce((a, c) => a + c.auditRows, 0),
 });
 
 t.test('deletes exactly the rows that can never be used again', async (t) => {
@@ -83,8 +84,8 @@ t.test('deletes exactly the rows that can never be used again', async (t) => {
   store.putPasscode({ ...passcode, userId: expiredOwner, expiresAt: NOW });
   store.putPasscode({ ...passcode, userId: u, expiresAt: NOW + 1 });
 
-  t.same(store.deleteExpired(NOW, POLICY), { passcodes: 1, sessions: 3, retiredTokens: 1 });
-  t.same(store.deleteExpired(NOW, POLICY), { passcodes: 0, sessions: 0, retiredTokens: 0 }, 'nothing more on a second call');
+  t.same(store.deleteExpired(NOW, POLICY), { passcodes: 1, sessions: 3, retiredTokens: 1, auditRows: 0 });
+  t.same(store.deleteExpired(NOW, POLICY), { passcodes: 0, sessions: 0, retiredTokens: 0, auditRows: 0 }, 'nothing more on a second call');
 
   for (const [name, s] of Object.entries({ live, renewable, unexpiredIdle, revokedRecently })) t.ok(store.findSessionById(s.id), `${name} stays`);
   for (const [name, s] of Object.entries({ pastAbsolute, idleExpired, revokedLongAgo })) t.equal(store.findSessionById(s.id), undefined, `${name} goes`);
@@ -131,7 +132,7 @@ t.test('each call deletes at most the batch size from each table', async (t) => 
   const calls = drain(store, NOW, policy);
   for (const c of calls) t.ok(Object.values(c).every((n) => n <= 10), `at most 10 per table: ${JSON.stringify(c)}`);
   t.ok(calls.length >= 4, `${calls.length} calls`);
-  t.same(sum(calls), { passcodes: 25, sessions: 26, retiredTokens: 34 });
+  t.same(sum(calls), { passcodes: 25, sessions: 26, retiredTokens: 34, auditRows: 0 });
   t.equal(store.findSessionById(long.id), undefined);
 });
 

@@ -5,9 +5,10 @@ import path from 'node:path';
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { buildApp } from '../../src/app.js';
-import { deriveKeys, loadOrCreateServerKey } from '../../src/auth/keys.js';
+import { keyFileName, rotateKey } from '../../src/auth/key-ring.js';
+import { deriveKeys, loadOrCreateServerKey, readServerKeyFile } from '../../src/auth/keys.js';
 import { hashPasscode } from '../../src/auth/passcodes.js';
-import { masterToken, newBaseToken } from '../../src/auth/tokens.js';
+import { masterToken, newBaseToken, rotatedToken } from '../../src/auth/tokens.js';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { MIGRATIONS } from '../../src/store/migrations.js';
@@ -148,3 +149,159 @@ t.test('a v1 database upgrades to key ids: its user and session survive and the 
   const check = app.services.tokens.check({ token, mac, seenIp: '127.0.0.1', request: 'r' }, log);
   t.equal(check.status, 'authorized', 'the token issued before the upgrade still checks authorized');
 });
+
+/** Inserts one row of whatever columns `row` names, so a fixture can be shaped as an older schema had it. */
+function insert(db: Database.Database, table: string, row: Record<string, unknown>): number {
+  const cols = Object.keys(row);
+  const sql = `INSERT INTO ${table} (${cols.join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`;
+  return Number(db.prepare(sql).run(row).lastInsertRowid);
+}
+
+/** What must not change when an up-to-date database is opened again: version, schema and row counts. */
+function snapshot(file: string): unknown {
+  const db = new Database(file, { readonly: true });
+  try {
+    const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all() as string[];
+    return {
+      version: db.pragma('user_version', { simple: true }),
+      schema: db.prepare('SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name').all(),
+      rows: Object.fromEntries(tables.map((name) => [name, db.prepare(`SELECT count(*) FROM "${name}"`).pluck().get()])),
+    };
+  } finally {
+    db.close();
+  }
+}
+
+function schemaOf(file: string): unknown {
+  const db = new Database(file, { readonly: true });
+  try {
+    return db.prepare('SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name').all();
+  } finally {
+    db.close();
+  }
+}
+
+// Every released schema after v1 (v1 is the test above), upgraded to whatever is latest now. Each
+// fixture holds rows only in the columns its version had: key ids since v2 (with key rotation, so
+// a second key), the session's device since v4.
+for (const from of [2, 3, 4]) {
+  t.test(`a v${from} database upgrades to the latest schema with users, sessions, passcodes and retired tokens intact`, async (t) => {
+    const latest = MIGRATIONS.at(-1)!.version;
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), `hellwall-v${from}-`));
+    const file = path.join(dataDir, 'hellwall.db');
+    const log = createLogger('silent');
+    const now = Date.UTC(2026, 0, 1);
+    const ip = '127.0.0.1';
+    const device = 'laptop: Firefox 128 on Linux';
+
+    // The key ring such an install has: server.key (key 1), then a rotation to key 2.
+    const key1 = deriveKeys(loadOrCreateServerKey(dataDir, randomBytes, log));
+    t.equal(rotateKey(dataDir, randomBytes, log), 2);
+    const key2 = deriveKeys(readServerKeyFile(path.join(dataDir, keyFileName(2)), log));
+
+    const db = new Database(file);
+    t.equal(migrate(db, MIGRATIONS.filter((m) => m.version <= from)), from, `the fixture is at v${from}`);
+    const sessionColumns = (db.prepare("SELECT name FROM pragma_table_info('sessions')").pluck().all() as string[]);
+    t.equal(sessionColumns.includes('device'), from >= 4, 'sessions.device exists exactly from v4');
+
+    const user = (email: string, role: string, disabled: number): number =>
+      insert(db, 'users', { email, phone: '+1 555 0100', role, password_hash: `hash-of-${email}`, disabled, created_at: now - 5000 });
+    const opsId = user('ops@example.com', 'user', 0);
+    const adminId = user('admin@example.com', 'admin', 0);
+    const goneId = user('gone@example.com', 'user', 1);
+    const session = (row: Record<string, unknown>): number =>
+      insert(db, 'sessions', { ip, created_at: now - 4000, last_seen_at: now - 4000, expires_at: now + 3_600_000, absolute_expires_at: now + 86_400_000, ...row });
+
+    // A: logged in under key 1, renewed once under key 2; its old token is retired, inside its grace.
+    const macA = '00:1a:2b:3c:4d:5e';
+    const oldTokenA = newBaseToken(randomBytes);
+    const nonce = randomBytes(16);
+    const tokenA = rotatedToken(key2.rotate, oldTokenA, nonce);
+    const oldMasterA = masterToken(key1.master, oldTokenA, macA, ip);
+    const sessionA = session({ user_id: opsId, master: masterToken(key2.master, tokenA, macA, ip), mac: macA, generation: 1, key_id: 2 });
+    insert(db, 'retired_tokens', {
+      master: oldMasterA, session_id: sessionA, generation: 0, retired_at: now - 2000, grace_until: now + 28_000, nonce, key_id: 1, rotate_key_id: 2,
+    });
+    // B: the same operator on a second device, still under key 1; v4 recorded what the client said.
+    const macB = '00:1a:2b:3c:4d:5f';
+    const tokenB = newBaseToken(randomBytes);
+    const sessionB = session({
+      user_id: opsId, master: masterToken(key1.master, tokenB, macB, ip), mac: macB, key_id: 1, ...(from >= 4 && { device }),
+    });
+    // C: the admin's, logged out.
+    const macC = '00:1a:2b:3c:4d:60';
+    const tokenC = newBaseToken(randomBytes);
+    const sessionC = session({
+      user_id: adminId, master: masterToken(key2.master, tokenC, macC, ip), mac: macC, key_id: 2, revoked_at: now - 1000, revoke_reason: 'logout',
+    });
+    insert(db, 'passcodes', {
+      user_id: opsId, hash: hashPasscode(key2.passcode, opsId, 'ABC234'), mac: macA, seen_ip: ip, reported_ip: '192.0.2.10',
+      created_at: now - 500, expires_at: now + 179_500, attempts: 2, key_id: 2,
+    });
+    db.close();
+
+    const app = buildApp({ config: loadConfig({}, { dataDir, port: 0, ops: { enabled: false } }, undefined), log, clock: () => now + 1000 });
+    t.teardown(() => app.close(100));
+
+    const upgraded = new Database(file, { readonly: true });
+    t.equal(upgraded.pragma('user_version', { simple: true }), latest, 'upgraded to the latest schema');
+    const count = (table: string): unknown => upgraded.prepare(`SELECT count(*) FROM ${table}`).pluck().get();
+    t.same(
+      { users: count('users'), sessions: count('sessions'), passcodes: count('passcodes'), retiredTokens: count('retired_tokens') },
+      { users: 3, sessions: 3, passcodes: 1, retiredTokens: 1 },
+      'no row lost or added',
+    );
+    t.same(upgraded.pragma('integrity_check'), [{ integrity_check: 'ok' }], 'integrity_check is clean');
+    t.same(upgraded.pragma('foreign_key_check'), [], 'foreign_key_check is clean');
+    upgraded.close();
+    const fresh = path.join(mkdtempSync(path.join(os.tmpdir(), 'hellwall-fresh-')), 'hellwall.db');
+    openSqliteStore(fresh).close();
+    t.same(schemaOf(file), schemaOf(fresh), 'the schema is exactly that of a database created at the latest version');
+
+    const { store } = app;
+    t.match(store.findUserByEmail('ops@example.com'), { id: opsId, role: 'user', phone: '+1 555 0100', passwordHash: 'hash-of-ops@example.com', disabled: false, createdAt: now - 5000 });
+    t.match(store.findUserByEmail('admin@example.com'), { id: adminId, role: 'admin', disabled: false });
+    t.match(store.findUserByEmail('gone@example.com'), { id: goneId, disabled: true });
+
+    const a = store.findSessionById(sessionA);
+    t.match(a, { userId: opsId, mac: macA, ip, keyId: 2, generation: 1, device: null, revokedAt: null, userEmail: 'ops@example.com', userRole: 'user' });
+    t.same(a?.master, masterToken(key2.master, tokenA, macA, ip), 'session A keeps its master token');
+    t.match(store.findSessionById(sessionB), { userId: opsId, mac: macB, keyId: 1, generation: 0, device: from >= 4 ? device : null, revokedAt: null });
+    t.match(store.findSessionById(sessionC), { userId: adminId, keyId: 2, revokedAt: now - 1000, revokeReason: 'logout', userRole: 'admin' });
+
+    const passcode = store.getPasscode(opsId);
+    t.match(passcode, { userId: opsId, mac: macA, seenIp: ip, reportedIp: '192.0.2.10', attempts: 2, keyId: 2, expiresAt: now + 179_500 });
+    t.same(passcode?.hash, hashPasscode(key2.passcode, opsId, 'ABC234'), 'the passcode hash is unchanged');
+
+    const retired = store.findRetiredToken(oldMasterA);
+    t.match(retired, { sessionId: sessionA, generation: 0, retiredAt: now - 2000, graceUntil: now + 28_000, keyId: 1, rotateKeyId: 2 });
+    t.same(retired?.nonce, nonce, 'the rotation nonce survives, so the grace can hand out the same token');
+    t.same([...store.countSessionsByKey(now)].sort(), [[1, 1], [2, 1]], 'one live session per key');
+
+    // The same tokens work through the service as before the upgrade.
+    t.equal(app.keys.current.id, 2);
+    const check = (token: string, mac: string) => app.services.tokens.check({ token, mac, seenIp: ip, request: 'inventory.read' }, log);
+    t.match(check(oldTokenA, macA), { status: 'renew', token: tokenA }, "session A's rotated-out token, inside its grace, gets the same successor");
+    t.match(check(tokenA, macA), { status: 'authorized', user: { email: 'ops@example.com', role: 'user' }, expiresAt: now + 3_600_000 });
+    t.match(check(tokenB, macB), { status: 'authorized', user: { email: 'ops@example.com' } }, 'a session under the older key still checks');
+    t.same(check(tokenC, macC), { status: 'unauthorized' }, 'a logged-out session stays logged out');
+    const listed = app.services.sessions.list({ token: tokenB, mac: macB, seenIp: ip }, log);
+    t.same(
+      listed.map((s) => ({ id: s.id, device: s.device, current: s.current })),
+      [
+        { id: sessionA, device: undefined, current: false },
+        { id: sessionB, device: from >= 4 ? device : undefined, current: true },
+      ],
+      'session.list shows both of the operator\'s sessions, with the device recorded at v4',
+    );
+
+    // Opening it again migrates nothing: same version, schema and rows.
+    await app.close(100);
+    const before = snapshot(file);
+    openSqliteStore(file, log).close();
+    t.same(snapshot(file), before, 'reopening changes nothing');
+    const again = new Database(file);
+    t.equal(migrate(again), latest, 'migrate has nothing left to apply');
+    again.close();
+  });
+}

@@ -1,0 +1,155 @@
+import type { Clock, Logger } from '../deps.js';
+import type { Metrics } from '../ops/metrics.js';
+import { StoreBusyError, type AuditDetail, type AuditEvent, type Store } from '../store/store.js';
+
+/**
+ * Every action the audit trail records, with what its outcomes mean. README's "Audit trail" table
+ * is checked against this list, so an action cannot be recorded without being documented.
+ */
+export const AUDIT_ACTIONS = {
+  'passcode.request': 'passcode.request: success = right password, a passcode is issued; failure = wrong password, unknown or disabled account (detail.reason); denied = rate limit',
+  'passcode.sent': 'the passcode mail: success = the mail server accepted it; failure = every attempt failed',
+  login: 'passcode.auth: success = a session opened (sessionId); failure = any factor wrong (detail.reason lists which); denied = rate limit',
+  'token.renew': 'token.check answered renew: the session rotated to a new token',
+  'token.reuse': 'a rotated-out token came back after the grace: the session is revoked (failure)',
+  'token.denied': 'token.check with a live token whose role the policy does not allow that request (denied; detail.request, detail.role)',
+  'session.logout': 'session.logout ended the caller\'s session',
+  'session.revoke': 'session.revoke: success = the operator ended one of their other sessions (detail.target); failure = no such active session; denied = a session of another operator',
+  'session.logout_all': 'session.logout_all ended every session of the operator (detail.ended)',
+  'session.evict': 'a login beyond sessions.maxPerUser ended the oldest session (detail.by = the new session)',
+  'admin.user.add': 'an administrator added an operator',
+  'admin.user.list': 'an administrator listed operators (on the wire)',
+  'admin.user.show': 'an administrator looked at one operator (on the wire)',
+  'admin.user.disable': 'an administrator disabled an account (detail.sessionsEnded)',
+  'admin.user.enable': 'an administrator enabled an account',
+  'admin.user.set_role': 'an administrator changed a role (detail.from, detail.to)',
+  'admin.user.reset_password': 'an administrator set a new password (detail.sessionsEnded); never the password',
+  'admin.user.delete': 'an administrator deleted an operator',
+  'admin.session.list': 'an administrator listed sessions (on the wire)',
+  'admin.session.revoke': 'an administrator ended one session',
+  'admin.session.revoke_user': 'an administrator ended every session of an operator (detail.ended)',
+  'admin.stats': 'an administrator read the statistics (on the wire)',
+  'admin.audit.query': 'an administrator queried the audit trail (on the wire)',
+  'admin.key.rotate': 'an administrator made a new server key current (detail.keyId)',
+  'admin.key.retire': 'an administrator retired a server key (detail.keyId, detail.sessionsEnded)',
+} as const;
+
+export type AuditAction = keyof typeof AUDIT_ACTIONS;
+
+/** What a caller gives: `at` defaults to the clock, `action` must be a registered one. */
+export type AuditInput = Omit<AuditEvent, 'at' | 'action'> & { readonly action: AuditAction; readonly at?: number };
+
+// A detail value is a short fact; anything longer is cut so one event cannot bloat the table.
+const DETAIL_VALUE_MAX = 200;
+
+// Events waiting for a group commit beyond this many are dropped, oldest first, and counted: the
+// trail must never hold unbounded memory while the database refuses writes.
+const PENDING_MAX = 10_000;
+const RETRY_MS = 200;
+
+export interface AuditSink {
+  record(event: AuditInput): void;
+}
+
+/** For code paths built without an audit trail (unit tests of one service). */
+export const NO_AUDIT: AuditSink = { record() {} };
+
+/**
+ * The audit trail's writer. An event that accompanies a state change is recorded inside that
+ * change's transaction, so the two commit (or roll back) together and a crash cannot keep one
+ * without the other. Events with no write of their own (a failed login, a denied request) are
+ * group-committed: queued, then written in one transaction on the next turn of the event loop,
+ * after the answer. So a flood of refusals costs one fsync per turn, not one per refusal, and a
+ * refusal's answer is never delayed by a disk write.
+ */
+export class AuditLog implements AuditSink {
+  readonly #store: Store;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  readonly #metrics: Pick<Metrics, 'audit'>;
+  #pending: AuditEvent[] = [];
+  #scheduled: NodeJS.Immediate | NodeJS.Timeout | undefined;
+  #closed = false;
+
+  constructor(deps: { store: Store; clock: Clock; log: Logger; metrics: Pick<Metrics, 'audit'> }) {
+    this.#store = deps.store;
+    this.#clock = deps.clock;
+    this.#log = deps.log;
+    this.#metrics = deps.metrics;
+  }
+
+  record(input: AuditInput): void {
+    const event: AuditEvent = { ...input, at: input.at ?? this.#clock(), detail: clip(input.detail) };
+    // The same event as one uniform log line: the copy to ship off the host (a SIEM), which
+    // whoever controls the database cannot rewrite.
+    this.#log.info({ event: 'audit', audit: event }, 'audit');
+    if (this.#store.inTransaction()) {
+      this.#store.appendAudit([event]);
+      this.#metrics.audit('written', 1);
+      return;
+    }
+    if (this.#closed) {
+      // After close (the CLI's last act, a late mail callback): write at once or not at all.
+      this.#write([event]);
+      return;
+    }
+    this.#pending.push(event);
+    if (this.#pending.length > PENDING_MAX) {
+      const dropped = this.#pending.splice(0, this.#pending.length - PENDING_MAX);
+      this.#metrics.audit('dropped', dropped.length);
+      this.#log.error({ event: 'audit', dropped: dropped.length }, 'audit events dropped: the database has refused writes for too long');
+    }
+    this.#scheduled ??= setImmediate(() => this.flush());
+  }
+
+  /** Writes what is queued now; on a busy database, keeps it and retries shortly. */
+  flush(): void {
+    clearTimeout(this.#scheduled as NodeJS.Timeout);
+    clearImmediate(this.#scheduled as NodeJS.Immediate);
+    this.#scheduled = undefined;
+    if (this.#pending.length === 0) return;
+    const batch = this.#pending;
+    this.#pending = [];
+    if (this.#write(batch)) return;
+    this.#pending = batch.concat(this.#pending);
+    if (!this.#closed) this.#scheduled = setTimeout(() => this.flush(), RETRY_MS).unref();
+  }
+
+  /** Flushes and stops queueing (shutdown); what the database still refuses is logged as lost. */
+  close(): void {
+    this.#closed = true;
+    this.flush();
+    if (this.#pending.length > 0) {
+      this.#metrics.audit('dropped', this.#pending.length);
+      this.#log.error({ event: 'audit', dropped: this.#pending.length }, 'audit events lost at shutdown: the database refused writes');
+      this.#pending = [];
+    }
+  }
+
+  #write(events: AuditEvent[]): boolean {
+    try {
+      this.#store.appendAudit(events);
+      this.#metrics.audit('written', events.length);
+      return true;
+    } catch (err) {
+      if (err instanceof StoreBusyError) {
+        this.#log.warn({ event: 'audit', pending: events.length }, 'audit write postponed: database busy');
+        return false;
+      }
+      // Not retryable (closed database, disk full): say so loudly; the service keeps answering.
+      this.#metrics.audit('dropped', events.length);
+      this.#log.error({ event: 'audit', dropped: events.length, err: (err as Error).message }, 'audit events could not be written');
+      return true;
+    }
+  }
+}
+
+function clip(detail: AuditDetail | null | undefined): AuditDetail | null {
+  if (!detail) return null;
+  const out: Record<string, string | number | boolean | null> = {};
+  for (const [k, v] of Object.entries(detail)) {
+    if (v === undefined) continue;
+    out[k] = typeof v === 'string' && v.length > DETAIL_VALUE_MAX ? `${v.slice(0, DETAIL_VALUE_MAX - 1)}…` : v;
+  }
+  return out;
+}

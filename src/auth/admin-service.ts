@@ -1,0 +1,330 @@
+import type { AuditAction, AuditSink } from '../audit/audit-log.js';
+import type { Config } from '../config.js';
+import type { Clock, Logger } from '../deps.js';
+import { ProtocolError } from '../protocol/errors.js';
+import {
+  AUDIT_OUTCOMES,
+  DuplicateUserError,
+  isActiveSession,
+  type AuditDetail,
+  type AuditQuery,
+  type AuditRecord,
+  type SessionRecord,
+  type Store,
+  type UserRecord,
+} from '../store/store.js';
+import { normalizeEmail } from './normalize.js';
+import type { PasswordHasher } from './passwords.js';
+import type { Caller } from './session-service.js';
+import type { TokenService } from './token-service.js';
+import {
+  addUser,
+  deleteUser,
+  disableUser,
+  enableUser,
+  requireUser,
+  resetPassword,
+  setUserRole,
+  UserInputError,
+} from './users.js';
+
+/** The role that may use the admin commands on the wire. Built in: the policy cannot grant it away. */
+export const ADMIN_ROLE = 'admin';
+
+/**
+ * Who performs an administrative action. The CLI is trusted by its access to the data directory;
+ * a wire caller is an operator whose token authenticated with role `admin`.
+ */
+export interface Actor {
+  /** As recorded in the audit trail's `actor` column: `cli:<os user>` or `admin:<email>`. */
+  readonly name: string;
+  /** The administrator's account (wire callers only): some actions may not target it. */
+  readonly userId?: number;
+  readonly sessionId?: number;
+  readonly ip?: string;
+  readonly mac?: string;
+  /**
+   * Whether reads (lists, stats, audit queries) are audited too. On the wire they are: remote
+   * access to operator data is worth a trace. The CLI's reads need access to the database anyway.
+   */
+  readonly auditReads: boolean;
+}
+
+export interface Stats {
+  activeSessions: number;
+  activeUsers: number;
+  /** Open (not revoked), of an enabled account, but past their limits: what housekeeping deletes. */
+  expiredSessions: number;
+  pendingPasscodes: number;
+  sessionsPerUser: Record<string, number>;
+}
+
+/** Largest page of an audit query; a client pages on with `beforeId`. */
+export const AUDIT_PAGE_MAX = 1000;
+/** The page an audit query without `limit` gets. */
+export const AUDIT_PAGE_DEFAULT = 100;
+
+const ACTION_FILTER = /^[a-z_]+(\.[a-z_]+)*(\.\*|\*)?$/;
+
+export interface AdminServiceDeps {
+  readonly config: Config;
+  readonly store: Store;
+  readonly hasher: PasswordHasher;
+  readonly clock: Clock;
+  readonly audit: AuditSink;
+  readonly tokens: TokenService;
+  /** The roles the policy in force declares (a user may be given any of them) [P-4.7]. */
+  readonly roles: () => readonly string[];
+}
+
+/**
+ * Every administrative operation, for the CLI and for the admin commands on the wire [P-4.12]
+ * alike, so both check, change and audit the same way. Each mutation is audited with its outcome,
+ * in the transaction that makes the change; one refused (unknown user, invalid input, conflict)
+ * changes nothing and is audited as a failure.
+ */
+export class AdminService {
+  readonly #d: AdminServiceDeps;
+
+  constructor(deps: AdminServiceDeps) {
+    this.#d = deps;
+  }
+
+  /**
+   * [P-4.12] The actor behind an admin command on the wire: the token must authenticate [P-3.6]
+   * (else E_UNAUTHENTICATED) and its operator must have role `admin` (else E_FORBIDDEN, audited).
+   */
+  authorize(caller: Caller, command: AuditAction, log: Logger): Actor {
+    const s = this.#d.tokens.authenticate({ ...caller, command }, log);
+    const actor: Actor = { name: `admin:${s.userEmail}`, userId: s.userId, sessionId: s.id, ip: caller.seenIp, mac: s.mac, auditReads: true };
+    if (s.userRole !== ADMIN_ROLE) {
+      // About the caller themself: their refused attempts show in a query by their email.
+      this.#record(actor, command, 'denied', { user: { id: s.userId, email: s.userEmail }, detail: { reason: 'not-admin', role: s.userRole } });
+      log.info({ event: command, outcome: 'denied', reason: 'not-admin', userId: s.userId, sessionId: s.id, role: s.userRole }, 'admin command refused: not an administrator');
+      throw new ProtocolError('E_FORBIDDEN', 'this command needs the admin role');
+    }
+    return actor;
+  }
+
+  async addUser(actor: Actor, input: { email: string; phone: string; role: string; password: string }): Promise<UserRecord> {
+    const { store, hasher, clock } = this.#d;
+    const email = normalizeEmail(input.email);
+    return this.#audited(actor, 'admin.user.add', { email }, () =>
+      addUser({ store, hasher, clock, roles: this.#d.roles() }, input, (user) =>
+        this.#record(actor, 'admin.user.add', 'success', { user, detail: { role: user.role } }),
+      ),
+    );
+  }
+
+  listUsers(actor: Actor): UserRecord[] {
+    const users = this.#d.store.listUsers();
+    this.#read(actor, 'admin.user.list', { detail: { count: users.length } });
+    return users;
+  }
+
+  showUser(actor: Actor, email: string): { user: UserRecord; activeSessions: number } {
+    return this.#audited(actor, 'admin.user.show', { email }, () => {
+      const user = requireUser(this.#d.store, email);
+      const activeSessions = this.#active(this.#d.store.listOpenSessions(user.id)).length;
+      this.#read(actor, 'admin.user.show', { user });
+      return { user, activeSessions };
+    });
+  }
+
+  disableUser(actor: Actor, email: string): { user: UserRecord; sessionsEnded: number } {
+    return this.#changed(actor, 'admin.user.disable', email, (target) => {
+      this.#notSelf(actor, target, 'disable');
+      const { user, sessionsRevoked } = disableUser(this.#d, email);
+      return { result: { user, sessionsEnded: sessionsRevoked }, detail: { sessionsEnded: sessionsRevoked } };
+    });
+  }
+
+  enableUser(actor: Actor, email: string): UserRecord {
+    return this.#changed(actor, 'admin.user.enable', email, () => ({ result: enableUser(this.#d, email) }));
+  }
+
+  setRole(actor: Actor, email: string, role: string): UserRecord {
+    return this.#changed(actor, 'admin.user.set_role', email, (target) => {
+      if (role !== ADMIN_ROLE) this.#notSelf(actor, target, 'demote');
+      const user = setUserRole({ store: this.#d.store, roles: this.#d.roles() }, email, role);
+      return { result: user, detail: { from: target.role, to: role } };
+    });
+  }
+
+  async resetPassword(actor: Actor, email: string, password: string): Promise<{ user: UserRecord; sessionsEnded: number }> {
+    const { store, hasher, clock } = this.#d;
+    return this.#audited(actor, 'admin.user.reset_password', { email: normalizeEmail(email) }, async () => {
+      const target = requireUser(store, email);
+      const { user, sessionsRevoked } = await resetPassword({ store, hasher, clock }, email, password, (n) =>
+        this.#record(actor, 'admin.user.reset_password', 'success', { user: target, detail: { sessionsEnded: n } }),
+      );
+      return { user, sessionsEnded: sessionsRevoked };
+    });
+  }
+
+  deleteUser(actor: Actor, email: string): UserRecord {
+    return this.#changed(actor, 'admin.user.delete', email, (target) => {
+      this.#notSelf(actor, target, 'delete');
+      return { result: deleteUser(this.#d, email), detail: { role: target.role } };
+    });
+  }
+
+  /** Active sessions (isActiveSession) of every operator, or of one; oldest first. */
+  listSessions(actor: Actor, email?: string): SessionRecord[] {
+    return this.#audited(actor, 'admin.session.list', { email: email === undefined ? null : normalizeEmail(email) }, () => {
+      const { store } = this.#d;
+      const user = email === undefined ? undefined : requireUser(store, email);
+      const sessions = this.#active(user ? store.listOpenSessions(user.id) : store.listAllOpenSessions());
+      this.#read(actor, 'admin.session.list', { ...(user && { user }), detail: { count: sessions.length } });
+      return sessions;
+    });
+  }
+
+  /** Ends one session (reason `admin-revoked`); one already ended is E_CONFLICT [P-4.12]. */
+  revokeSession(actor: Actor, sessionId: number): SessionRecord {
+    return this.#audited(actor, 'admin.session.revoke', { detail: { target: sessionId } }, () => {
+      const { store, clock } = this.#d;
+      const session = Number.isSafeInteger(sessionId) && sessionId > 0 ? store.findSessionById(sessionId) : undefined;
+      if (!session) throw new UserInputError(`no session with id ${sessionId}`, 'not-found');
+      if (session.revokedAt !== null) throw new UserInputError(`session ${sessionId} had already ended (${session.revokeReason ?? 'revoked'})`, 'conflict');
+      const now = clock();
+      store.transaction(() => {
+        store.revokeSession(session.id, now, 'admin-revoked');
+        this.#record(actor, 'admin.session.revoke', 'success', {
+          user: { id: session.userId, email: session.userEmail },
+          detail: { target: session.id, targetMac: session.mac, targetIp: session.ip },
+        });
+      });
+      return session;
+    });
+  }
+
+  /** Ends every open session of an operator; answers how many of them were active. */
+  revokeUserSessions(actor: Actor, email: string): { user: UserRecord; ended: number } {
+    return this.#changed(actor, 'admin.session.revoke_user', email, (user) => {
+      const ended = this.#active(this.#d.store.listOpenSessions(user.id)).length;
+      this.#d.store.revokeUserSessions(user.id, this.#d.clock(), 'admin-revoked');
+      return { result: { user, ended }, detail: { ended } };
+    });
+  }
+
+  stats(actor: Actor): Stats {
+    const { store, clock } = this.#d;
+    const open = store.listAllOpenSessions();
+    const active = this.#active(open);
+    const sessionsPerUser: Record<string, number> = {};
+    for (const s of active) sessionsPerUser[s.userEmail] = (sessionsPerUser[s.userEmail] ?? 0) + 1;
+    const stats: Stats = {
+      activeSessions: active.length,
+      activeUsers: Object.keys(sessionsPerUser).length,
+      expiredSessions: open.filter((s) => !s.userDisabled).length - active.length,
+      pendingPasscodes: store.countPendingPasscodes(clock()),
+      sessionsPerUser,
+    };
+    this.#read(actor, 'admin.stats', {});
+    return stats;
+  }
+
+  /** Audit rows, newest first; the query is checked here (E_INVALID) so the CLI and wire agree. */
+  queryAudit(actor: Actor, query: Partial<AuditQuery>): AuditRecord[] {
+    const detail = Object.fromEntries(Object.entries(query).filter(([, v]) => v !== undefined)) as AuditDetail;
+    return this.#audited(actor, 'admin.audit.query', { detail }, () => {
+      const q = checkAuditQuery(query);
+      const rows = this.#d.store.queryAudit(q);
+      this.#read(actor, 'admin.audit.query', { detail: { ...detail, rows: rows.length } });
+      return rows;
+    });
+  }
+
+  #active(sessions: SessionRecord[]): SessionRecord[] {
+    const now = this.#d.clock();
+    const idleMs = this.#d.config.tokens.idleSeconds * 1000;
+    return sessions.filter((s) => isActiveSession(s, now, idleMs));
+  }
+
+  // Over the wire an administrator must not lock themselves out by accident; the CLI (with access
+  // to the data directory) can always repair an account, so it is not held to this.
+  #notSelf(actor: Actor, target: UserRecord, what: string): void {
+    if (actor.userId === target.id) throw new UserInputError(`an administrator cannot ${what} their own account over the wire`, 'conflict');
+  }
+
+  /** A change to one existing operator, made and audited in one transaction. */
+  #changed<T>(actor: Actor, action: AuditAction, email: string, change: (target: UserRecord) => { result: T; detail?: AuditDetail }): T {
+    return this.#audited(actor, action, { email: normalizeEmail(email) }, () =>
+      this.#d.store.transaction(() => {
+        const target = requireUser(this.#d.store, email);
+        const { result, detail } = change(target);
+        this.#record(actor, action, 'success', { user: target, ...(detail && { detail }) });
+        return result;
+      }),
+    );
+  }
+
+  /**
+   * Runs `fn`; when it refuses (unknown user, invalid input, conflict), records the failure (after
+   * the rollback, so the row survives it) and rethrows for the caller to answer.
+   */
+  #audited<T>(actor: Actor, action: AuditAction, target: { email?: string | null; detail?: AuditDetail }, fn: () => T): T {
+    const fail = (err: unknown): never => {
+      if (err instanceof UserInputError || err instanceof DuplicateUserError) {
+        const kind = err instanceof DuplicateUserError ? 'conflict' : err.kind;
+        this.#record(actor, action, 'failure', {
+          user: target.email ? { email: target.email } : undefined,
+          detail: { ...target.detail, reason: kind, message: err.message },
+        });
+      }
+      throw err;
+    };
+    try {
+      const result = fn();
+      return result instanceof Promise ? (result.catch(fail) as T) : result;
+    } catch (err) {
+      return fail(err);
+    }
+  }
+
+  #read(actor: Actor, action: AuditAction, fields: { user?: Pick<UserRecord, 'id' | 'email'>; detail?: AuditDetail }): void {
+    if (actor.auditReads) this.#record(actor, action, 'success', fields);
+  }
+
+  #record(
+    actor: Actor,
+    action: AuditAction,
+    outcome: (typeof AUDIT_OUTCOMES)[number],
+    fields: { user?: { id?: number; email: string } | undefined; detail?: AuditDetail },
+  ): void {
+    this.#d.audit.record({
+      action,
+      outcome,
+      actor: actor.name,
+      userId: fields.user?.id ?? null,
+      email: fields.user?.email ?? null,
+      ip: actor.ip ?? null,
+      mac: actor.mac ?? null,
+      sessionId: actor.sessionId ?? null,
+      detail: fields.detail ?? null,
+    });
+  }
+}
+
+/** Checks and completes an audit query: a known outcome, a well-formed action, a sane range and page. */
+export function checkAuditQuery(q: Partial<AuditQuery>): AuditQuery {
+  if (q.outcome !== undefined && !AUDIT_OUTCOMES.includes(q.outcome)) {
+    throw new UserInputError(`outcome must be one of ${AUDIT_OUTCOMES.join(', ')}`);
+  }
+  if (q.action !== undefined && !ACTION_FILTER.test(q.action)) {
+    throw new UserInputError('action must be an action name (e.g. login) or a prefix ending in * (e.g. admin.*)');
+  }
+  if (q.since !== undefined && q.until !== undefined && q.since >= q.until) throw new UserInputError('since must be before until');
+  const limit = q.limit ?? AUDIT_PAGE_DEFAULT;
+  if (!Number.isSafeInteger(limit) || limit < 1 || limit > AUDIT_PAGE_MAX) throw new UserInputError(`limit must be 1 to ${AUDIT_PAGE_MAX}`);
+  return {
+    ...(q.email !== undefined && { email: normalizeEmail(q.email) }),
+    ...(q.action !== undefined && { action: q.action }),
+    ...(q.outcome !== undefined && { outcome: q.outcome }),
+    ...(q.since !== undefined && { since: q.since }),
+    ...(q.until !== undefined && { until: q.until }),
+    ...(q.beforeId !== undefined && { beforeId: q.beforeId }),
+    limit,
+  };
+}

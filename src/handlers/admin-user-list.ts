@@ -1,0 +1,7 @@
+import type { AdminUserListRequest } from '../protocol/messages.gen.js';
+import { asAdmin, userView } from './admin-common.js';
+import type { Handler } from './context.js';
+
+/** [P-4.12] admin.user.list: every account. */
+export const adminUserList: Handler<AdminUserListRequest> = (services, req, ctx) =>
+  asAdmin(services, req, ctx, 'admin.user.list', (actor) => ({ status: 'ok', users: services.admin.listUsers(actor).map(userView) }));
