@@ -47,8 +47,18 @@ const DETAIL_VALUE_MAX = 200;
 const PENDING_MAX = 10_000;
 const RETRY_MS = 200;
 
+// Repeats of one refusal (same key) within this window are counted, not written one by one.
+const COALESCE_MS = 60_000;
+// Keys remembered for coalescing; beyond it the oldest are forgotten (their next repeat is written).
+const COALESCE_KEYS_MAX = 10_000;
+
 export interface AuditSink {
-  record(event: AuditInput): void;
+  /**
+   * Records `event`. With `coalesce`, a key naming a refusal a client can repeat at will (a rate
+   * limit, a policy denial): only the first of each minute per key is written, and the next one
+   * written for the key carries `detail.repeated`, how many were left out in between.
+   */
+  record(event: AuditInput, coalesce?: string): void;
 }
 
 /** For code paths built without an audit trail (unit tests of one service). */
@@ -68,6 +78,8 @@ export class AuditLog implements AuditSink {
   readonly #log: Logger;
   readonly #metrics: Pick<Metrics, 'audit'>;
   #pending: AuditEvent[] = [];
+  /** Coalesced keys: when the last row for each was written, and the repeats left out since. */
+  readonly #recent = new Map<string, { at: number; repeated: number }>();
   #scheduled: NodeJS.Immediate | NodeJS.Timeout | undefined;
   #closed = false;
 
@@ -78,8 +90,22 @@ export class AuditLog implements AuditSink {
     this.#metrics = deps.metrics;
   }
 
-  record(input: AuditInput): void {
-    const event: AuditEvent = { ...input, at: input.at ?? this.#clock(), detail: clip(input.detail) };
+  record(input: AuditInput, coalesce?: string): void {
+    let event: AuditEvent = { ...input, at: input.at ?? this.#clock(), detail: clip(input.detail) };
+    if (coalesce !== undefined) {
+      // An abusive client must not turn each cheap refusal into a row (and a log line): a flood
+      // would otherwise fill the disk. One row per key per minute, counting the rest.
+      const seen = this.#recent.get(coalesce);
+      if (seen && event.at - seen.at < COALESCE_MS) {
+        seen.repeated++;
+        this.#metrics.audit('coalesced', 1);
+        return;
+      }
+      this.#recent.delete(coalesce);
+      this.#recent.set(coalesce, { at: event.at, repeated: 0 });
+      if (this.#recent.size > COALESCE_KEYS_MAX) this.#recent.delete(this.#recent.keys().next().value as string);
+      if (seen && seen.repeated > 0) event = { ...event, detail: { ...event.detail, repeated: seen.repeated } };
+    }
     // The same event as one uniform log line: the copy to ship off the host (a SIEM), which
     // whoever controls the database cannot rewrite.
     this.#log.info({ event: 'audit', audit: event }, 'audit');

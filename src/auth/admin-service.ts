@@ -99,7 +99,7 @@ export class AdminService {
     const actor: Actor = { name: `admin:${s.userEmail}`, userId: s.userId, sessionId: s.id, ip: caller.seenIp, mac: s.mac, auditReads: true };
     if (s.userRole !== ADMIN_ROLE) {
       // About the caller themself: their refused attempts show in a query by their email.
-      this.#record(actor, command, 'denied', { user: { id: s.userId, email: s.userEmail }, detail: { reason: 'not-admin', role: s.userRole } });
+      this.#record(actor, command, 'denied', { user: { id: s.userId, email: s.userEmail }, detail: { reason: 'not-admin', role: s.userRole } }, `${command}:not-admin:${s.id}`);
       log.info({ event: command, outcome: 'denied', reason: 'not-admin', userId: s.userId, sessionId: s.id, role: s.userRole }, 'admin command refused: not an administrator');
       throw new ProtocolError('E_FORBIDDEN', 'this command needs the admin role');
     }
@@ -292,18 +292,22 @@ export class AdminService {
     action: AuditAction,
     outcome: (typeof AUDIT_OUTCOMES)[number],
     fields: { user?: { id?: number; email: string } | undefined; detail?: AuditDetail },
+    coalesce?: string,
   ): void {
-    this.#d.audit.record({
-      action,
-      outcome,
-      actor: actor.name,
-      userId: fields.user?.id ?? null,
-      email: fields.user?.email ?? null,
-      ip: actor.ip ?? null,
-      mac: actor.mac ?? null,
-      sessionId: actor.sessionId ?? null,
-      detail: fields.detail ?? null,
-    });
+    this.#d.audit.record(
+      {
+        action,
+        outcome,
+        actor: actor.name,
+        userId: fields.user?.id ?? null,
+        email: fields.user?.email ?? null,
+        ip: actor.ip ?? null,
+        mac: actor.mac ?? null,
+        sessionId: actor.sessionId ?? null,
+        detail: fields.detail ?? null,
+      },
+      coalesce,
+    );
   }
 }
 

@@ -289,7 +289,10 @@ export class PasscodeService {
       check();
     } catch (err) {
       if (err instanceof ThrottledError) {
-        this.#d.audit.record({ action: event, outcome: 'denied', ...who, detail: { reason: 'rate-limited', scope: err.scope } });
+        this.#d.audit.record(
+          { action: event, outcome: 'denied', ...who, detail: { reason: 'rate-limited', scope: err.scope } },
+          `${event}:rate-limited:${who.ip}:${email}`,
+        );
         log.info(
           { event, outcome: 'throttled', scope: err.scope, lockedOut: this.#d.throttle.lockedOut(email), email, retryAfterSeconds: err.details?.retryAfterSeconds },
           'request throttled',

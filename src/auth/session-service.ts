@@ -58,7 +58,10 @@ export class SessionService {
     const idleMs = this.#d.config.tokens.idleSeconds * 1000;
     if (!target || target.userId !== s.userId || !isActiveSession(target, now, idleMs)) {
       const reason = !target ? 'no-such-session' : target.userId !== s.userId ? 'another-operator' : 'not-active';
-      audit.record({ action: 'session.revoke', outcome: reason === 'another-operator' ? 'denied' : 'failure', at: now, ...audited(s, caller), detail: { target: sessionId, reason } });
+      audit.record(
+        { action: 'session.revoke', outcome: reason === 'another-operator' ? 'denied' : 'failure', at: now, ...audited(s, caller), detail: { target: sessionId, reason } },
+        `session.revoke:${s.id}:${reason}`,
+      );
       log.info({ event: 'session.revoke', outcome: 'refused', reason, userId: s.userId, sessionId: s.id, target: sessionId }, 'session revoke refused');
       throw new ProtocolError('E_NOT_FOUND', 'no such active session of yours');
     }

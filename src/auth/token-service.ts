@@ -201,7 +201,10 @@ export class TokenService {
   #forbid(log: Logger, input: { request: string; seenIp: string }, s: SessionRecord): CheckResult {
     const role = s.userRole;
     log.info({ event: 'token.check', outcome: 'denied', reason: 'policy', sessionId: s.id, request: input.request, role }, 'token check denied by policy');
-    this.#d.audit.record({ action: 'token.denied', outcome: 'denied', ...who(s), ip: input.seenIp, detail: { request: input.request, role } });
+    this.#d.audit.record(
+      { action: 'token.denied', outcome: 'denied', ...who(s), ip: input.seenIp, detail: { request: input.request, role } },
+      `token.denied:${s.id}:${input.request}`,
+    );
     return UNAUTHORIZED;
   }
 

@@ -19,8 +19,11 @@ export interface Metrics {
   reload(what: string, outcome: 'ok' | 'failed'): void;
   /** Rows housekeeping deleted from `table` (passcodes, sessions, retiredTokens, auditRows). */
   housekeeping(table: string, rows: number): void;
-  /** Audit events written, or dropped because the database refused them for too long. */
-  audit(outcome: 'written' | 'dropped', events: number): void;
+  /**
+   * Audit events written; dropped because the database refused them for too long; or coalesced
+   * (a repeated refusal counted in the next row for it instead of a row of its own).
+   */
+  audit(outcome: 'written' | 'dropped' | 'coalesced', events: number): void;
 }
 
 export const NO_METRICS: Metrics = {
@@ -101,7 +104,7 @@ export function createPrometheusMetrics(opts: { activeSessions: () => number; de
   });
   const audited = new Counter({
     name: 'hellwall_audit_events_total',
-    help: 'Audit events written to the audit table, or dropped because the database refused them (alert on dropped).',
+    help: 'Audit events written to the audit table; dropped because the database refused them (alert on these); coalesced (repeats of one refusal within a minute, counted in the next row for it).',
     labelNames: ['outcome'] as const,
     registers,
   });

@@ -135,8 +135,13 @@ t.test('a denied request is audited with the request and the role', async (t) =>
   t.equal((await client.check({ token, mac: MAC, request: 'inventory.read' })).status, 'authorized');
   t.equal((await client.check({ token, mac: MAC, request: 'admin.users.delete' })).status, 'unauthorized');
   t.equal((await client.check({ token: 'Awfer_hellwall_' + 'x'.repeat(43), mac: MAC, request: 'admin.users.delete' })).status, 'unauthorized');
+  for (let i = 0; i < 20; i++) await client.check({ token, mac: MAC, request: 'admin.users.delete' });
   const denied = rows(h, { action: 'token.denied' });
-  t.equal(denied.length, 1, 'the policy denial, not the unknown token (no session: nothing to attribute)');
+  t.equal(denied.length, 1, 'the policy denial, not the unknown token (no session: nothing to attribute); its repeats coalesced');
+  h.clock.advance(60_000);
+  await client.check({ token, mac: MAC, request: 'admin.users.delete' });
+  t.match(rows(h, { action: 'token.denied' })[1], { detail: { request: 'admin.users.delete', repeated: 20 } }, 'a minute on, the next row counts them');
+  t.equal(sample(await metricsText(h.opsPort), 'hellwall_audit_events_total{outcome="coalesced"}'), 20);
   t.match(denied[0], { outcome: 'denied', userId: 1, email: ALICE.email, sessionId: 1, ip: '127.0.0.1', mac: NORMAL_MAC, detail: { request: 'admin.users.delete', role: 'user' } });
   t.equal(rows(h, { action: 'token.renew' }).length + rows(h, { action: 'token.reuse' }).length, 0, 'authorized checks write nothing');
 });

@@ -15,11 +15,14 @@ const tmp = () => path.join(mkdtempSync(path.join(os.tmpdir(), 'hellwall-audit-'
 const NOW = Date.UTC(2026, 10, 22);
 const DAY = 86_400_000;
 
-function counting(): { audit: (o: 'written' | 'dropped', n: number) => void; written: number; dropped: number } {
+type Outcome = 'written' | 'dropped' | 'coalesced';
+
+function counting(): { audit: (o: Outcome, n: number) => void; written: number; dropped: number; coalesced: number } {
   const m = {
     written: 0,
     dropped: 0,
-    audit(o: 'written' | 'dropped', n: number) {
+    coalesced: 0,
+    audit(o: Outcome, n: number) {
       m[o] += n;
     },
   };
@@ -195,6 +198,33 @@ t.test('close() writes what is queued; an event after close is written at once',
   store.close();
   audit.record({ action: 'passcode.sent', outcome: 'failure' });
   t.equal(metrics.dropped, 1, 'with the database closed it is counted as dropped, not thrown');
+});
+
+t.test('repeats of one refusal within a minute are counted into the next row for it, not written', async (t) => {
+  const file = tmp();
+  const store = openSqliteStore(file);
+  let now = NOW;
+  const metrics = counting();
+  const audit = new AuditLog({ store, clock: () => now, log: silentLogger(), metrics });
+  t.teardown(() => store.close());
+  const deny = (session: number) =>
+    audit.record({ action: 'token.denied', outcome: 'denied', sessionId: session, detail: { request: 'admin.x' } }, `token.denied:${session}:admin.x`);
+  for (let i = 0; i < 1000; i++) deny(1);
+  deny(2);
+  now += 59_999;
+  deny(1);
+  audit.flush();
+  t.same(store.queryAudit({ limit: 10 }).map((r) => [r.sessionId, r.detail]).reverse(), [
+    [1, { request: 'admin.x' }],
+    [2, { request: 'admin.x' }],
+  ], 'one row per key within the minute');
+  t.equal(metrics.coalesced, 1000);
+  now += 1;
+  deny(1);
+  audit.record({ action: 'token.denied', outcome: 'denied', sessionId: 1 }); // without a key: never coalesced
+  audit.flush();
+  t.same(store.queryAudit({ limit: 2 }).map((r) => r.detail).reverse(), [{ request: 'admin.x', repeated: 1000 }, null], 'a minute on: written, with the repeats left out');
+  t.equal(metrics.written, 4);
 });
 
 t.test('the active-sessions gauge counts exactly what isActiveSession calls active', async (t) => {
