@@ -46,6 +46,9 @@ const DETAIL_VALUE_MAX = 200;
 // trail must never hold unbounded memory while the database refuses writes.
 const PENDING_MAX = 10_000;
 const RETRY_MS = 200;
+// Events per group commit: about 7 ms of inserting here; more wait for the next turn, so a backlog
+// never holds the event loop (and token checks) for long.
+const FLUSH_MAX = 1000;
 
 // Repeats of one refusal (same key) within this window are counted, not written one by one.
 const COALESCE_MS = 60_000;
@@ -125,20 +128,34 @@ export class AuditLog implements AuditSink {
       this.#metrics.audit('dropped', dropped.length);
       this.#log.error({ event: 'audit', dropped: dropped.length }, 'audit events dropped: the database has refused writes for too long');
     }
-    this.#scheduled ??= setImmediate(() => this.flush());
+    this.#scheduled ??= setImmediate(() => this.#drain(false));
   }
 
-  /** Writes what is queued now; on a busy database, keeps it and retries shortly. */
+  /** Writes everything queued now (tests, shutdown); what a busy database refuses stays queued. */
   flush(): void {
+    this.#drain(true);
+  }
+
+  /**
+   * Writes what is queued, `FLUSH_MAX` per transaction with a turn of the event loop between them
+   * unless `all`; on a busy database, keeps it and retries shortly.
+   */
+  #drain(all: boolean): void {
     clearTimeout(this.#scheduled as NodeJS.Timeout);
     clearImmediate(this.#scheduled as NodeJS.Immediate);
     this.#scheduled = undefined;
-    if (this.#pending.length === 0) return;
-    const batch = this.#pending;
-    this.#pending = [];
-    if (this.#write(batch)) return;
-    this.#pending = batch.concat(this.#pending);
-    if (!this.#closed) this.#scheduled = setTimeout(() => this.flush(), RETRY_MS).unref();
+    while (this.#pending.length > 0) {
+      const batch = this.#pending.splice(0, FLUSH_MAX);
+      if (!this.#write(batch)) {
+        this.#pending = batch.concat(this.#pending);
+        if (!this.#closed) this.#scheduled = setTimeout(() => this.#drain(false), RETRY_MS).unref();
+        return;
+      }
+      if (!all && this.#pending.length > 0) {
+        this.#scheduled = setImmediate(() => this.#drain(false));
+        return;
+      }
+    }
   }
 
   /** Flushes and stops queueing (shutdown); what the database still refuses is logged as lost. */
