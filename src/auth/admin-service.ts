@@ -134,19 +134,19 @@ export class AdminService {
   disableUser(actor: Actor, email: string): { user: UserRecord; sessionsEnded: number } {
     return this.#changed(actor, 'admin.user.disable', email, (target) => {
       this.#notSelf(actor, target, 'disable');
-      const { user, sessionsRevoked } = disableUser(this.#d, email);
+      const { user, sessionsRevoked } = disableUser(this.#d, target);
       return { result: { user, sessionsEnded: sessionsRevoked }, detail: { sessionsEnded: sessionsRevoked } };
     });
   }
 
   enableUser(actor: Actor, email: string): UserRecord {
-    return this.#changed(actor, 'admin.user.enable', email, () => ({ result: enableUser(this.#d, email) }));
+    return this.#changed(actor, 'admin.user.enable', email, (target) => ({ result: enableUser(this.#d, target) }));
   }
 
   setRole(actor: Actor, email: string, role: string): UserRecord {
     return this.#changed(actor, 'admin.user.set_role', email, (target) => {
       if (role !== ADMIN_ROLE) this.#notSelf(actor, target, 'demote');
-      const user = setUserRole({ store: this.#d.store, roles: this.#d.roles() }, email, role);
+      const user = setUserRole({ store: this.#d.store, roles: this.#d.roles() }, target, role);
       return { result: user, detail: { from: target.role, to: role } };
     });
   }
@@ -155,7 +155,7 @@ export class AdminService {
     const { store, hasher, clock } = this.#d;
     return this.#audited(actor, 'admin.user.reset_password', { email: normalizeEmail(email) }, async () => {
       const target = requireUser(store, email);
-      const { user, sessionsRevoked } = await resetPassword({ store, hasher, clock }, email, password, (n) =>
+      const { user, sessionsRevoked } = await resetPassword({ store, hasher, clock }, target, password, (n) =>
         this.#record(actor, 'admin.user.reset_password', 'success', { user: target, detail: { sessionsEnded: n } }),
       );
       return { user, sessionsEnded: sessionsRevoked };
@@ -165,7 +165,7 @@ export class AdminService {
   deleteUser(actor: Actor, email: string): UserRecord {
     return this.#changed(actor, 'admin.user.delete', email, (target) => {
       this.#notSelf(actor, target, 'delete');
-      return { result: deleteUser(this.#d, email), detail: { role: target.role } };
+      return { result: deleteUser(this.#d, target), detail: { role: target.role } };
     });
   }
 

@@ -60,10 +60,12 @@ export function requireUser(store: Store, email: string): UserRecord {
   return user;
 }
 
+// The changes below take the account as found (requireUser): the caller looks it up once, inside
+// the transaction that makes the change and audits it.
+
 /** Disables the account and ends its sessions at once: a disabled operator holds no live token. */
-export function disableUser(deps: { store: Store; clock: Clock }, email: string): { user: UserRecord; sessionsRevoked: number } {
+export function disableUser(deps: { store: Store; clock: Clock }, user: UserRecord): { user: UserRecord; sessionsRevoked: number } {
   const { store, clock } = deps;
-  const user = requireUser(store, email);
   if (user.disabled) throw new UserInputError(`${user.email} is already disabled`, 'conflict');
   const sessionsRevoked = store.transaction(() => {
     store.setUserDisabled(user.id, true);
@@ -74,16 +76,14 @@ export function disableUser(deps: { store: Store; clock: Clock }, email: string)
 }
 
 /** Enables the account again; sessions ended by disabling stay ended (the operator logs in anew). */
-export function enableUser(deps: { store: Store }, email: string): UserRecord {
-  const user = requireUser(deps.store, email);
+export function enableUser(deps: { store: Store }, user: UserRecord): UserRecord {
   if (!user.disabled) throw new UserInputError(`${user.email} is not disabled`, 'conflict');
   deps.store.setUserDisabled(user.id, false);
   return { ...user, disabled: false };
 }
 
-export function setUserRole(deps: { store: Store; roles?: readonly string[] }, email: string, role: string): UserRecord {
+export function setUserRole(deps: { store: Store; roles?: readonly string[] }, user: UserRecord, role: string): UserRecord {
   checkRole(role, deps.roles);
-  const user = requireUser(deps.store, email);
   deps.store.setUserRole(user.id, role);
   return { ...user, role };
 }
@@ -94,13 +94,12 @@ export function setUserRole(deps: { store: Store; roles?: readonly string[] }, e
  */
 export async function resetPassword(
   deps: { store: Store; hasher: PasswordHasher; clock: Clock },
-  email: string,
+  user: UserRecord,
   password: string,
   /** Runs in the transaction that changes the password (the audit row commits with it). */
   inTransaction?: (sessionsRevoked: number) => void,
 ): Promise<{ user: UserRecord; sessionsRevoked: number }> {
   const { store, hasher, clock } = deps;
-  const user = requireUser(store, email);
   const policy = passwordPolicyError(password, { email: user.email });
   if (policy) throw new UserInputError(policy);
   const passwordHash = await hasher.hash(password);
@@ -114,8 +113,7 @@ export async function resetPassword(
   return { user, sessionsRevoked };
 }
 
-export function deleteUser(deps: { store: Store }, email: string): UserRecord {
-  const user = requireUser(deps.store, email);
+export function deleteUser(deps: { store: Store }, user: UserRecord): UserRecord {
   deps.store.deleteUser(user.id);
   return user;
 }

@@ -7,6 +7,7 @@ import type { PasscodeAuthResponse } from '../../src/protocol/messages.gen.js';
 import { loadConfig, type ConfigInput } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import type { Mailer } from '../../src/mail/mailer.js';
+import type { AuditQuery, AuditRecord } from '../../src/store/store.js';
 import { responseViolation } from './conformance.js';
 import type { TlsMaterial } from '../../src/tls/tls-files.js';
 import { LogSink } from './log-sink.js';
@@ -59,6 +60,8 @@ export interface Harness {
    * it to every response it receives, so a response that breaks the contract fails its test.
    */
   validate(response: { status: string; code?: number }): string | null;
+  /** The audit trail as stored, newest first, after writing what waits for the next group commit. */
+  auditRows(query?: Partial<AuditQuery>): AuditRecord[];
   /** How many responses `connect`'s clients have checked (a test can prove the check ran). */
   readonly checked: number;
 }
@@ -155,6 +158,10 @@ export async function startHarness(
     },
     validate(response) {
       return responseViolation(app.protocol, response);
+    },
+    auditRows(query = {}) {
+      app.audit.flush();
+      return app.store.queryAudit({ limit: 1000, ...query });
     },
   };
   return h;

@@ -4,7 +4,6 @@ import path from 'node:path';
 import t from 'tap';
 import { ADMIN_CODES, type HellwallClient } from '../../src/client/client.js';
 import { loadProtocol } from '../../src/protocol/registry.js';
-import type { AuditQuery, AuditRecord } from '../../src/store/store.js';
 import { ALICE, MAC, startHarness, type Harness } from '../helpers/harness.js';
 
 // [P-4.11] session.revoke and [P-4.12] the admin commands, over real TLS and a real SQLite file.
@@ -34,12 +33,6 @@ async function loginAs(h: Harness, client: HellwallClient, user: typeof ALICE, m
 
 const send = (client: HellwallClient, message: Record<string, unknown>): Promise<Res> => client.send<Res>(message);
 const check = async (client: HellwallClient, auth: Auth): Promise<Res> => client.send<Res>({ code: 3, ...auth, request: 'inventory.read' });
-
-/** The audit trail as stored, after writing what is queued for the next group commit. */
-function auditRows(h: Harness, query: Partial<AuditQuery> = {}): AuditRecord[] {
-  h.app.audit.flush();
-  return h.app.store.queryAudit({ limit: 1000, ...query });
-}
 
 /** Everything an admin command could change: accounts (with password hashes), open sessions, passcodes. */
 function snapshot(h: Harness): unknown {
@@ -161,7 +154,7 @@ t.test('an administrator runs the account and session commands over the wire, an
   t.match(await send(client, { code: 10, ...root, email: carol.email }), { status: 'error', error: 'E_NOT_FOUND' });
 
   // Each success is in the audit trail, with the administrator as actor and the account concerned.
-  const rows = auditRows(h, { action: 'admin.*', outcome: 'success' });
+  const rows = h.auditRows({ action: 'admin.*', outcome: 'success' });
   const expected: Array<[string, string | null]> = [
     ['admin.user.add', carol.email],
     ['admin.user.list', null],
@@ -216,7 +209,7 @@ t.test('admin.stats counts active and expired sessions, pending passcodes and se
       { email: ROOT.email, sessions: 1 },
     ],
   });
-  const reads = auditRows(h, { action: 'admin.stats' });
+  const reads = h.auditRows({ action: 'admin.stats' });
   t.equal(reads.length, 1);
   t.match(reads[0], { outcome: 'success', actor: `admin:${ROOT.email}` }, 'the read is audited');
 });
@@ -292,7 +285,7 @@ t.test('admin.audit.query filters by email, action, prefix, outcome and time, an
   // An empty range is refused as invalid, and audited as a failure.
   t.match(await q({ since: t2, until: t1 }), { status: 'error', error: 'E_INVALID', message: /since must be before until/ });
   t.match(await q({ since: t1, until: t1 }), { status: 'error', error: 'E_INVALID' });
-  t.equal(auditRows(h, { action: 'admin.audit.query', outcome: 'failure' }).length, 2);
+  t.equal(h.auditRows({ action: 'admin.audit.query', outcome: 'failure' }).length, 2);
 
   // Paging: full pages carry nextBeforeId; the pages together are the whole answer, in order, even
   // when new events are recorded between pages.
@@ -354,7 +347,7 @@ t.test("every admin command with a plain operator's token answers E_FORBIDDEN, i
   t.match(await check(client, alice), { status: 'authorized', user: { role: 'user' } }, 'Alice is still a plain operator');
   t.equal((await check(client, bob)).status, 'authorized', "Bob's session goes on");
 
-  const denied = auditRows(h, { outcome: 'denied' });
+  const denied = h.auditRows({ outcome: 'denied' });
   t.equal(denied.length, requests.length, 'one denied event per attempt');
   for (const r of requests) {
     t.match(
@@ -363,7 +356,7 @@ t.test("every admin command with a plain operator's token answers E_FORBIDDEN, i
       `${NAMES.get(r.code)} is audited as denied`,
     );
   }
-  t.same(auditRows(h, { action: 'admin.*', outcome: 'success' }), [], 'no admin action succeeded');
+  t.same(h.auditRows({ action: 'admin.*', outcome: 'success' }), [], 'no admin action succeeded');
   t.same(h.logs.find({ outcome: 'denied', reason: 'not-admin' }).length, requests.length, 'and each is logged');
 });
 
@@ -385,10 +378,10 @@ t.test("session.revoke ends one of the caller's own sessions, and never another 
   t.match(await send(client, { code: 7, ...a1, sessionId: 9999 }), notFound, 'no such session: the same answer');
   t.same(snapshot(h), before, 'nothing changed');
   t.equal((await check(client, bob)).status, 'authorized', "Bob's session is still authorized");
-  const denied = auditRows(h, { action: 'session.revoke', outcome: 'denied' });
+  const denied = h.auditRows({ action: 'session.revoke', outcome: 'denied' });
   t.equal(denied.length, 1);
   t.match(denied[0], { userId: h.app.store.findUserByEmail(ALICE.email)!.id, email: ALICE.email, sessionId: a1Id, detail: { target: bobId, reason: 'another-operator' } });
-  const failed = auditRows(h, { action: 'session.revoke', outcome: 'failure' });
+  const failed = h.auditRows({ action: 'session.revoke', outcome: 'failure' });
   t.equal(failed.length, 1);
   t.match(failed[0], { email: ALICE.email, detail: { target: 9999, reason: 'no-such-session' } });
 
@@ -397,11 +390,11 @@ t.test("session.revoke ends one of the caller's own sessions, and never another 
   t.equal((await check(client, a2)).status, 'unauthorized', 'the revoked session is refused');
   t.equal((await check(client, a1)).status, 'authorized', "the caller's session goes on");
   t.equal(h.app.store.findSessionById(a2Id)?.revokeReason, 'revoked-by-owner');
-  const revoked = auditRows(h, { action: 'session.revoke', outcome: 'success' });
+  const revoked = h.auditRows({ action: 'session.revoke', outcome: 'success' });
   t.equal(revoked.length, 1);
   t.match(revoked[0], { email: ALICE.email, sessionId: a1Id, detail: { target: a2Id, targetMac: macOf(2) } });
   t.match(await send(client, { code: 7, ...a1, sessionId: a2Id }), notFound, 'an ended session is not found either');
-  t.match(auditRows(h, { action: 'session.revoke', outcome: 'failure' })[0], { detail: { target: a2Id, reason: 'not-active' } });
+  t.match(h.auditRows({ action: 'session.revoke', outcome: 'failure' })[0], { detail: { target: a2Id, reason: 'not-active' } });
 
   // A bad token, then her own current session.
   t.match(await send(client, { code: 7, token: `Awfer_hellwall_${'Q'.repeat(43)}`, mac: macOf(1), sessionId: a1Id }), { error: 'E_UNAUTHENTICATED' });
@@ -433,7 +426,7 @@ t.test('accounts and sessions that do not exist answer E_NOT_FOUND, audited as f
   }
   t.match(await send(client, { code: 17, ...root, sessionId: 424242 }), { status: 'error', error: 'E_NOT_FOUND', message: 'no session with id 424242' });
   t.same(snapshot(h), before, 'nothing changed');
-  const failures = auditRows(h, { outcome: 'failure' });
+  const failures = h.auditRows({ outcome: 'failure' });
   for (const r of requests) {
     t.match(failures.find((f) => f.action === NAMES.get(r.code)), { email: ghost, actor: `admin:${ROOT.email}`, detail: { reason: 'not-found' } }, `${NAMES.get(r.code)} failure audited`);
   }
@@ -471,7 +464,7 @@ t.test('conflicts: a duplicate account, disabling or enabling twice, an ended se
   t.match(await send(client, { code: 10, ...root, email: ROOT.email }), { status: 'ok', user: { role: 'admin', disabled: false } });
   t.match(await send(client, { code: 13, ...root, email: ROOT.email, role: 'admin' }), { status: 'ok', user: { role: 'admin' } }, 'keeping the admin role is no demotion');
 
-  const failures = auditRows(h, { outcome: 'failure' });
+  const failures = h.auditRows({ outcome: 'failure' });
   t.equal(failures.length, 7, 'each conflict is audited');
   t.ok(failures.every((f) => f.detail?.reason === 'conflict'));
   t.match(failures.find((f) => f.action === 'admin.user.delete'), { email: ROOT.email, actor: `admin:${ROOT.email}` });
@@ -499,7 +492,7 @@ t.test('E_INVALID: a password the policy refuses, an unknown role, a phone witho
   t.match(await send(client, { code: 14, ...root, email: ALICE.email, password: 'short' }), invalid(/at least 8 characters/));
   t.same(snapshot(h), before, 'no account, password, role or session changed');
   t.equal((await check(client, alice)).status, 'authorized', "Alice's session survives the refused reset");
-  const failures = auditRows(h, { outcome: 'failure' });
+  const failures = h.auditRows({ outcome: 'failure' });
   t.equal(failures.length, 7);
   t.ok(failures.every((f) => f.detail?.reason === 'invalid'), 'each audited as invalid');
 
@@ -567,7 +560,7 @@ t.test('passwords sent with admin.user.add and admin.user.reset_password are nev
   await loginAs(h, client, { ...eve, password: secrets.reset }, macOf(5));
 
   await client.close();
-  const rows = JSON.stringify(auditRows(h));
+  const rows = JSON.stringify(h.auditRows());
   t.ok(rows.includes('admin.user.reset_password') && rows.includes('admin.user.add'), 'the audit rows were read');
   t.ok(h.logs.find({ error: 'E_INVALID' }).length > 0 && h.logs.find({ error: 'E_CONFLICT' }).length > 0, 'the refusals were logged');
   const files = readdirSync(h.dataDir, { recursive: true, encoding: 'utf8' }).map((f) => path.join(h.dataDir, f)).filter((f) => statSync(f).isFile());

@@ -18,9 +18,8 @@ const OTHER_MAC = '00-1A-2B-3C-4D-99';
 
 /** Every audit row, oldest first, once what the server queued has been written. */
 function rows(h: Harness, filter: Partial<AuditRecord> = {}): AuditRecord[] {
-  h.app.audit.flush();
-  return h.app.store
-    .queryAudit({ limit: 1000 })
+  return h
+    .auditRows()
     .reverse()
     .filter((r) => Object.entries(filter).every(([k, v]) => r[k as keyof AuditRecord] === v));
 }

@@ -1,6 +1,6 @@
 import t from 'tap';
 import type { HellwallClient } from '../../src/client/client.js';
-import { disableUser, resetPassword } from '../../src/auth/users.js';
+import { disableUser, requireUser, resetPassword } from '../../src/auth/users.js';
 import { ALICE, MAC, startHarness, type Harness } from '../helpers/harness.js';
 
 const BOB = { email: 'bob@example.com', phone: '+1 555 0199', password: 'another correct horse battery', role: 'user' };
@@ -168,12 +168,12 @@ t.test('sessions end on password change and on account disable; the cache never 
   const deps = { store: h.app.store, hasher: h.app.hasher, clock: h.clock.fn };
   const first = await loginFrom(h, client, MAC);
   t.equal((await check(client, first, MAC)).status, 'authorized', 'cached');
-  await resetPassword(deps, ALICE.email, 'a brand new passphrase here');
+  await resetPassword(deps, requireUser(h.app.store, ALICE.email), 'a brand new passphrase here');
   t.match(await client.listSessions({ token: first, mac: MAC }), { error: 'E_UNAUTHENTICATED' }, 'ended by the password change');
   const user = { ...ALICE, password: 'a brand new passphrase here' };
   const second = await loginFrom(h, client, MAC, undefined, user);
   t.equal((await client.listSessions({ token: second, mac: MAC })).status, 'ok', 'cached again');
-  disableUser(deps, ALICE.email);
+  disableUser(deps, requireUser(h.app.store, ALICE.email));
   t.match(await client.listSessions({ token: second, mac: MAC }), { error: 'E_UNAUTHENTICATED' }, 'ended by disabling the account');
   t.equal((await check(client, second, MAC)).status, 'unauthorized');
 });

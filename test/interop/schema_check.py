@@ -110,10 +110,11 @@ class Schemas:
                 out.append(f"{where}: longer than {schema['maxLength']}")
             if "pattern" in schema and not _ecma_pattern(schema["pattern"]).search(value):
                 out.append(f"{where}: does not match {schema['pattern']}")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and "minimum" in schema and value < schema["minimum"]:
-            out.append(f"{where}: less than {schema['minimum']}")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and "maximum" in schema and value > schema["maximum"]:
-            out.append(f"{where}: more than {schema['maximum']}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if "minimum" in schema and value < schema["minimum"]:
+                out.append(f"{where}: less than {schema['minimum']}")
+            if "maximum" in schema and value > schema["maximum"]:
+                out.append(f"{where}: more than {schema['maximum']}")
         if isinstance(value, list):
             if "minItems" in schema and len(value) < schema["minItems"]:
                 out.append(f"{where}: fewer than {schema['minItems']} items")
