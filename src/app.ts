@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { AuditLog } from './audit/audit-log.js';
+import { AccountService } from './auth/account-service.js';
 import { AdminService } from './auth/admin-service.js';
 import { KeyRing } from './auth/key-ring.js';
 import { PasscodeService } from './auth/passcode-service.js';
@@ -22,11 +23,14 @@ import { createOutboxMailer, createSmtpMailer, MailQueue, type Mailer } from './
 import { loadProtocol, type Protocol } from './protocol/registry.js';
 import { createDispatcher, type DispatchFn } from './server/dispatcher.js';
 import { listenerLimits, TlsListener } from './server/tls-server.js';
+import { DATABASE_FILE, openStore } from './store/open.js';
 import { openSqliteStore } from './store/sqlite-store.js';
 import type { Store } from './store/store.js';
+import { SessionCache } from './auth/session-cache.js';
+import { liveBounds } from './auth/session-rules.js';
 import { loadTlsMaterial, type TlsMaterial } from './tls/tls-files.js';
 
-export const DATABASE_FILE = 'hellwall.db';
+export { DATABASE_FILE };
 
 export interface AppDeps {
   readonly config: Config;
@@ -38,6 +42,11 @@ export interface AppDeps {
   /** Lighter scrypt parameters for tests that hash many passwords; production uses the default. */
   readonly scrypt?: ScryptParams;
   readonly mailRetryDelayMs?: number;
+  /**
+   * The store, already open (createApp opens the configured one). Absent: the SQLite file in the
+   * data directory, opened here (tests and the CLI's embedded default).
+   */
+  readonly store?: Store;
 }
 
 export interface App {
@@ -71,6 +80,17 @@ export interface App {
   close(graceMs?: number): Promise<void>;
 }
 
+/** Opens the store `store.url` names (StoreConfigError when it cannot), then builds the app on it. */
+export async function createApp(deps: Omit<AppDeps, 'store'>): Promise<App> {
+  const store = await openStore(deps.config, deps.log);
+  try {
+    return buildApp({ ...deps, store });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+}
+
 /**
  * Wires everything from explicit dependencies. The server entry and every CLI command build the
  * service through this one function; importing this module does nothing.
@@ -89,7 +109,7 @@ export function buildApp(deps: AppDeps): App {
     'authorization policy loaded',
   );
   const keys = KeyRing.open(config.dataDir, random, log);
-  const store = openSqliteStore(path.join(config.dataDir, DATABASE_FILE), log);
+  const store = deps.store ?? openSqliteStore(path.join(config.dataDir, DATABASE_FILE), log);
   const hasher = new PasswordHasher({
     concurrency: config.passwords.hashConcurrency,
     queueMax: config.passwords.hashQueueMax,
@@ -103,20 +123,21 @@ export function buildApp(deps: AppDeps): App {
       : createOutboxMailer(path.join(config.dataDir, 'outbox'), config.mail.from, clock, random, log));
   const metrics = createPrometheusMetrics({
     // Active as everywhere else (isActiveSession): what `hellwall stats` and session.list count.
-    activeSessions: () => store.countActiveSessions(clock(), config.tokens.idleSeconds * 1000),
+    activeSessions: () => store.countLiveSessions(liveBounds(clock(), config.tokens.idleSeconds * 1000)),
   });
   const mail = new MailQueue(mailer, log, { metrics, ...(deps.mailRetryDelayMs !== undefined && { retryDelayMs: deps.mailRetryDelayMs }) });
-  const throttle = new Throttle(config.limits, clock);
+  const throttle = new Throttle(config.limits, clock, store);
   const audit = new AuditLog({ store, clock, log, metrics });
-  const authDeps = { config, store, hasher, keys, clock, random, mail, metrics, throttle, audit };
-  const tokens = new TokenService({ ...authDeps, policy });
+  const sessions = new SessionCache(store);
+  const tokens = new TokenService({ config, store, sessions, keys, clock, random, metrics, throttle, audit, policy });
   const services: Services = {
     config,
     protocol,
-    passcodes: new PasscodeService(authDeps),
+    passcodes: new PasscodeService({ config, store, hasher, keys, clock, random, mail, throttle, audit }),
     tokens,
-    sessions: new SessionService({ config, store, clock, tokens, audit }),
-    admin: new AdminService({ config, store, hasher, clock, audit, tokens, roles: () => policy.current.roles }),
+    sessions: new SessionService({ config, store, sessions, clock, tokens, audit }),
+    admin: new AdminService({ config, store, sessions, hasher, clock, audit, tokens, roles: () => policy.current.roles }),
+    account: new AccountService({ store, hasher, clock, tokens, throttle, mail, audit }),
   };
   const dispatch = createDispatcher(services, protocol, { metrics });
   const housekeeper = new Housekeeper({
@@ -140,8 +161,10 @@ export function buildApp(deps: AppDeps): App {
   const readiness = [
     {
       name: 'database',
-      check: () => {
-        store.ping();
+      check: async () => {
+        await store.ping();
+        // A node that cannot hear other nodes' changes answers from the database only: slower, not
+        // wrong, so it stays ready; the reason shows in the log and the status line.
         return null;
       },
     },
@@ -208,7 +231,12 @@ export function buildApp(deps: AppDeps): App {
         dispatch,
         log,
         ...listenerLimits(config),
-        aroundRead: (handle) => store.readBatch(handle),
+        // Changes other processes committed (SQLite's poll; a no-op where they are pushed), once per
+        // read of incoming requests.
+        aroundRead: (handle) => {
+          store.refresh();
+          return handle();
+        },
         metrics,
         proxyTrusted: config.proxy.trusted,
       });
@@ -267,8 +295,9 @@ export function buildApp(deps: AppDeps): App {
         mail.close();
         await ops?.close();
         // Last before the database: mail callbacks (passcode.sent) and the final requests' events.
-        audit.close();
-        store.close();
+        await audit.close();
+        sessions.close();
+        await store.close();
         log.info('hellwall stopped');
       })();
       return closing;

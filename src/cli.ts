@@ -9,15 +9,18 @@ import type { AuditAction } from './audit/audit-log.js';
 import { checkAuditQuery, type Actor, type AdminService } from './auth/admin-service.js';
 import { normalizeEmail } from './auth/normalize.js';
 import { passwordPolicyWarning } from './auth/passwords.js';
-import { buildApp, DATABASE_FILE, type App } from './app.js';
+import { createApp, type App } from './app.js';
 import { KeyRingError, listKeys, retireKey, rotateKey } from './auth/key-ring.js';
 import { HellwallClient } from './client/client.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import type { Logger } from './deps.js';
 import { createLogger } from './log.js';
-import { openSqliteStore } from './store/sqlite-store.js';
+import { openStore } from './store/open.js';
 import {
   DuplicateUserError,
+  StoreBusyError,
+  StoreConfigError,
+  StoreUnavailableError,
   type AuditDetail,
   type AuditOutcome,
   type AuditQuery,
@@ -25,7 +28,8 @@ import {
   type SessionRecord,
   type Store,
 } from './store/store.js';
-import { describeUser, UserInputError } from './auth/users.js';
+import { describeUser } from './auth/users.js';
+import { ServiceError } from './auth/errors.js';
 import { DEV_CERT_FILE } from './tls/tls-files.js';
 
 const USAGE = `Usage: hellwall <command> [options]
@@ -60,6 +64,11 @@ const USAGE = `Usage: hellwall <command> [options]
   cleanup [--json]                        delete expired passcodes, dead sessions and audit rows past
                                           audit.retentionDays now (what the server's housekeeping does
                                           every housekeeping.intervalSeconds)
+  store migrate [--to URL] [--data-dir D] [--yes]
+                                          copy the data directory's SQLite database into an empty
+                                          PostgreSQL database (URL, or $HELLWALL_STORE_URL), ids kept,
+                                          all or nothing; the server must be stopped. Without --yes:
+                                          check and print what would be copied, change nothing
   client hello                            ask the server for its protocol version and limits
   client passcode --email E --mac M [--ip IP]
                                           request a passcode (password from $HELLWALL_PASSWORD or a prompt)
@@ -90,10 +99,12 @@ export async function serve(env: NodeJS.ProcessEnv): Promise<number> {
   const log = createLogger(config.logLevel);
   let app;
   try {
-    app = buildApp({ config, log });
+    app = await createApp({ config, log });
   } catch (err) {
-    // A malformed policy file (PolicyError is a ConfigError) stops start-up like a bad option.
-    if (err instanceof ConfigError) {
+    // A malformed policy file (PolicyError is a ConfigError) stops start-up like a bad option; so
+    // does a database that cannot be opened as configured (wrong URL, refused password, newer schema).
+    if (err instanceof ConfigError || err instanceof StoreConfigError) {
+      log.fatal({ err: err.message }, 'cannot start');
       process.stderr.write(`hellwall: ${err.message}\n`);
       return 2;
     }
@@ -218,34 +229,34 @@ async function userCommand(args: string[], env: NodeJS.ProcessEnv): Promise<numb
         return 0;
       }
       case 'list': {
-        const users = admin.listUsers(actor).map(describeUser);
+        const users = (await admin.listUsers(actor)).map(describeUser);
         if (values.json) out(JSON.stringify(users));
         else out(table(['id', 'email', 'phone', 'role', 'disabled', 'created'], users.map((u) => [u.id, u.email, u.phone, u.role, u.disabled ? 'yes' : 'no', u.createdAt])));
         return 0;
       }
       case 'show': {
-        const { user, activeSessions } = admin.showUser(actor, need(values, 'email'));
+        const { user, activeSessions } = await admin.showUser(actor, need(values, 'email'));
         const view = { ...describeUser(user), activeSessions };
         const width = Math.max(...Object.keys(view).map((k) => k.length));
         out(values.json ? JSON.stringify(view) : Object.entries(view).map(([k, v]) => `${k.padEnd(width)}  ${String(v)}`).join('\n'));
         return 0;
       }
       case 'disable': {
-        const { user, sessionsEnded } = admin.disableUser(actor, need(values, 'email'));
+        const { user, sessionsEnded } = await admin.disableUser(actor, need(values, 'email'));
         out(`disabled ${user.email}; ${sessionsEnded} session(s) ended`);
         return 0;
       }
       case 'enable':
-        out(`enabled ${admin.enableUser(actor, need(values, 'email')).email}`);
+        out(`enabled ${(await admin.enableUser(actor, need(values, 'email'))).email}`);
         return 0;
       case 'set-role': {
-        const user = admin.setRole(actor, need(values, 'email'), need(values, 'role'));
+        const user = await admin.setRole(actor, need(values, 'email'), need(values, 'role'));
         out(`${user.email} is now ${user.role}`);
         return 0;
       }
       case 'reset-password': {
         const email = need(values, 'email');
-        if (!app.store.findUserByEmail(normalizeEmail(email))) {
+        if (!(await app.store.findUserByEmail(normalizeEmail(email)))) {
           // Refused before asking for a password nobody could use, and through the service so that
           // the refusal is audited like any other: it looks the operator up before the password (and
           // an empty password could never pass the policy anyway).
@@ -262,7 +273,7 @@ async function userCommand(args: string[], env: NodeJS.ProcessEnv): Promise<numb
         // delete: irreversible, so it wants --yes.
         const email = need(values, 'email');
         if (!values.yes) throw new UsageError(`user delete removes ${email} with every session: add --yes to confirm`);
-        const user = admin.deleteUser(actor, email);
+        const user = await admin.deleteUser(actor, email);
         out(`deleted ${user.email} (id ${user.id})`);
         return 0;
       }
@@ -293,7 +304,7 @@ function cliActor(): Actor {
  */
 async function withAdmin(env: NodeJS.ProcessEnv, fn: (admin: AdminService, actor: Actor, app: App) => Promise<number>): Promise<number> {
   const { config, log } = adminContext(env);
-  const app = buildApp({ config, log });
+  const app = await createApp({ config, log });
   try {
     return await fn(app.services.admin, cliActor(), app);
   } finally {
@@ -305,10 +316,10 @@ async function withAdmin(env: NodeJS.ProcessEnv, fn: (admin: AdminService, actor
  * What every admin command starts from: the configuration and a quiet logger (warnings and worse on
  * stdout unless HELLWALL_LOG_LEVEL says otherwise), and the database of the data directory.
  */
-function adminContext(env: NodeJS.ProcessEnv): { config: Config; log: Logger; openStore: () => Store } {
+function adminContext(env: NodeJS.ProcessEnv): { config: Config; log: Logger; openStore: () => Promise<Store> } {
   const config = loadConfig(env);
   const log = createLogger(env.HELLWALL_LOG_LEVEL ?? 'warn', undefined);
-  return { config, log, openStore: () => openSqliteStore(path.join(config.dataDir, DATABASE_FILE), log) };
+  return { config, log, openStore: () => openStore(config, log) };
 }
 
 /** A plain text table for people; scripts use --json. */
@@ -326,23 +337,23 @@ async function keyCommand(args: string[], env: NodeJS.ProcessEnv): Promise<numbe
   switch (sub) {
     case 'rotate': {
       // The database first: a rotation must not happen where it could not be audited.
-      const store = openStore();
+      const store = await openStore();
       try {
         const id = rotateKey(config.dataDir, randomBytes, log);
         process.stdout.write(`${id}\n`);
         process.stderr.write(`key ${id} is now the current key; send SIGHUP to every running server to start using it\n`);
-        return auditKeyCommand(store, 'admin.key.rotate', 'success', { keyId: id });
+        return await auditKeyCommand(store, 'admin.key.rotate', 'success', { keyId: id });
       } finally {
-        store.close();
+        await store.close();
       }
     }
     case 'list': {
-      const store = openStore();
+      const store = await openStore();
       let counts: Map<number, number>;
       try {
-        counts = store.countSessionsByKey(Date.now());
+        counts = await store.countSessionsByKey(Date.now());
       } finally {
-        store.close();
+        await store.close();
       }
       const rows = listKeys(config.dataDir).map((k) => ({
         id: k.id,
@@ -365,27 +376,27 @@ async function keyCommand(args: string[], env: NodeJS.ProcessEnv): Promise<numbe
       const [idText] = positionals;
       const id = Number(idText);
       if (!idText || !Number.isInteger(id) || id < 1) throw new UsageError('key retire needs a key id (see hellwall key list)');
-      const store = openStore();
+      const store = await openStore();
       try {
         let r;
         try {
-          r = retireKey({ dataDir: config.dataDir, store, now: Date.now(), log }, id);
+          r = await retireKey({ dataDir: config.dataDir, store, now: Date.now(), log }, id);
         } catch (err) {
-          if (err instanceof KeyRingError) auditKeyCommand(store, 'admin.key.retire', 'failure', { keyId: id, reason: err.code, message: err.message });
+          if (err instanceof KeyRingError) await auditKeyCommand(store, 'admin.key.retire', 'failure', { keyId: id, reason: err.code, message: err.message });
           throw err;
         }
         process.stdout.write(
           `key ${id} ${r.alreadyRetired ? 'was already retired' : 'retired'}: ${r.sessions} session(s) revoked, ${r.passcodes} pending passcode(s) dropped\n`,
         );
         process.stderr.write('send SIGHUP to every running server so it drops the key from memory\n');
-        return auditKeyCommand(store, 'admin.key.retire', 'success', {
+        return await auditKeyCommand(store, 'admin.key.retire', 'success', {
           keyId: id,
           sessionsEnded: r.sessions,
           passcodesDropped: r.passcodes,
           alreadyRetired: r.alreadyRetired,
         });
       } finally {
-        store.close();
+        await store.close();
       }
     }
     default:
@@ -398,9 +409,9 @@ async function keyCommand(args: string[], env: NodeJS.ProcessEnv): Promise<numbe
  * so the two cannot commit together. A row that cannot be written (the database locked too long)
  * is said on stderr with exit 1, the change itself stands.
  */
-function auditKeyCommand(store: Store, action: AuditAction & `admin.key.${string}`, outcome: AuditOutcome, detail: AuditDetail): number {
+async function auditKeyCommand(store: Store, action: AuditAction & `admin.key.${string}`, outcome: AuditOutcome, detail: AuditDetail): Promise<number> {
   try {
-    store.appendAudit([{ at: Date.now(), action, outcome, actor: cliActor().name, detail }]);
+    await store.appendAudit([{ at: Date.now(), action, outcome, actor: cliActor().name, detail }]);
     return 0;
   } catch (err) {
     process.stderr.write(`hellwall: ${action} was done, but its audit row could not be written: ${(err as Error).message}\n`);
@@ -422,17 +433,17 @@ async function sessionsCommand(args: string[], env: NodeJS.ProcessEnv): Promise<
   const id = values.id === undefined ? undefined : wholeNumber(values.id, '--id');
   return withAdmin(env, async (admin, actor) => {
     if (sub === 'list') {
-      const rows = admin.listSessions(actor, values.email).map(describeSession);
+      const rows = (await admin.listSessions(actor, values.email)).map(describeSession);
       if (values.json) out(JSON.stringify(rows));
       else out(table(['id', 'email', 'mac', 'ip', 'device', 'created', 'last seen'], rows.map((r) => [r.id, r.email, r.mac, r.ip, r.device ?? '-', r.createdAt, r.lastSeenAt])));
       return 0;
     }
     if (id !== undefined) {
-      const session = admin.revokeSession(actor, id);
+      const session = await admin.revokeSession(actor, id);
       out(`session ${session.id} of ${session.userEmail} ended`);
       return 0;
     }
-    const { user, ended } = admin.revokeUserSessions(actor, values.email!);
+    const { user, ended } = await admin.revokeUserSessions(actor, values.email!);
     out(`${ended} session(s) of ${user.email} ended`);
     return 0;
   });
@@ -454,7 +465,7 @@ function describeSession(s: SessionRecord): { id: number; email: string; mac: st
 async function statsCommand(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const { values } = parseArgs({ args, options: { json: { type: 'boolean', default: false } } });
   return withAdmin(env, async (admin, actor) => {
-    const stats = admin.stats(actor);
+    const stats = await admin.stats(actor);
     if (values.json) {
       out(JSON.stringify(stats));
     } else {
@@ -503,7 +514,7 @@ async function auditCommand(args: string[], env: NodeJS.ProcessEnv): Promise<num
   // Checked before anything is opened; the service checks again (it does for the wire).
   const { limit } = checkAuditQuery(query);
   return withAdmin(env, async (admin, actor) => {
-    const rows = admin.queryAudit(actor, query);
+    const rows = await admin.queryAudit(actor, query);
     if (values.json) {
       out(JSON.stringify(rows.map(auditJson)));
       return 0;
@@ -579,7 +590,7 @@ function wholeNumber(text: string, option: string): number {
 async function cleanupCommand(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const { values } = parseArgs({ args, options: { json: { type: 'boolean', default: false } } });
   const { config, log } = adminContext(env);
-  const app = buildApp({ config, log });
+  const app = await createApp({ config, log });
   try {
     const pass = await app.housekeeper.runOnce();
     if (values.json) {
@@ -596,6 +607,47 @@ async function cleanupCommand(args: string[], env: NodeJS.ProcessEnv): Promise<n
     return 0;
   } finally {
     await app.close();
+  }
+}
+
+/**
+ * `hellwall store migrate`: the data directory's SQLite database into an empty PostgreSQL one. The
+ * URL may come from $HELLWALL_STORE_URL instead of --to, which keeps its password out of `ps` and
+ * the shell history; it is shown only masked.
+ */
+async function storeCommand(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub !== 'migrate') throw new UsageError(`unknown store command ${sub ?? ''}`);
+  const { values } = parseArgs({
+    args: rest,
+    options: { to: { type: 'string' }, 'data-dir': { type: 'string' }, yes: { type: 'boolean', default: false } },
+  });
+  const { config, log } = adminContext(values['data-dir'] === undefined ? env : { ...env, HELLWALL_DATA_DIR: values['data-dir'] });
+  const url = values.to ?? config.store.url;
+  if (!url) throw new UsageError('--to postgres://… (or $HELLWALL_STORE_URL) is required');
+  // Loaded only here: no other command needs the PostgreSQL driver.
+  const { migrateSqliteToPostgres, StoreMigrateError } = await import('./store/migrate-sqlite-to-postgres.js');
+  try {
+    const report = await migrateSqliteToPostgres({ dataDir: config.dataDir, url, dryRun: !values.yes, connectTimeoutMs: config.store.connectTimeoutMs, log });
+    const rows = report.tables.map((r) => (report.copied ? [r.table, r.sqlite, r.postgres] : [r.table, r.sqlite]));
+    const next = Object.entries(report.nextIds).map(([t, n]) => `${t} ${n}`).join(', ');
+    process.stdout.write(
+      report.copied
+        ? `copied ${report.source} (schema ${report.sqliteSchemaVersion}) into ${report.target} (schema ${report.postgresSchemaVersion})\n` +
+            `${table(['table', 'sqlite', 'postgres'], rows)}\nrow counts verified; new ids start at ${next}\n`
+        : `${report.source} (schema ${report.sqliteSchemaVersion}) can be copied into ${report.target}, which is empty\n` +
+            `${table(['table', 'rows'], rows)}\nnothing was changed: run again with --yes to copy\n`,
+    );
+    if (report.copied) {
+      process.stderr.write('hellwall: start the nodes with HELLWALL_STORE_URL set to it and this key ring; keep the SQLite file as a backup until they run\n');
+    }
+    return 0;
+  } catch (err) {
+    if (err instanceof StoreMigrateError) {
+      process.stderr.write(`hellwall: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
   }
 }
 
@@ -688,6 +740,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
         return await keyCommand(rest, env);
       case 'cleanup':
         return await cleanupCommand(rest, env);
+      case 'store':
+        return await storeCommand(rest, env);
       case 'sessions':
         return await sessionsCommand(rest, env);
       case 'stats':
@@ -712,7 +766,12 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
       process.stderr.write(`hellwall: ${err.message}\n\n${USAGE}\n`);
       return 2;
     }
-    if (err instanceof ConfigError || err instanceof UserInputError || err instanceof DuplicateUserError || err instanceof KeyRingError) {
+    if (err instanceof ConfigError || err instanceof ServiceError || err instanceof DuplicateUserError || err instanceof KeyRingError) {
+      process.stderr.write(`hellwall: ${err.message}\n`);
+      return 1;
+    }
+    // The database as configured cannot be opened, or cannot be reached or is busy now.
+    if (err instanceof StoreConfigError || err instanceof StoreUnavailableError || err instanceof StoreBusyError) {
       process.stderr.write(`hellwall: ${err.message}\n`);
       return 1;
     }

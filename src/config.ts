@@ -6,6 +6,12 @@ export type SmtpSecurity = 'tls' | 'starttls' | 'none';
 
 export interface Config {
   readonly dataDir: string;
+  readonly store: {
+    readonly url: string;
+    readonly poolMax: number;
+    readonly connectTimeoutMs: number;
+    readonly statementTimeoutMs: number;
+  };
   readonly host: string;
   readonly port: number;
   readonly maxFrameBytes: number;
@@ -14,6 +20,7 @@ export interface Config {
   readonly handshakeTimeoutMs: number;
   readonly maxConnections: number;
   readonly maxConnectionsPerIp: number;
+  readonly maxBufferedBytes: number;
   readonly frameTimeoutMs: number;
   readonly logLevel: string;
   readonly shutdownGraceMs: number;
@@ -42,6 +49,9 @@ export interface Config {
   readonly sessions: {
     readonly maxPerUser: number;
   };
+  readonly admin: {
+    readonly reauthSeconds: number;
+  };
   readonly passcodes: {
     readonly ttlSeconds: number;
     readonly maxAttempts: number;
@@ -68,6 +78,8 @@ export interface Config {
     readonly lockoutFailures: number;
     readonly lockoutSeconds: number;
     readonly maxTracked: number;
+    readonly passcodesPerHour: number;
+    readonly ipv6Prefix: number;
   };
   readonly mail: {
     readonly from: string;
@@ -98,14 +110,19 @@ export interface OptionSpec {
 // the two in step, so an option cannot exist without documentation.
 export const OPTIONS: readonly OptionSpec[] = [
   { key: 'dataDir', env: 'HELLWALL_DATA_DIR', kind: 'string', default: './data', doc: 'Directory for the SQLite file, server key, dev certificate and mail outbox.' },
+  { key: 'store.url', env: 'HELLWALL_STORE_URL', kind: 'string', default: '', doc: 'The database. Empty: the embedded SQLite file `hellwall.db` in the data directory (one node). `postgres://user:password@host:5432/db` (TLS with `?sslmode=verify-full&sslrootcert=/path/ca.pem`): PostgreSQL, which several nodes can share. See "Several nodes".' },
+  { key: 'store.poolMax', env: 'HELLWALL_STORE_POOL_MAX', kind: 'int', default: 10, min: 1, max: 1000, doc: 'PostgreSQL: connections per node (plus one that listens for changes).' },
+  { key: 'store.connectTimeoutMs', env: 'HELLWALL_STORE_CONNECT_TIMEOUT_MS', kind: 'int', default: 5000, min: 100, doc: 'PostgreSQL: how long to wait for a connection, new or from the pool, before answering E_BUSY.' },
+  { key: 'store.statementTimeoutMs', env: 'HELLWALL_STORE_STATEMENT_TIMEOUT_MS', kind: 'int', default: 5000, min: 100, doc: 'PostgreSQL: longest a statement (or a transaction idle inside) may run.' },
   { key: 'host', env: 'HELLWALL_HOST', kind: 'string', default: '127.0.0.1', doc: 'Address the TLS listener binds to.' },
   { key: 'port', env: 'HELLWALL_PORT', kind: 'int', default: 7443, min: 0, doc: 'TLS listener port (0 picks a free port).' },
   { key: 'maxFrameBytes', env: 'HELLWALL_MAX_FRAME_BYTES', kind: 'int', default: 65536, min: 64, max: 16777216, doc: 'Largest accepted frame payload in bytes [P-1.3].' },
   { key: 'maxInflight', env: 'HELLWALL_MAX_INFLIGHT', kind: 'int', default: 64, min: 1, doc: 'Unanswered requests per connection before the server stops reading it [P-2.6].' },
   { key: 'idleTimeoutMs', env: 'HELLWALL_IDLE_TIMEOUT_MS', kind: 'int', default: 300000, min: 0, doc: 'Close a connection with no traffic for this long (0 = never).' },
   { key: 'handshakeTimeoutMs', env: 'HELLWALL_HANDSHAKE_TIMEOUT_MS', kind: 'int', default: 10000, min: 100, doc: 'Abort TLS handshakes that take longer than this.' },
-  { key: 'maxConnections', env: 'HELLWALL_MAX_CONNECTIONS', kind: 'int', default: 20000, min: 1, doc: 'Refuse connections beyond this many open at once.' },
-  { key: 'maxConnectionsPerIp', env: 'HELLWALL_MAX_CONNECTIONS_PER_IP', kind: 'int', default: 500, min: 1, doc: 'Refuse connections from one client address beyond this many open at once (behind a trusted PROXY balancer: per client address).' },
+  { key: 'maxConnections', env: 'HELLWALL_MAX_CONNECTIONS', kind: 'int', default: 10000, min: 1, doc: 'Refuse connections beyond this many open at once. Each costs the server about 32 KiB; with `maxBufferedBytes`, the default fits a 1 GB container (SECURITY.md).' },
+  { key: 'maxConnectionsPerIp', env: 'HELLWALL_MAX_CONNECTIONS_PER_IP', kind: 'int', default: 100, min: 1, doc: 'Refuse connections from one client address beyond this many open at once (behind a trusted PROXY balancer: per client address; IPv6: per `limits.ipv6Prefix` network). Raise it for many clients behind one NAT.' },
+  { key: 'maxBufferedBytes', env: 'HELLWALL_MAX_BUFFERED_BYTES', kind: 'int', default: 67108864, min: 64, doc: 'Bytes all connections together may hold for frames not yet complete; a connection whose partial frame does not fit is closed [P-1.8]. At least `maxFrameBytes`.' },
   { key: 'frameTimeoutMs', env: 'HELLWALL_FRAME_TIMEOUT_MS', kind: 'int', default: 30000, min: 0, doc: 'Close a connection whose frame is still incomplete this long after its first byte (slow-sending clients) [P-1.6]; 0 = never.' },
   { key: 'logLevel', env: 'HELLWALL_LOG_LEVEL', kind: 'enum', default: 'info', values: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], doc: 'pino log level.' },
   { key: 'shutdownGraceMs', env: 'HELLWALL_SHUTDOWN_GRACE_MS', kind: 'int', default: 5000, min: 0, max: 600000, doc: 'On SIGTERM/SIGINT, how long open connections and queued mail get to finish before they are cut; the process then exits 0. Keep it below the orchestrator\'s stop timeout (Docker: 10 s).' },
@@ -122,6 +139,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'tokens.absoluteSeconds', env: 'HELLWALL_RENEW_ABSOLUTE', kind: 'int', default: 2592000, min: 1, doc: 'No renewal after this long since login [P-4.5].' },
   { key: 'tokens.graceSeconds', env: 'HELLWALL_ROTATION_GRACE', kind: 'int', default: 30, min: 0, doc: 'After a renewal, the old token still yields the same new token for this long; after it, presenting the old token revokes the session [P-4.5].' },
   { key: 'sessions.maxPerUser', env: 'HELLWALL_SESSIONS_MAX_PER_USER', kind: 'int', default: 5, min: 1, max: 1000, doc: 'Active sessions (devices) per operator. A login that would open one more ends the oldest (by login time) with reason `evicted` [P-3.5].' },
+  { key: 'admin.reauthSeconds', env: 'HELLWALL_ADMIN_REAUTH_SECONDS', kind: 'int', default: 900, min: 60, max: 86400, doc: 'Admin commands that create accounts, change roles or reset passwords over the wire need a session whose login (passcode.auth) was at most this long ago; an older one, renewed or not, is answered E_FORBIDDEN until the administrator logs in again (ASVS 6.2.2, 7.5.1).' },
   { key: 'passcodes.ttlSeconds', env: 'HELLWALL_PASSCODE_TTL', kind: 'int', default: 180, min: 10, doc: 'Passcode lifetime.' },
   { key: 'passcodes.maxAttempts', env: 'HELLWALL_PASSCODE_MAX_ATTEMPTS', kind: 'int', default: 5, min: 1, doc: 'Failed passcode.auth attempts after which a pending passcode is void.' },
   { key: 'passwords.hashConcurrency', env: 'HELLWALL_HASH_CONCURRENCY', kind: 'int', default: 2, min: 1, doc: 'Password hashes computed at once; the rest queue, so logins cannot starve token checks.' },
@@ -138,6 +156,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'limits.backoffMaxSeconds', env: 'HELLWALL_LIMIT_BACKOFF_MAX', kind: 'int', default: 900, min: 1, doc: 'Longest wait the per-account-and-address backoff imposes.' },
   { key: 'limits.lockoutFailures', env: 'HELLWALL_LIMIT_LOCKOUT_FAILURES', kind: 'int', default: 100, min: 1, max: 100, doc: 'Consecutive failures for one account, from any address, that lock it for `limits.lockoutSeconds` (NIST SP 800-63B: at most 100).' },
   { key: 'limits.lockoutSeconds', env: 'HELLWALL_LIMIT_LOCKOUT_SECONDS', kind: 'int', default: 900, min: 1, doc: 'How long a locked account waits; each further failure locks it again until a success.' },
+  { key: 'limits.passcodesPerHour', env: 'HELLWALL_LIMIT_PASSCODES_PER_HOUR', kind: 'int', default: 6, min: 1, max: 100000, doc: 'Passcodes issued to one account per hour; further right-password requests answer alike but send none. With `passcodes.maxAttempts` this bounds second-factor guesses a day (SECURITY.md).' },
+  { key: 'limits.ipv6Prefix', env: 'HELLWALL_LIMITS_IPV6_PREFIX', kind: 'int', default: 64, min: 32, max: 128, doc: 'IPv6 clients are counted per network of this prefix length by every per-address limit (the limits above and `maxConnectionsPerIp`): one subscriber usually holds a whole /64. IPv4 clients are counted per address.' },
   { key: 'limits.maxTracked', env: 'HELLWALL_LIMIT_MAX_TRACKED', kind: 'int', default: 100000, min: 100, doc: 'Addresses and accounts tracked per limit table; the least recently seen are forgotten beyond it, so memory stays bounded.' },
   { key: 'mail.from', env: 'HELLWALL_MAIL_FROM', kind: 'string', default: 'Hellwall <hellwall@localhost>', doc: 'Sender address of passcode emails.' },
   { key: 'mail.smtpHost', env: 'HELLWALL_SMTP_HOST', kind: 'string', default: '', doc: 'SMTP server. Empty: write each message as an .eml file into `<dataDir>/outbox` (development only).' },
@@ -267,6 +287,8 @@ function checkCombinations(config: Config): void {
   // without ever tripping reuse detection.
   if (tokens.graceSeconds >= tokens.ttlSeconds) fail('tokens.graceSeconds', 'must be shorter than tokens.ttlSeconds');
   if (tokens.ttlSeconds > tokens.absoluteSeconds) fail('tokens.ttlSeconds', 'must not exceed tokens.absoluteSeconds');
+  // Otherwise a frame of the largest allowed size could never be received in more than one read.
+  if (config.maxBufferedBytes < config.maxFrameBytes) fail('maxBufferedBytes', 'must be at least maxFrameBytes');
   if (mail.smtpSecurity === 'none' && mail.smtpUser) {
     fail('mail.smtpSecurity', "'none' with mail.smtpUser would send the SMTP password in clear");
   }

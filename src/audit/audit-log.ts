@@ -1,6 +1,6 @@
 import type { Clock, Logger } from '../deps.js';
 import type { Metrics } from '../ops/metrics.js';
-import { StoreBusyError, type AuditDetail, type AuditEvent, type Store } from '../store/store.js';
+import { StoreBusyError, StoreUnavailableError, type AuditDetail, type AuditEvent, type Store, type Tx } from '../store/store.js';
 
 /**
  * Every action the audit trail records, with what its outcomes mean. README's "Audit trail" table
@@ -16,6 +16,7 @@ export const AUDIT_ACTIONS = {
   'session.logout': 'session.logout ended the caller\'s session',
   'session.revoke': 'session.revoke: success = the operator ended one of their other sessions (detail.target); failure = no such active session; denied = a session of another operator',
   'session.logout_all': 'session.logout_all ended every session of the operator (detail.ended)',
+  'password.change': 'password.change: success = the operator changed their own password (detail.sessionsEnded: their other sessions); failure = wrong current password; denied = rate limit',
   'session.evict': 'a login beyond sessions.maxPerUser ended the oldest session (detail.by = the new session)',
   'admin.user.add': 'an administrator added an operator',
   'admin.user.list': 'an administrator listed operators (on the wire)',
@@ -32,6 +33,7 @@ export const AUDIT_ACTIONS = {
   'admin.audit.query': 'an administrator queried the audit trail (on the wire)',
   'admin.key.rotate': 'an administrator made a new server key current (detail.keyId)',
   'admin.key.retire': 'an administrator retired a server key (detail.keyId, detail.sessionsEnded)',
+  'audit.suppressed': 'refusals beyond the budget of 1,000 a minute were counted, not written one by one (detail.suppressed, detail.since)',
 } as const;
 
 export type AuditAction = keyof typeof AUDIT_ACTIONS;
@@ -52,6 +54,9 @@ const FLUSH_MAX = 1000;
 
 // Repeats of one refusal (same key) within this window are counted, not written one by one.
 const COALESCE_MS = 60_000;
+// Refusal rows (failure or denied outcomes recorded outside a change's transaction) a minute, past
+// which they are counted, not written or logged one by one.
+const REFUSALS_PER_MINUTE = 1000;
 // Keys remembered for coalescing; beyond it the oldest are forgotten (their next repeat is written).
 const COALESCE_KEYS_MAX = 10_000;
 
@@ -62,10 +67,15 @@ export interface AuditSink {
    * written for the key carries `detail.repeated`, how many were left out in between.
    */
   record(event: AuditInput, coalesce?: string): void;
+  /**
+   * Records `event` inside the transaction `tx` of the change it is about: the two commit, or roll
+   * back, together.
+   */
+  recordIn(tx: Tx, event: AuditInput): Promise<void>;
 }
 
 /** For code paths built without an audit trail (unit tests of one service). */
-export const NO_AUDIT: AuditSink = { record() {} };
+export const NO_AUDIT: AuditSink = { record() {}, recordIn: async () => {} };
 
 /**
  * The audit trail's writer. An event that accompanies a state change is recorded inside that
@@ -84,6 +94,8 @@ export class AuditLog implements AuditSink {
   /** Coalesced keys: when the last row for each was written, and the repeats left out since. */
   readonly #recent = new Map<string, { at: number; repeated: number }>();
   #scheduled: NodeJS.Immediate | NodeJS.Timeout | undefined;
+  #draining: Promise<void> | undefined;
+  #budget = { start: 0, used: 0, suppressed: 0 };
   #closed = false;
 
   constructor(deps: { store: Store; clock: Clock; log: Logger; metrics: Pick<Metrics, 'audit'> }) {
@@ -109,17 +121,14 @@ export class AuditLog implements AuditSink {
       if (this.#recent.size > COALESCE_KEYS_MAX) this.#recent.delete(this.#recent.keys().next().value as string);
       if (seen && seen.repeated > 0) event = { ...event, detail: { ...event.detail, repeated: seen.repeated } };
     }
+    // What would be written: within the minute's budget, or counted.
+    if (event.outcome !== 'success' && this.#overBudget(event.at)) return;
     // The same event as one uniform log line: the copy to ship off the host (a SIEM), which
     // whoever controls the database cannot rewrite.
     this.#log.info({ event: 'audit', audit: event }, 'audit');
-    if (this.#store.inTransaction()) {
-      this.#store.appendAudit([event]);
-      this.#metrics.audit('written', 1);
-      return;
-    }
     if (this.#closed) {
       // After close (the CLI's last act, a late mail callback): write at once or not at all.
-      this.#write([event]);
+      void this.#write([event]);
       return;
     }
     this.#pending.push(event);
@@ -128,40 +137,86 @@ export class AuditLog implements AuditSink {
       this.#metrics.audit('dropped', dropped.length);
       this.#log.error({ event: 'audit', dropped: dropped.length }, 'audit events dropped: the database has refused writes for too long');
     }
-    this.#scheduled ??= setImmediate(() => this.#drain(false));
+    this.#scheduled ??= setImmediate(() => void this.#drain(false));
+  }
+
+  /**
+   * The global budget of refusal rows (and their log lines) a minute: whatever mix of clients,
+   * keys and nodes' worth of traffic, this node writes at most REFUSALS_PER_MINUTE a minute plus
+   * one `audit.suppressed` row counting the rest (SECURITY.md: the most an anonymous client can make
+   * the service write).
+   */
+  #overBudget(at: number): boolean {
+    const w = this.#budget;
+    if (at - w.start >= COALESCE_MS) {
+      const suppressed = w.suppressed;
+      const since = w.start;
+      this.#budget = { start: at, used: 0, suppressed: 0 };
+      if (suppressed > 0) this.record({ action: 'audit.suppressed', outcome: 'success', at, detail: { suppressed, since } });
+      return this.#overBudget(at);
+    }
+    if (w.used >= REFUSALS_PER_MINUTE) {
+      w.suppressed++;
+      this.#metrics.audit('suppressed', 1);
+      return true;
+    }
+    w.used++;
+    return false;
+  }
+
+  async recordIn(tx: Tx, input: AuditInput): Promise<void> {
+    const event: AuditEvent = { ...input, at: input.at ?? this.#clock(), detail: clip(input.detail) };
+    await tx.appendAudit([event]);
+    // Logged once the append has joined the transaction; a rollback after this leaves a log line
+    // for an event that did not happen, which the log's reader can tell by the missing change.
+    this.#log.info({ event: 'audit', audit: event }, 'audit');
+    this.#metrics.audit('written', 1);
   }
 
   /** Writes everything queued now (tests, shutdown); what a busy database refuses stays queued. */
-  flush(): void {
-    this.#drain(true);
+  flush(): Promise<void> {
+    return this.#drain(true);
   }
 
   /**
    * Writes what is queued, `FLUSH_MAX` per transaction with a turn of the event loop between them
    * unless `all`; on a busy database, keeps it and retries shortly.
    */
-  #drain(all: boolean): void {
+  async #drain(all: boolean): Promise<void> {
     clearTimeout(this.#scheduled as NodeJS.Timeout);
     clearImmediate(this.#scheduled as NodeJS.Immediate);
     this.#scheduled = undefined;
+    // One drain at a time: a second waits for the first, then writes what is left.
+    while (this.#draining) await this.#draining;
+    let done!: () => void;
+    this.#draining = new Promise<void>((resolve) => (done = resolve));
+    try {
+      await this.#drainNow(all);
+    } finally {
+      this.#draining = undefined;
+      done();
+    }
+  }
+
+  async #drainNow(all: boolean): Promise<void> {
     while (this.#pending.length > 0) {
       const batch = this.#pending.splice(0, FLUSH_MAX);
-      if (!this.#write(batch)) {
+      if (!(await this.#write(batch))) {
         this.#pending = batch.concat(this.#pending);
-        if (!this.#closed) this.#scheduled = setTimeout(() => this.#drain(false), RETRY_MS).unref();
+        if (!this.#closed) this.#scheduled = setTimeout(() => void this.#drain(false), RETRY_MS).unref();
         return;
       }
       if (!all && this.#pending.length > 0) {
-        this.#scheduled = setImmediate(() => this.#drain(false));
+        this.#scheduled = setImmediate(() => void this.#drain(false));
         return;
       }
     }
   }
 
   /** Flushes and stops queueing (shutdown); what the database still refuses is logged as lost. */
-  close(): void {
+  async close(): Promise<void> {
     this.#closed = true;
-    this.flush();
+    await this.flush();
     if (this.#pending.length > 0) {
       this.#metrics.audit('dropped', this.#pending.length);
       this.#log.error({ event: 'audit', dropped: this.#pending.length }, 'audit events lost at shutdown: the database refused writes');
@@ -169,14 +224,14 @@ export class AuditLog implements AuditSink {
     }
   }
 
-  #write(events: AuditEvent[]): boolean {
+  async #write(events: AuditEvent[]): Promise<boolean> {
     try {
-      this.#store.appendAudit(events);
+      await this.#store.appendAudit(events);
       this.#metrics.audit('written', events.length);
       return true;
     } catch (err) {
-      if (err instanceof StoreBusyError) {
-        this.#log.warn({ event: 'audit', pending: events.length }, 'audit write postponed: database busy');
+      if (err instanceof StoreBusyError || err instanceof StoreUnavailableError) {
+        this.#log.warn({ event: 'audit', pending: events.length, err: (err as Error).message }, 'audit write postponed: database busy or unreachable');
         return false;
       }
       // Not retryable (closed database, disk full): say so loudly; the service keeps answering.

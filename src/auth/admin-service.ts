@@ -1,19 +1,21 @@
-import type { AuditAction, AuditSink } from '../audit/audit-log.js';
+import type { AuditAction, AuditInput, AuditSink } from '../audit/audit-log.js';
 import type { Config } from '../config.js';
 import type { Clock, Logger } from '../deps.js';
-import { ProtocolError } from '../protocol/errors.js';
 import {
   AUDIT_OUTCOMES,
   DuplicateUserError,
-  isActiveSession,
   type AuditDetail,
   type AuditQuery,
   type AuditRecord,
   type SessionRecord,
   type Store,
+  type StoreOps,
   type UserRecord,
 } from '../store/store.js';
+import { ServiceError } from './errors.js';
 import { normalizeEmail } from './normalize.js';
+import type { SessionCache } from './session-cache.js';
+import { isActiveSession } from './session-rules.js';
 import type { PasswordHasher } from './passwords.js';
 import type { Caller } from './session-service.js';
 import type { TokenService } from './token-service.js';
@@ -67,8 +69,9 @@ export const AUDIT_PAGE_DEFAULT = 100;
 const ACTION_FILTER = /^[a-z_]+(\.[a-z_]+)*(\.\*|\*)?$/;
 
 export interface AdminServiceDeps {
-  readonly config: Config;
+  readonly config: Pick<Config, 'tokens' | 'admin'>;
   readonly store: Store;
+  readonly sessions: SessionCache;
   readonly hasher: PasswordHasher;
   readonly clock: Clock;
   readonly audit: AuditSink;
@@ -92,16 +95,16 @@ export class AdminService {
 
   /**
    * [P-4.12] The actor behind an admin command on the wire: the token must authenticate [P-3.6]
-   * (else E_UNAUTHENTICATED) and its operator must have role `admin` (else E_FORBIDDEN, audited).
+   * (else unauthenticated) and its operator must have role `admin` (else forbidden, audited).
    */
-  authorize(caller: Caller, command: AuditAction, log: Logger): Actor {
-    const s = this.#d.tokens.authenticate({ ...caller, command }, log);
+  async authorize(caller: Caller, command: AuditAction, log: Logger): Promise<Actor> {
+    const s = await this.#d.tokens.authenticate({ ...caller, command }, log);
     const actor: Actor = { name: `admin:${s.userEmail}`, userId: s.userId, sessionId: s.id, ip: caller.seenIp, mac: s.mac, auditReads: true };
     if (s.userRole !== ADMIN_ROLE) {
       // About the caller themself: their refused attempts show in a query by their email.
       this.#record(actor, command, 'denied', { user: { id: s.userId, email: s.userEmail }, detail: { reason: 'not-admin', role: s.userRole } }, `${command}:not-admin:${s.id}`);
       log.info({ event: command, outcome: 'denied', reason: 'not-admin', userId: s.userId, sessionId: s.id, role: s.userRole }, 'admin command refused: not an administrator');
-      throw new ProtocolError('E_FORBIDDEN', 'this command needs the admin role');
+      throw new ServiceError('forbidden', 'this command needs the admin role');
     }
     return actor;
   }
@@ -110,107 +113,111 @@ export class AdminService {
     const { store, hasher, clock } = this.#d;
     const email = normalizeEmail(input.email);
     return this.#audited(actor, 'admin.user.add', { email }, () =>
-      addUser({ store, hasher, clock, roles: this.#d.roles() }, input, (user) =>
-        this.#record(actor, 'admin.user.add', 'success', { user, detail: { role: user.role } }),
-      ),
+      addUser({ store, hasher, clock, roles: this.#d.roles() }, input, async (tx, user) => {
+        await this.#stillAdmin(tx, actor, 'recent-login');
+        await this.#recordIn(tx, actor, 'admin.user.add', { user, detail: { role: user.role } });
+      }),
     );
   }
 
-  listUsers(actor: Actor): UserRecord[] {
-    const users = this.#d.store.listUsers();
+  async listUsers(actor: Actor): Promise<UserRecord[]> {
+    const users = await this.#d.store.listUsers();
     this.#read(actor, 'admin.user.list', { detail: { count: users.length } });
     return users;
   }
 
-  showUser(actor: Actor, email: string): { user: UserRecord; activeSessions: number } {
-    return this.#audited(actor, 'admin.user.show', { email }, () => {
-      const user = requireUser(this.#d.store, email);
-      const activeSessions = this.#active(this.#d.store.listOpenSessions(user.id)).length;
+  showUser(actor: Actor, email: string): Promise<{ user: UserRecord; activeSessions: number }> {
+    return this.#audited(actor, 'admin.user.show', { email }, async () => {
+      const user = await requireUser(this.#d.store, email);
+      const activeSessions = this.#active(await this.#d.store.listOpenSessions(user.id)).length;
       this.#read(actor, 'admin.user.show', { user });
       return { user, activeSessions };
     });
   }
 
-  disableUser(actor: Actor, email: string): { user: UserRecord; sessionsEnded: number } {
-    return this.#changed(actor, 'admin.user.disable', email, (target) => {
+  disableUser(actor: Actor, email: string): Promise<{ user: UserRecord; sessionsEnded: number }> {
+    return this.#changed(actor, 'admin.user.disable', email, async (tx, target) => {
       this.#notSelf(actor, target, 'disable');
-      const { user, sessionsRevoked } = disableUser(this.#d, target);
+      const { user, sessionsRevoked } = await disableUser(tx, this.#d.clock(), target);
       return { result: { user, sessionsEnded: sessionsRevoked }, detail: { sessionsEnded: sessionsRevoked } };
     });
   }
 
-  enableUser(actor: Actor, email: string): UserRecord {
-    return this.#changed(actor, 'admin.user.enable', email, (target) => ({ result: enableUser(this.#d, target) }));
+  enableUser(actor: Actor, email: string): Promise<UserRecord> {
+    return this.#changed(actor, 'admin.user.enable', email, async (tx, target) => ({ result: await enableUser(tx, target) }));
   }
 
-  setRole(actor: Actor, email: string, role: string): UserRecord {
-    return this.#changed(actor, 'admin.user.set_role', email, (target) => {
+  setRole(actor: Actor, email: string, role: string): Promise<UserRecord> {
+    return this.#changed(actor, 'admin.user.set_role', email, 'recent-login', async (tx, target) => {
       if (role !== ADMIN_ROLE) this.#notSelf(actor, target, 'demote');
-      const user = setUserRole({ store: this.#d.store, roles: this.#d.roles() }, target, role);
+      const user = await setUserRole(tx, this.#d.roles(), target, role);
       return { result: user, detail: { from: target.role, to: role } };
     });
   }
 
-  async resetPassword(actor: Actor, email: string, password: string): Promise<{ user: UserRecord; sessionsEnded: number }> {
+  resetPassword(actor: Actor, email: string, password: string): Promise<{ user: UserRecord; sessionsEnded: number }> {
     const { store, hasher, clock } = this.#d;
     return this.#audited(actor, 'admin.user.reset_password', { email: normalizeEmail(email) }, async () => {
-      const target = requireUser(store, email);
-      const { user, sessionsRevoked } = await resetPassword({ store, hasher, clock }, target, password, (n) =>
-        this.#record(actor, 'admin.user.reset_password', 'success', { user: target, detail: { sessionsEnded: n } }),
-      );
+      const { user, sessionsRevoked } = await resetPassword({ store, hasher, clock }, email, password, async (tx, target, n) => {
+        await this.#stillAdmin(tx, actor, 'recent-login');
+        await this.#recordIn(tx, actor, 'admin.user.reset_password', { user: target, detail: { sessionsEnded: n } });
+      });
       return { user, sessionsEnded: sessionsRevoked };
     });
   }
 
-  deleteUser(actor: Actor, email: string): UserRecord {
-    return this.#changed(actor, 'admin.user.delete', email, (target) => {
+  deleteUser(actor: Actor, email: string): Promise<UserRecord> {
+    return this.#changed(actor, 'admin.user.delete', email, async (tx, target) => {
       this.#notSelf(actor, target, 'delete');
-      return { result: deleteUser(this.#d, target), detail: { role: target.role } };
+      return { result: await deleteUser(tx, target), detail: { role: target.role } };
     });
   }
 
   /** Active sessions (isActiveSession) of every operator, or of one; oldest first. */
-  listSessions(actor: Actor, email?: string): SessionRecord[] {
-    return this.#audited(actor, 'admin.session.list', { email: email === undefined ? null : normalizeEmail(email) }, () => {
+  listSessions(actor: Actor, email?: string): Promise<SessionRecord[]> {
+    return this.#audited(actor, 'admin.session.list', { email: email === undefined ? null : normalizeEmail(email) }, async () => {
       const { store } = this.#d;
-      const user = email === undefined ? undefined : requireUser(store, email);
-      const sessions = this.#active(user ? store.listOpenSessions(user.id) : store.listAllOpenSessions());
+      const user = email === undefined ? undefined : await requireUser(store, email);
+      const sessions = this.#active(user ? await store.listOpenSessions(user.id) : await store.listAllOpenSessions());
       this.#read(actor, 'admin.session.list', { ...(user && { user }), detail: { count: sessions.length } });
       return sessions;
     });
   }
 
-  /** Ends one session (reason `admin-revoked`); one already ended is E_CONFLICT [P-4.12]. */
-  revokeSession(actor: Actor, sessionId: number): SessionRecord {
-    return this.#audited(actor, 'admin.session.revoke', { detail: { target: sessionId } }, () => {
+  /** Ends one session (reason `admin-revoked`); one already ended is a conflict [P-4.12]. */
+  revokeSession(actor: Actor, sessionId: number): Promise<SessionRecord> {
+    return this.#audited(actor, 'admin.session.revoke', { detail: { target: sessionId } }, async () => {
       const { store, clock } = this.#d;
-      const session = Number.isSafeInteger(sessionId) && sessionId > 0 ? store.findSessionById(sessionId) : undefined;
-      if (!session) throw new UserInputError(`no session with id ${sessionId}`, 'not-found');
-      if (session.revokedAt !== null) throw new UserInputError(`session ${sessionId} had already ended (${session.revokeReason ?? 'revoked'})`, 'conflict');
       const now = clock();
-      store.transaction(() => {
-        store.revokeSession(session.id, now, 'admin-revoked');
-        this.#record(actor, 'admin.session.revoke', 'success', {
-          user: { id: session.userId, email: session.userEmail },
-          detail: { target: session.id, targetMac: session.mac, targetIp: session.ip },
+      const session = await store.transaction(async (tx) => {
+        const found = Number.isSafeInteger(sessionId) && sessionId > 0 ? await tx.findSessionById(sessionId) : undefined;
+        if (!found) throw new UserInputError(`no session with id ${sessionId}`, 'not-found');
+        if (found.revokedAt !== null) throw new UserInputError(`session ${sessionId} had already ended (${found.revokeReason ?? 'revoked'})`, 'conflict');
+        await this.#stillAdmin(tx, actor);
+        await tx.revokeSession(found.id, now, 'admin-revoked');
+        await this.#recordIn(tx, actor, 'admin.session.revoke', {
+          user: { id: found.userId, email: found.userEmail },
+          detail: { target: found.id, targetMac: found.mac, targetIp: found.ip },
         });
+        return found;
       });
+      this.#d.sessions.forget(session.id);
       return session;
     });
   }
 
   /** Ends every open session of an operator; answers how many of them were active. */
-  revokeUserSessions(actor: Actor, email: string): { user: UserRecord; ended: number } {
-    return this.#changed(actor, 'admin.session.revoke_user', email, (user) => {
-      const ended = this.#active(this.#d.store.listOpenSessions(user.id)).length;
-      this.#d.store.revokeUserSessions(user.id, this.#d.clock(), 'admin-revoked');
+  revokeUserSessions(actor: Actor, email: string): Promise<{ user: UserRecord; ended: number }> {
+    return this.#changed(actor, 'admin.session.revoke_user', email, async (tx, user) => {
+      const ended = this.#active(await tx.listOpenSessions(user.id)).length;
+      await tx.revokeUserSessions(user.id, this.#d.clock(), 'admin-revoked');
       return { result: { user, ended }, detail: { ended } };
     });
   }
 
-  stats(actor: Actor): Stats {
+  async stats(actor: Actor): Promise<Stats> {
     const { store, clock } = this.#d;
-    const open = store.listAllOpenSessions();
+    const open = await store.listAllOpenSessions();
     const active = this.#active(open);
     const sessionsPerUser: Record<string, number> = {};
     for (const s of active) sessionsPerUser[s.userEmail] = (sessionsPerUser[s.userEmail] ?? 0) + 1;
@@ -218,19 +225,19 @@ export class AdminService {
       activeSessions: active.length,
       activeUsers: Object.keys(sessionsPerUser).length,
       expiredSessions: open.filter((s) => !s.userDisabled).length - active.length,
-      pendingPasscodes: store.countPendingPasscodes(clock()),
+      pendingPasscodes: await store.countPendingPasscodes(clock()),
       sessionsPerUser,
     };
     this.#read(actor, 'admin.stats', {});
     return stats;
   }
 
-  /** Audit rows, newest first; the query is checked here (E_INVALID) so the CLI and wire agree. */
-  queryAudit(actor: Actor, query: Partial<AuditQuery>): AuditRecord[] {
+  /** Audit rows, newest first; the query is checked here (invalid) so the CLI and wire agree. */
+  queryAudit(actor: Actor, query: Partial<AuditQuery>): Promise<AuditRecord[]> {
     const detail = Object.fromEntries(Object.entries(query).filter(([, v]) => v !== undefined)) as AuditDetail;
-    return this.#audited(actor, 'admin.audit.query', { detail }, () => {
+    return this.#audited(actor, 'admin.audit.query', { detail }, async () => {
       const q = checkAuditQuery(query);
-      const rows = this.#d.store.queryAudit(q);
+      const rows = await this.#d.store.queryAudit(q);
       this.#read(actor, 'admin.audit.query', { detail: { ...detail, rows: rows.length } });
       return rows;
     });
@@ -248,13 +255,42 @@ export class AdminService {
     if (actor.userId === target.id) throw new UserInputError(`an administrator cannot ${what} their own account over the wire`, 'conflict');
   }
 
+  /**
+   * Inside the transaction that commits an admin change made over the wire: the actor's session is
+   * still live and their account still an enabled administrator. A command sent before the admin
+   * was demoted or their session revoked, and still running (a password hash takes a while), must
+   * not commit after (the row lock holds the answer until commit). The CLI has no session.
+   */
+  async #stillAdmin(tx: StoreOps, actor: Actor, fresh?: 'recent-login'): Promise<void> {
+    if (actor.sessionId === undefined) return;
+    const s = await tx.findSessionById(actor.sessionId);
+    const now = this.#d.clock();
+    if (!s || s.revokedAt !== null || s.userDisabled || now >= s.expiresAt) throw new ServiceError('unauthenticated', 'not authenticated');
+    if (s.userRole !== ADMIN_ROLE) throw new ServiceError('forbidden', 'this command needs the admin role');
+    // Creating accounts, changing roles and credentials want proof that the administrator is at the
+    // keyboard now, not a token that has been renewing for hours (ASVS 6.2.2, 7.5.1). A renewal does
+    // not count: only a login (passcode.auth) does.
+    if (fresh && now - s.createdAt > this.#d.config.admin.reauthSeconds * 1000) {
+      throw new ReauthRequired(this.#d.config.admin.reauthSeconds);
+    }
+  }
+
   /** A change to one existing operator, made and audited in one transaction. */
-  #changed<T>(actor: Actor, action: AuditAction, email: string, change: (target: UserRecord) => { result: T; detail?: AuditDetail }): T {
+  #changed<T>(
+    actor: Actor,
+    action: AuditAction,
+    email: string,
+    ...args:
+      | [change: (tx: StoreOps, target: UserRecord) => Promise<{ result: T; detail?: AuditDetail }>]
+      | [fresh: 'recent-login', change: (tx: StoreOps, target: UserRecord) => Promise<{ result: T; detail?: AuditDetail }>]
+  ): Promise<T> {
+    const [fresh, change] = args.length === 2 ? args : [undefined, args[0]];
     return this.#audited(actor, action, { email: normalizeEmail(email) }, () =>
-      this.#d.store.transaction(() => {
-        const target = requireUser(this.#d.store, email);
-        const { result, detail } = change(target);
-        this.#record(actor, action, 'success', { user: target, ...(detail && { detail }) });
+      this.#d.store.transaction(async (tx) => {
+        const target = await requireUser(tx, email);
+        await this.#stillAdmin(tx, actor, fresh);
+        const { result, detail } = await change(tx, target);
+        await this.#recordIn(tx, actor, action, { user: target, ...(detail && { detail }) });
         return result;
       }),
     );
@@ -264,9 +300,13 @@ export class AdminService {
    * Runs `fn`; when it refuses (unknown user, invalid input, conflict), records the failure (after
    * the rollback, so the row survives it) and rethrows for the caller to answer.
    */
-  #audited<T>(actor: Actor, action: AuditAction, target: { email?: string | null; detail?: AuditDetail }, fn: () => T): T {
-    const fail = (err: unknown): never => {
-      if (err instanceof UserInputError || err instanceof DuplicateUserError) {
+  async #audited<T>(actor: Actor, action: AuditAction, target: { email?: string | null; detail?: AuditDetail }, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof ReauthRequired) {
+        this.#record(actor, action, 'denied', { user: target.email ? { email: target.email } : undefined, detail: { ...target.detail, reason: 'reauth-required' } });
+      } else if (err instanceof UserInputError || err instanceof DuplicateUserError) {
         const kind = err instanceof DuplicateUserError ? 'conflict' : err.kind;
         this.#record(actor, action, 'failure', {
           user: target.email ? { email: target.email } : undefined,
@@ -274,17 +314,15 @@ export class AdminService {
         });
       }
       throw err;
-    };
-    try {
-      const result = fn();
-      return result instanceof Promise ? (result.catch(fail) as T) : result;
-    } catch (err) {
-      return fail(err);
     }
   }
 
   #read(actor: Actor, action: AuditAction, fields: { user?: Pick<UserRecord, 'id' | 'email'>; detail?: AuditDetail }): void {
     if (actor.auditReads) this.#record(actor, action, 'success', fields);
+  }
+
+  #recordIn(tx: StoreOps, actor: Actor, action: AuditAction, fields: { user?: { id?: number; email: string } | undefined; detail?: AuditDetail }): Promise<void> {
+    return this.#d.audit.recordIn(tx, this.#event(actor, action, 'success', fields));
   }
 
   #record(
@@ -294,20 +332,34 @@ export class AdminService {
     fields: { user?: { id?: number; email: string } | undefined; detail?: AuditDetail },
     coalesce?: string,
   ): void {
-    this.#d.audit.record(
-      {
-        action,
-        outcome,
-        actor: actor.name,
-        userId: fields.user?.id ?? null,
-        email: fields.user?.email ?? null,
-        ip: actor.ip ?? null,
-        mac: actor.mac ?? null,
-        sessionId: actor.sessionId ?? null,
-        detail: fields.detail ?? null,
-      },
-      coalesce,
-    );
+    this.#d.audit.record(this.#event(actor, action, outcome, fields), coalesce);
+  }
+
+  #event(
+    actor: Actor,
+    action: AuditAction,
+    outcome: (typeof AUDIT_OUTCOMES)[number],
+    fields: { user?: { id?: number; email: string } | undefined; detail?: AuditDetail },
+  ): AuditInput {
+    return {
+      action,
+      outcome,
+      actor: actor.name,
+      userId: fields.user?.id ?? null,
+      email: fields.user?.email ?? null,
+      ip: actor.ip ?? null,
+      mac: actor.mac ?? null,
+      sessionId: actor.sessionId ?? null,
+      detail: fields.detail ?? null,
+    };
+  }
+}
+
+/** An admin command that needs a recent login, from a session whose login is older. */
+export class ReauthRequired extends ServiceError {
+  override name = 'ReauthRequired';
+  constructor(seconds: number) {
+    super('forbidden', `log in again: this command needs a login within the last ${Math.round(seconds / 60)} minutes`);
   }
 }
 

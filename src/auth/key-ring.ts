@@ -213,10 +213,10 @@ export function rotateKey(dataDir: string, random: RandomBytes, log: Logger): nu
  * explicit and running servers see it at once, then the key material is deleted. Running it again
  * after a crash finishes the job.
  */
-export function retireKey(
+export async function retireKey(
   opts: { dataDir: string; store: Store; now: number; log: Logger },
   id: number,
-): { sessions: number; passcodes: number; alreadyRetired: boolean } {
+): Promise<{ sessions: number; passcodes: number; alreadyRetired: boolean }> {
   const { dataDir, store, now, log } = opts;
   const info = listKeys(dataDir).find((k) => k.id === id);
   if (!info) throw new KeyRingError('key-unknown', `no server key with id ${id}`);
@@ -226,7 +226,7 @@ export function retireKey(
     writeFileSync(path.join(dataDir, retiredMarkerName(id)), `retired ${new Date(now).toISOString()}\n`, { flag: 'wx', mode: 0o600 });
     fsyncDir(dataDir);
   }
-  const revoked = store.revokeByKey(id, now, 'key-retired');
+  const revoked = await store.revokeByKey(id, now, 'key-retired');
   if (info.createdAt !== null) {
     unlinkSync(info.file);
     fsyncDir(dataDir);

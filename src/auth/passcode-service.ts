@@ -1,27 +1,26 @@
 import type { Config } from '../config.js';
 import type { Clock, Logger, RandomBytes } from '../deps.js';
 import type { AuditSink } from '../audit/audit-log.js';
-import type { Metrics } from '../ops/metrics.js';
 import { passcodeMail, type MailQueue } from '../mail/mailer.js';
-import { ProtocolError } from '../protocol/errors.js';
-import { isActiveSession, type Store } from '../store/store.js';
+import type { Store } from '../store/store.js';
 import { constantEquals, constantEqualsBytes } from './constant-equals.js';
+import { ServiceError } from './errors.js';
 import type { KeyRing } from './key-ring.js';
 import { normalizeEmail, normalizeMac, normalizePhone } from './normalize.js';
 import { generatePasscode, hashPasscode } from './passcodes.js';
-import { ThrottledError, type Throttle } from './throttle.js';
+import { isActiveSession } from './session-rules.js';
+import { RateLimited, type Admission, type Throttle } from './throttle.js';
 import { hashParams, type PasswordHasher } from './passwords.js';
 import { masterToken, newBaseToken } from './tokens.js';
 
-export interface AuthDeps {
-  readonly config: Config;
+export interface PasscodeServiceDeps {
+  readonly config: Pick<Config, 'passcodes' | 'tokens' | 'sessions'>;
   readonly store: Store;
   readonly hasher: PasswordHasher;
   readonly keys: KeyRing;
   readonly clock: Clock;
   readonly random: RandomBytes;
   readonly mail: MailQueue;
-  readonly metrics: Metrics;
   readonly throttle: Throttle;
   readonly audit: AuditSink;
 }
@@ -36,9 +35,9 @@ export interface LoginResult {
 
 /** The first two seed commands: emailing a passcode, and exchanging it for a session. */
 export class PasscodeService {
-  readonly #d: AuthDeps;
+  readonly #d: PasscodeServiceDeps;
 
-  constructor(deps: AuthDeps) {
+  constructor(deps: PasscodeServiceDeps) {
     this.#d = deps;
   }
 
@@ -51,17 +50,15 @@ export class PasscodeService {
     input: { email: string; password: string; mac: string; reportedIp: string | null; seenIp: string },
     log: Logger,
   ): Promise<{ expiresInSeconds: number }> {
-    const { store, hasher, config, throttle } = this.#d;
+    const { store, hasher, config } = this.#d;
     const ttl = config.passcodes.ttlSeconds;
     const email = normalizeEmail(input.email);
-    // [P-2.8] Before the expensive hash: a throttled request costs the server almost nothing.
     const mac = normalizeMac(input.mac);
-    this.#throttled(() => throttle.beforeAttempt('passcode.request', input.seenIp, email), 'passcode.request', { email, mac, ip: input.seenIp }, log);
-    const user = store.findUserByEmail(email);
-    const passwordOk = await hasher.verify(user?.passwordHash ?? hasher.dummyHash, input.password);
-    // Counted per email as sent, whether or not the account exists: limits reveal nothing.
-    if (passwordOk && user && !user.disabled) throttle.success(input.seenIp, email);
-    else throttle.failure(input.seenIp, email);
+    // [P-2.8] Before the expensive hash: a throttled request costs the server almost nothing. The
+    // attempt is counted now, whatever its outcome; only a completed login releases it.
+    const admission = await this.#admit('passcode.request', input.seenIp, email, mac, log);
+    const user = await store.findUserByEmail(email);
+    const passwordOk = await hasher.verify(user?.passwordHash ?? hasher.dummyHash, input.password, { key: admission.group });
     if (!user || user.disabled || !passwordOk) {
       const reason = !user ? 'unknown-account' : user.disabled ? 'disabled' : 'bad-password';
       log.info({ event: 'passcode.request', outcome: 'refused', reason, email }, 'passcode request refused');
@@ -93,7 +90,7 @@ export class PasscodeService {
         return;
       }
       // Only over the hash that was verified: a password changed meanwhile must not be undone.
-      const replaced = store.setPasswordHash(userId, await pending, oldHash);
+      const replaced = await store.setPasswordHash(userId, await pending, oldHash);
       log.info(
         { ...fields, outcome: replaced ? 'rehashed' : 'superseded' },
         replaced ? 'password rehashed with the current parameters' : 'password hash changed meanwhile; rehash dropped',
@@ -103,52 +100,59 @@ export class PasscodeService {
     }
   }
 
-  #issue(
+  async #issue(
     userId: number,
     email: string,
     input: { mac: string; reportedIp: string | null; seenIp: string },
     log: Logger,
-  ): void {
-    const { store, clock, random, keys, config } = this.#d;
-    const now = clock();
-    const passcode = generatePasscode(random);
+  ): Promise<void> {
+    const { store, clock, random, keys, config, throttle } = this.#d;
     const mac = normalizeMac(input.mac);
-    const expiresAt = now + config.passcodes.ttlSeconds * 1000;
-    const key = keys.current;
     const audit = { userId, email, ip: input.seenIp, mac };
+    const passcode = generatePasscode(random);
     try {
+      // The hour's passcodes for the account: with passcodes.maxAttempts, this bounds how many
+      // second-factor guesses a day anyone who has the password can make (SECURITY.md).
+      if (!(await throttle.passcodeIssued(email))) {
+        log.warn({ event: 'passcode.request', outcome: 'capped', userId }, 'passcode not issued: too many for this account this hour');
+        this.#d.audit.record({ action: 'passcode.request', outcome: 'denied', ...audit, detail: { reason: 'passcodes-per-hour' } }, `passcode.capped:${userId}`);
+        return;
+      }
+      const now = clock();
+      const expiresAt = now + config.passcodes.ttlSeconds * 1000;
+      const key = keys.current;
       // [P-4.2] A newer request replaces the pending passcode (and resets its guess count). The
       // audit row commits with it.
-      store.transaction(() => {
-        store.putPasscode({
-        userId,
-        hash: hashPasscode(key.passcode, userId, passcode),
-        keyId: key.id,
-        mac,
-        seenIp: input.seenIp,
-        reportedIp: input.reportedIp,
-        createdAt: now,
-        expiresAt,
-        attempts: 0,
+      await store.transaction(async (tx) => {
+        await tx.putPasscode({
+          userId,
+          hash: hashPasscode(key.passcode, userId, passcode),
+          keyId: key.id,
+          mac,
+          seenIp: input.seenIp,
+          reportedIp: input.reportedIp,
+          createdAt: now,
+          expiresAt,
+          attempts: 0,
         });
-        this.#d.audit.record({ action: 'passcode.request', outcome: 'success', ...audit, detail: { reportedIp: input.reportedIp } });
+        await this.#d.audit.recordIn(tx, { action: 'passcode.request', outcome: 'success', ...audit, detail: { reportedIp: input.reportedIp } });
       });
+      this.#d.mail.enqueue(
+        passcodeMail({ to: email, passcode, expiresAt, seenIp: input.seenIp, reportedIp: input.reportedIp, mac }),
+        'passcode',
+        (result) =>
+          this.#d.audit.record({
+            action: 'passcode.sent',
+            outcome: result.ok ? 'success' : 'failure',
+            ...audit,
+            detail: { attempts: result.attempts, ...(result.error !== undefined && { error: result.error }) },
+          }),
+      );
     } catch (err) {
       log.error({ event: 'passcode.request', outcome: 'store-failed', userId, err: (err as Error).message }, 'could not store passcode; none sent');
       this.#d.audit.record({ action: 'passcode.request', outcome: 'failure', ...audit, detail: { reason: 'store-failed' } });
       return;
     }
-    this.#d.mail.enqueue(
-      passcodeMail({ to: email, passcode, expiresAt, seenIp: input.seenIp, reportedIp: input.reportedIp, mac }),
-      'passcode',
-      (result) =>
-        this.#d.audit.record({
-          action: 'passcode.sent',
-          outcome: result.ok ? 'success' : 'failure',
-          ...audit,
-          detail: { attempts: result.attempts, ...(result.error !== undefined && { error: result.error }) },
-        }),
-    );
     log.info({ event: 'passcode.request', outcome: 'issued', userId, mac }, 'passcode issued');
   }
 
@@ -165,24 +169,32 @@ export class PasscodeService {
     const email = normalizeEmail(input.email);
     const mac = normalizeMac(input.mac);
     // Nothing is tried while throttled, so the pending passcode's guess count does not move.
-    this.#throttled(() => throttle.beforeAttempt('passcode.auth', input.seenIp, email), 'login', { email, mac, ip: input.seenIp }, log);
-    let before = store.findUserByEmail(email);
-    let passwordOk = await hasher.verify(before?.passwordHash ?? hasher.dummyHash, input.password);
+    const admission = await this.#admit('passcode.auth', input.seenIp, email, mac, log);
+    let before = await store.findUserByEmail(email);
+    // A login holding the valid passcode its owner waited for goes ahead of fresh passcode requests
+    // in the hashing queue (an HMAC decides, before any hashing): a storm of requests cannot keep
+    // operators who already have their mail from finishing.
+    const ticket = { key: admission.group, priority: (await this.#holdsPasscode(before, input.passcode)) ? ('high' as const) : ('normal' as const) };
+    let passwordOk = await hasher.verify(before?.passwordHash ?? hasher.dummyHash, input.password, ticket);
     // A rehash (see request()) may have replaced the hash during that check: same account, same
     // password, new hash. Check once more against what is stored now rather than fail a right
     // password; the transaction below still refuses if the hash moves yet again.
-    const current = before && store.findUserByEmail(email);
+    const current = before && (await store.findUserByEmail(email));
     if (before && current && current.id === before.id && current.passwordHash !== before.passwordHash) {
       before = current;
-      passwordOk = await hasher.verify(current.passwordHash, input.password);
+      passwordOk = await hasher.verify(current.passwordHash, input.password, ticket);
     }
 
     type Evicted = { id: number; mac: string; ip: string; createdAt: number };
-    const outcome = store.transaction((): { ok: true; result: LoginResult; sessionId: number; userId: number; evicted: Evicted[] } | { ok: false; reason: string } => {
+    type Outcome = { ok: true; result: LoginResult; sessionId: number; userId: number; evicted: Evicted[] } | { ok: false; reason: string };
+    const outcome = await store.transaction(async (tx): Promise<Outcome> => {
       // Read again after the (slow, async) password check: the state may have moved meanwhile.
-      const user = store.findUserByEmail(email);
+      const user = await tx.findUserByEmail(email);
       if (!user || user.passwordHash !== before?.passwordHash) return { ok: false, reason: 'unknown-account' };
-      const pending = store.getPasscode(user.id);
+      // Every login of this operator, on any node, waits here for the one before it: the passcode
+      // is used once and the session cap counts what is committed.
+      await tx.lockUser(user.id);
+      const pending = await tx.getPasscode(user.id);
       if (!pending) return { ok: false, reason: 'no-passcode' };
       const now = clock();
       const failures: string[] = [];
@@ -198,24 +210,24 @@ export class PasscodeService {
       if (failures.length > 0) {
         const attempts = pending.attempts + 1;
         if (now >= pending.expiresAt || attempts >= config.passcodes.maxAttempts) {
-          store.deletePasscode(user.id);
+          await tx.deletePasscode(user.id);
           if (now < pending.expiresAt) failures.push('passcode-void');
         } else {
-          store.setPasscodeAttempts(user.id, attempts);
+          await tx.setPasscodeAttempts(user.id, attempts);
         }
         return { ok: false, reason: failures.join(',') };
       }
-      store.deletePasscode(user.id);
+      await tx.deletePasscode(user.id);
       const token = newBaseToken(random);
       const ttl = config.tokens;
       const absoluteExpiresAt = now + ttl.absoluteSeconds * 1000;
       const expiresAt = Math.min(now + ttl.ttlSeconds * 1000, absoluteExpiresAt);
       // [P-3.5] At most maxPerUser active sessions: the oldest logins make room, in this same
       // transaction, so no moment exists with more (and a failed login evicts nothing).
-      const active = store.listOpenSessions(user.id).filter((s) => isActiveSession(s, now, ttl.idleSeconds * 1000));
+      const active = (await tx.listOpenSessions(user.id)).filter((s) => isActiveSession(s, now, ttl.idleSeconds * 1000));
       const evicted = active.slice(0, Math.max(0, active.length - config.sessions.maxPerUser + 1));
       const key = keys.current;
-      const sessionId = store.createSession({
+      const sessionId = await tx.createSession({
         userId: user.id,
         master: masterToken(key.master, token, mac, input.seenIp),
         keyId: key.id,
@@ -229,8 +241,8 @@ export class PasscodeService {
       // The evictions and the login are audited in this transaction: they commit together.
       const where = { userId: user.id, email: user.email, at: now };
       for (const old of evicted) {
-        store.revokeSession(old.id, now, 'evicted');
-        this.#d.audit.record({
+        await tx.revokeSession(old.id, now, 'evicted');
+        await this.#d.audit.recordIn(tx, {
           action: 'session.evict',
           outcome: 'success',
           ...where,
@@ -240,7 +252,7 @@ export class PasscodeService {
           detail: { by: sessionId, maxPerUser: config.sessions.maxPerUser, createdAt: old.createdAt },
         });
       }
-      this.#d.audit.record({
+      await this.#d.audit.recordIn(tx, {
         action: 'login',
         outcome: 'success',
         ...where,
@@ -265,14 +277,16 @@ export class PasscodeService {
     });
 
     if (!outcome.ok) {
-      throttle.failure(input.seenIp, email);
-      log.info({ event: 'login', outcome: 'failure', reason: outcome.reason, email, mac}, 'login failed');
+      // The attempt was counted when it was admitted; a failure leaves it counted.
+      log.info({ event: 'login', outcome: 'failure', reason: outcome.reason, email, mac }, 'login failed');
       this.#d.audit.record({ action: 'login', outcome: 'failure', userId: before?.id ?? null, email, ip: input.seenIp, mac, detail: { reason: outcome.reason } });
       // [P-4.3] One answer for every failure: nothing tells which factor was wrong.
-      throw new ProtocolError('E_AUTH_FAILED', 'authentication failed');
+      throw new ServiceError('auth-failed', 'authentication failed');
     }
-    throttle.success(input.seenIp, email);
-    log.info({ event: 'login', outcome: 'success', userId: outcome.userId, sessionId: outcome.sessionId, mac}, 'login succeeded');
+    await throttle.succeeded(admission).catch((err: unknown) =>
+      log.warn({ event: 'login', err: (err as Error).message }, 'login counters not released; they expire by themselves'),
+    );
+    log.info({ event: 'login', outcome: 'success', userId: outcome.userId, sessionId: outcome.sessionId, mac }, 'login succeeded');
     for (const old of outcome.evicted) {
       log.info(
         { event: 'session.evicted', userId: outcome.userId, sessionId: old.id, mac: old.mac, ip: old.ip, createdAt: old.createdAt, by: outcome.sessionId, maxPerUser: config.sessions.maxPerUser },
@@ -282,21 +296,34 @@ export class PasscodeService {
     return outcome.result;
   }
 
-  /** Runs a throttle check; a refusal is logged with which limit fired (the client is not told). */
-  #throttled(check: () => void, event: 'passcode.request' | 'login', who: { email: string; mac: string; ip: string }, log: Logger): void {
-    const { email } = who;
+  /** Whether the account has a pending, unexpired passcode and this is it. */
+  async #holdsPasscode(user: { id: number } | undefined, passcode: string): Promise<boolean> {
+    if (!user) return false;
+    const pending = await this.#d.store.getPasscode(user.id);
+    const key = pending && this.#d.keys.get(pending.keyId);
+    return Boolean(pending && key && this.#d.clock() < pending.expiresAt && constantEqualsBytes(hashPasscode(key.passcode, user.id, passcode), pending.hash));
+  }
+
+  /**
+   * Admits a password-checking attempt (Throttle.admit); a refusal is audited (coalesced per
+   * address group: server-chosen, so a client varying the email cannot multiply rows) and logged
+   * with which limit fired (the client is not told).
+   */
+  async #admit(kind: 'passcode.request' | 'passcode.auth', ip: string, email: string, mac: string, log: Logger): Promise<Admission> {
+    const { throttle } = this.#d;
+    const event = kind === 'passcode.auth' ? 'login' : 'passcode.request';
     try {
-      check();
+      return await throttle.admit(kind, ip, email);
     } catch (err) {
-      if (err instanceof ThrottledError) {
+      if (err instanceof RateLimited) {
+        const group = throttle.group(ip);
         this.#d.audit.record(
-          { action: event, outcome: 'denied', ...who, detail: { reason: 'rate-limited', scope: err.scope } },
-          `${event}:rate-limited:${who.ip}:${email}`,
+          { action: event, outcome: 'denied', email, ip, mac, detail: { reason: 'rate-limited', scope: err.scope } },
+          `${event}:rate-limited:${err.scope}:${group}`,
         );
-        log.info(
-          { event, outcome: 'throttled', scope: err.scope, lockedOut: this.#d.throttle.lockedOut(email), email, retryAfterSeconds: err.details?.retryAfterSeconds },
-          'request throttled',
-        );
+        // Debug: a flood of refusals must not become a flood of log lines (the dispatcher logs the
+        // first refusals of each connection, and the audit row is budgeted).
+        log.debug({ event, outcome: 'throttled', scope: err.scope, lockedOut: err.lockedOut, email, retryAfterSeconds: err.retryAfterSeconds }, 'request throttled');
       }
       throw err;
     }

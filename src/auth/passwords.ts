@@ -1,7 +1,7 @@
 import { scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import type { RandomBytes } from '../deps.js';
 import { commonPasswordKey, isCommonPassword } from './common-passwords.js';
-import { Limiter } from './limiter.js';
+import { Limiter, type JobTicket } from './limiter.js';
 
 export interface ScryptParams {
   /** log2 of the CPU/memory cost N. */
@@ -123,16 +123,17 @@ export class PasswordHasher {
     return this.#params;
   }
 
-  hash(password: string): Promise<string> {
+  /** `ticket` says whose work it is, for the limiter's fair queue (see Limiter). */
+  hash(password: string, ticket?: JobTicket): Promise<string> {
     const salt = this.#random(SALT_BYTES);
-    return this.#limiter.run(async () => format(this.#params, salt, await scryptAsync(password, salt, this.#params)));
+    return this.#limiter.run(async () => format(this.#params, salt, await scryptAsync(password, salt, this.#params)), ticket);
   }
 
   /** True when `password` matches `encoded`. A malformed `encoded` is checked as the dummy, and fails. */
-  async verify(encoded: string, password: string): Promise<boolean> {
+  async verify(encoded: string, password: string, ticket?: JobTicket): Promise<boolean> {
     const parsed = parse(encoded);
     const target = parsed ?? parse(this.dummyHash)!;
-    const actual = await this.#limiter.run(() => scryptAsync(password, target.salt, target.params));
+    const actual = await this.#limiter.run(() => scryptAsync(password, target.salt, target.params), ticket);
     return parsed !== null && actual.length === target.hash.length && timingSafeEqual(actual, target.hash);
   }
 

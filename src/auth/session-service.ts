@@ -1,13 +1,22 @@
 import type { AuditSink } from '../audit/audit-log.js';
 import type { Config } from '../config.js';
-import { ProtocolError } from '../protocol/errors.js';
 import type { Clock, Logger } from '../deps.js';
-import { isActiveSession, type SessionRecord, type Store } from '../store/store.js';
-import type { SessionListEntry } from '../protocol/messages.gen.js';
+import type { SessionRecord, Store } from '../store/store.js';
+import { ServiceError } from './errors.js';
+import type { SessionCache } from './session-cache.js';
+import { isActiveSession } from './session-rules.js';
 import type { TokenService } from './token-service.js';
 
-/** What an operator may see of one of their sessions (never a master token): the schema's type. */
-export type SessionView = SessionListEntry;
+/** What an operator may see of one of their sessions (never a master token). */
+export interface SessionView {
+  id: number;
+  mac: string;
+  ip: string;
+  device?: string;
+  createdAt: number;
+  lastSeenAt: number;
+  current: boolean;
+}
 
 export interface Caller {
   readonly token: string;
@@ -20,8 +29,9 @@ export interface Caller {
  * check would [P-3.6], then acts on that session or on its operator's sessions.
  */
 export interface SessionServiceDeps {
-  readonly config: Config;
+  readonly config: Pick<Config, 'tokens'>;
   readonly store: Store;
+  readonly sessions: SessionCache;
   readonly clock: Clock;
   readonly tokens: TokenService;
   readonly audit: AuditSink;
@@ -35,52 +45,58 @@ export class SessionService {
   }
 
   /** [P-4.8] Ends the caller's session. */
-  logout(caller: Caller, log: Logger): void {
-    const s = this.#d.tokens.authenticate({ ...caller, command: 'session.logout' }, log);
+  async logout(caller: Caller, log: Logger): Promise<void> {
+    const s = await this.#d.tokens.authenticate({ ...caller, command: 'session.logout' }, log);
     const { store, clock, audit } = this.#d;
     const now = clock();
-    store.transaction(() => {
-      store.revokeSession(s.id, now, 'logout');
-      audit.record({ action: 'session.logout', outcome: 'success', at: now, ...audited(s, caller) });
+    await store.transaction(async (tx) => {
+      await tx.revokeSession(s.id, now, 'logout');
+      await audit.recordIn(tx, { action: 'session.logout', outcome: 'success', at: now, ...audited(s, caller) });
     });
+    this.#d.sessions.forget(s.id);
     log.info({ event: 'session.logout', userId: s.userId, sessionId: s.id }, 'session ended by logout');
   }
 
   /**
    * [P-4.11] Ends one other session of the caller's own operator (a lost device, seen in
-   * session.list). A session of another operator, or none, is E_NOT_FOUND: which is not said.
+   * session.list). A session of another operator, or none, is not-found: which is not said.
    */
-  revoke(caller: Caller, sessionId: number, log: Logger): void {
-    const s = this.#d.tokens.authenticate({ ...caller, command: 'session.revoke' }, log);
+  async revoke(caller: Caller, sessionId: number, log: Logger): Promise<void> {
+    const s = await this.#d.tokens.authenticate({ ...caller, command: 'session.revoke' }, log);
     const { store, clock, audit } = this.#d;
     const now = clock();
-    const target = store.findSessionById(sessionId);
     const idleMs = this.#d.config.tokens.idleSeconds * 1000;
-    if (!target || target.userId !== s.userId || !isActiveSession(target, now, idleMs)) {
-      const reason = !target ? 'no-such-session' : target.userId !== s.userId ? 'another-operator' : 'not-active';
-      audit.record(
-        { action: 'session.revoke', outcome: reason === 'another-operator' ? 'denied' : 'failure', at: now, ...audited(s, caller), detail: { target: sessionId, reason } },
-        `session.revoke:${s.id}:${reason}`,
-      );
-      log.info({ event: 'session.revoke', outcome: 'refused', reason, userId: s.userId, sessionId: s.id, target: sessionId }, 'session revoke refused');
-      throw new ProtocolError('E_NOT_FOUND', 'no such active session of yours');
-    }
-    store.transaction(() => {
-      store.revokeSession(target.id, now, 'revoked-by-owner');
-      audit.record({ action: 'session.revoke', outcome: 'success', at: now, ...audited(s, caller), detail: { target: target.id, targetMac: target.mac, targetIp: target.ip } });
+    const refused = await store.transaction(async (tx) => {
+      const target = await tx.findSessionById(sessionId);
+      if (!target || target.userId !== s.userId || !isActiveSession(target, now, idleMs)) {
+        return !target ? 'no-such-session' : target.userId !== s.userId ? 'another-operator' : 'not-active';
+      }
+      await tx.revokeSession(target.id, now, 'revoked-by-owner');
+      await audit.recordIn(tx, { action: 'session.revoke', outcome: 'success', at: now, ...audited(s, caller), detail: { target: target.id, targetMac: target.mac, targetIp: target.ip } });
+      return undefined;
     });
-    log.info({ event: 'session.revoke', userId: s.userId, sessionId: s.id, target: target.id }, 'session ended by its operator');
+    if (refused) {
+      audit.record(
+        { action: 'session.revoke', outcome: refused === 'another-operator' ? 'denied' : 'failure', at: now, ...audited(s, caller), detail: { target: sessionId, reason: refused } },
+        `session.revoke:${s.id}:${refused}`,
+      );
+      log.info({ event: 'session.revoke', outcome: 'refused', reason: refused, userId: s.userId, sessionId: s.id, target: sessionId }, 'session revoke refused');
+      throw new ServiceError('not-found', 'no such active session of yours');
+    }
+    this.#d.sessions.forget(sessionId);
+    log.info({ event: 'session.revoke', userId: s.userId, sessionId: s.id, target: sessionId }, 'session ended by its operator');
   }
 
   /** [P-4.9] Ends every session of the caller's operator; answers how many active ones ended. */
-  logoutAll(caller: Caller, log: Logger): number {
-    const s = this.#d.tokens.authenticate({ ...caller, command: 'session.logout_all' }, log);
+  async logoutAll(caller: Caller, log: Logger): Promise<number> {
+    const s = await this.#d.tokens.authenticate({ ...caller, command: 'session.logout_all' }, log);
     const { store, clock, audit } = this.#d;
     const now = clock();
-    const ended = store.transaction(() => {
-      const active = this.#active(s.userId, now).length;
-      store.revokeUserSessions(s.userId, now, 'logout-all');
-      audit.record({ action: 'session.logout_all', outcome: 'success', at: now, ...audited(s, caller), detail: { ended: active } });
+    const idleMs = this.#d.config.tokens.idleSeconds * 1000;
+    const ended = await store.transaction(async (tx) => {
+      const active = (await tx.listOpenSessions(s.userId)).filter((r) => isActiveSession(r, now, idleMs)).length;
+      await tx.revokeUserSessions(s.userId, now, 'logout-all');
+      await audit.recordIn(tx, { action: 'session.logout_all', outcome: 'success', at: now, ...audited(s, caller), detail: { ended: active } });
       return active;
     });
     log.info({ event: 'session.logout_all', userId: s.userId, sessionId: s.id, ended }, 'every session of the operator ended');
@@ -88,14 +104,12 @@ export class SessionService {
   }
 
   /** [P-4.10] The caller's operator's active sessions, oldest first. */
-  list(caller: Caller, log: Logger): SessionView[] {
-    const s = this.#d.tokens.authenticate({ ...caller, command: 'session.list' }, log);
-    return this.#active(s.userId, this.#d.clock()).map((r) => toView(r, r.id === s.id));
-  }
-
-  #active(userId: number, now: number): SessionRecord[] {
+  async list(caller: Caller, log: Logger): Promise<SessionView[]> {
+    const s = await this.#d.tokens.authenticate({ ...caller, command: 'session.list' }, log);
+    const now = this.#d.clock();
     const idleMs = this.#d.config.tokens.idleSeconds * 1000;
-    return this.#d.store.listOpenSessions(userId).filter((r) => isActiveSession(r, now, idleMs));
+    const open = await this.#d.store.listOpenSessions(s.userId);
+    return open.filter((r) => isActiveSession(r, now, idleMs)).map((r) => toView(r, r.id === s.id));
   }
 }
 

@@ -1,6 +1,9 @@
+import { createHash } from 'node:crypto';
 import type { Config } from '../config.js';
 import type { Clock } from '../deps.js';
-import { ProtocolError } from '../protocol/errors.js';
+import { addressGroup } from '../server/address-group.js';
+import type { Store, Tx } from '../store/store.js';
+import { ServiceError } from './errors.js';
 
 /** The `limits.*` options (src/config.ts documents each). */
 export type ThrottleLimits = Config['limits'];
@@ -8,12 +11,6 @@ export type ThrottleLimits = Config['limits'];
 interface Bucket {
   tokens: number;
   at: number;
-}
-
-interface Failures {
-  count: number;
-  /** No attempt before this time (backoff, or the account lockout). */
-  until: number;
 }
 
 /** A Map that forgets its least recently used entries beyond `max`. */
@@ -32,102 +29,146 @@ class Lru<V> {
     this.#map.set(key, value);
     if (this.#map.size > this.#max) this.#map.delete(this.#map.keys().next().value as string);
   }
-  delete(key: string): void {
-    this.#map.delete(key);
-  }
   get size(): number {
     return this.#map.size;
   }
 }
 
+/** An admitted password-checking attempt: what its outcome must update. */
+export interface Admission {
+  readonly email: string;
+  readonly group: string;
+  /** Counter keys in the shared store. */
+  readonly pair: string;
+  readonly account: string;
+  readonly known: string;
+}
+
+// A completed login makes its address group "known" for the account this long: attempts from it
+// are not held by the account lockout (the owner's way in while an attacker floods the account).
+const KNOWN_MS = 90 * 86_400_000;
+// Pair counters are kept this long after their last attempt; account counters until their lockout
+// ends or, without one, this long (NIST counts consecutive failures; a day is enough to bound them).
+const FAILURES_KEPT_MS = 86_400_000;
+
 /**
- * Brute-force limits (OWASP ASVS V2.2.1, NIST SP 800-63B §5.2.2), in memory per process:
+ * Brute-force limits (OWASP ASVS V2.2.1, NIST SP 800-63B §5.2.2).
  *
- * - **Per source address**, token buckets on passcode requests, logins and failed token checks:
- *   one address cannot hammer the password hash or guess tokens at speed.
- * - **Per account and address**, after `freeFailures` failures each further attempt must wait,
- *   doubling up to `backoffMaxSeconds`. Keyed by the pair, so an attacker slows only themselves:
- *   the owner, from another address, is not held back by someone else's failures.
- * - **Per account, from anywhere**, `lockoutFailures` consecutive failures lock it for
- *   `lockoutSeconds` (after which each further failure locks it again until a success). An
- *   attacker therefore needs about `lockoutFailures / freeFailures` addresses to lock a victim out,
- *   and then only for the cool-down.
+ * - **Per source address** (IPv6 grouped by `limits.ipv6Prefix`), token buckets on passcode
+ *   requests, logins and failed token checks, in this process's memory: cheap, and refusing a
+ *   flood before anything else runs. Each node counts its own (N nodes admit N times the rate).
+ * - **Per account and address**: every attempt is counted when it is admitted (a reservation that
+ *   only a completed login releases), and once `freeFailures` are outstanding each further attempt
+ *   must wait, doubling up to `backoffMaxSeconds`. Keyed by the pair, so an attacker slows only
+ *   themselves.
+ * - **Per account, from anywhere**: `lockoutFailures` attempts without a completed login lock it
+ *   for `lockoutSeconds`; the count then starts afresh, so after the cool-down it takes as many
+ *   again. Attempts from an address group where the account completed a login before are not held
+ *   by the lockout (only by their own pair's backoff): an attacker with only the email cannot keep
+ *   the owner out.
  *
- * Accounts are keyed by the normalized email as sent, whether or not such an account exists, so
- * throttling behaves the same for unknown accounts and tells an attacker nothing.
+ * The account and pair counters live in the shared store, counted atomically in one transaction
+ * per admission: the bounds hold for any mix of pipelining, parallel connections and nodes. A right
+ * password in `passcode.request` releases nothing; only a completed login does, so password plus
+ * wrong passcodes, repeated, still runs into the same bounds.
+ *
+ * Counter keys are hashes of the normalized email as sent (whether or not such an account exists:
+ * limits reveal nothing) and the address group; no email is stored in the counters.
  */
 export class Throttle {
   readonly #limits: ThrottleLimits;
   readonly #clock: Clock;
+  readonly #store: Store;
   readonly #buckets: Lru<Bucket>;
-  /** Failed token checks per address, keyed by the bare address: the hot path builds no string. */
+  /** Failed token checks per address group; the hot path looks up one key and builds no string. */
   readonly #checks: Lru<Bucket>;
-  readonly #pairs: Lru<Failures>;
-  readonly #accounts: Lru<Failures>;
 
-  constructor(limits: ThrottleLimits, clock: Clock) {
+  constructor(limits: ThrottleLimits, clock: Clock, store: Store) {
     this.#limits = limits;
     this.#clock = clock;
+    this.#store = store;
     this.#buckets = new Lru(limits.maxTracked);
     this.#checks = new Lru(limits.maxTracked);
-    this.#pairs = new Lru(limits.maxTracked);
-    this.#accounts = new Lru(limits.maxTracked);
+  }
+
+  /** The key every per-address limit uses for `ip`: the address, or its IPv6 prefix. */
+  group(ip: string): string {
+    return addressGroup(ip, this.#limits.ipv6Prefix);
   }
 
   /**
-   * Before a password-checking request: throws E_RATE_LIMITED when the address is over its rate or
-   * the account (or this account from this address) must wait. Consumes one from the address.
+   * Before a password-checking request: refuses (ServiceError rate-limited) when the address is
+   * over its rate, the pair must wait, or the account is locked; otherwise counts the attempt and
+   * answers the admission its outcome reports to.
    */
-  beforeAttempt(kind: 'passcode.request' | 'passcode.auth', ip: string, email: string): void {
-    if (!this.#limits.enabled) return;
+  async admit(kind: 'passcode.request' | 'passcode.auth', ip: string, email: string): Promise<Admission> {
+    const group = this.group(ip);
+    const admission: Admission = {
+      email,
+      group,
+      pair: counterKey('p', email, group),
+      account: counterKey('a', email),
+      known: counterKey('k', email, group),
+    };
+    if (!this.#limits.enabled) return admission;
     const now = this.#clock();
-    const account = this.#accounts.get(email);
-    const pair = this.#pairs.get(`${email}\0${ip}`);
-    const until = Math.max(account?.until ?? 0, pair?.until ?? 0);
-    if (until > now) throw limited(until - now, 'account');
     const perMinute = kind === 'passcode.request' ? this.#limits.ipPasscodeRequestsPerMinute : this.#limits.ipLoginsPerMinute;
-    this.#take(`${kind}\0${ip}`, perMinute, now);
-  }
-
-  failure(ip: string, email: string): void {
-    if (!this.#limits.enabled) return;
-    const now = this.#clock();
-    const { freeFailures, backoffMaxSeconds, lockoutFailures, lockoutSeconds } = this.#limits;
-    const pairKey = `${email}\0${ip}`;
-    const pair = this.#pairs.get(pairKey) ?? { count: 0, until: 0 };
-    pair.count++;
-    if (pair.count > freeFailures) {
-      pair.until = now + Math.min(1000 * 2 ** Math.min(pair.count - freeFailures - 1, 30), backoffMaxSeconds * 1000);
-    }
-    this.#pairs.set(pairKey, pair);
-    const account = this.#accounts.get(email) ?? { count: 0, until: 0 };
-    account.count++;
-    if (account.count >= lockoutFailures) account.until = now + lockoutSeconds * 1000;
-    this.#accounts.set(email, account);
-  }
-
-  /** A right password (or a whole login) resets the account's counters, from every address. */
-  success(ip: string, email: string): void {
-    this.#accounts.delete(email);
-    this.#pairs.delete(`${email}\0${ip}`);
-  }
-
-  /** Whether the account is locked out (for the log: the client is only told to retry later). */
-  lockedOut(email: string): boolean {
-    return (this.#accounts.get(email)?.until ?? 0) > this.#clock();
+    this.#take(`${kind}\0${group}`, perMinute, now);
+    const { freeFailures, backoffMaxSeconds, lockoutSeconds } = this.#limits;
+    const refusal = await this.#store.transaction(async (tx) => {
+      // Locked from here to commit: concurrent attempts on the same pair or account, on any node,
+      // queue behind this one and each decides on what the one before it left.
+      const [pair, account, known] = await tx.readCounters([admission.pair, admission.account, admission.known], now);
+      if (pair && pair.until > now) return new RateLimited(pair.until - now, 'account');
+      if (!known && account && account.until > now) return new RateLimited(account.until - now, 'account', true);
+      // Admitted: counted now (refusals are not), released only by a completed login. Once
+      // freeFailures are outstanding, this one included, the next attempt must wait.
+      const [counted] = await tx.hitCounters([admission.pair], now, now + FAILURES_KEPT_MS);
+      const outstanding = counted!.count - freeFailures;
+      if (outstanding >= 0) await tx.blockCounter(admission.pair, now + Math.min(1000 * 2 ** Math.min(outstanding, 30), backoffMaxSeconds * 1000));
+      await this.#countAccount(tx, admission.account, now, lockoutSeconds);
+      return undefined;
+    });
+    if (refusal) throw refusal;
+    return admission;
   }
 
   /**
-   * Before a token check: throws E_RATE_LIMITED while the address has used up its failed checks.
+   * A completed login: releases the pair's and the account's counts, and makes the address group
+   * known for the account.
+   */
+  async succeeded(a: Admission): Promise<void> {
+    if (!this.#limits.enabled) return;
+    const now = this.#clock();
+    await this.#store.transaction(async (tx) => {
+      await tx.clearCounters([a.pair, a.account]);
+      await tx.hitCounters([a.known], now, now + KNOWN_MS);
+    });
+  }
+
+  /**
+   * Counts one more passcode issued to the account in the current hour; false when the hour's
+   * `passcodesPerHour` are used up (none may be issued). This, with `passcodes.maxAttempts`,
+   * bounds second-factor guesses per day (SECURITY.md).
+   */
+  async passcodeIssued(email: string): Promise<boolean> {
+    if (!this.#limits.enabled) return true;
+    const now = this.#clock();
+    const [issued] = await this.#store.hitCounters([counterKey('c', email)], now, now + 3_600_000);
+    return issued!.count <= this.#limits.passcodesPerHour;
+  }
+
+  /**
+   * Before a token check: throws rate-limited while the address has used up its failed checks.
    * Costs one map lookup for addresses that never failed, so the hot path stays fast.
    */
   beforeCheck(ip: string): void {
     if (!this.#limits.enabled) return;
-    const bucket = this.#checks.get(ip);
+    const bucket = this.#checks.get(this.group(ip));
     if (!bucket) return;
     const now = this.#clock();
     const tokens = this.#refill(bucket, this.#limits.ipFailedChecksPerMinute, now);
-    if (tokens < 1) throw limited(((1 - tokens) * 60_000) / this.#limits.ipFailedChecksPerMinute, 'address');
+    if (tokens < 1) throw new RateLimited(((1 - tokens) * 60_000) / this.#limits.ipFailedChecksPerMinute, 'address');
   }
 
   /** A token check that answered unauthorized uses up one of the address's failed checks. */
@@ -135,14 +176,23 @@ export class Throttle {
     if (!this.#limits.enabled) return;
     const perMinute = this.#limits.ipFailedChecksPerMinute;
     const now = this.#clock();
-    const bucket = this.#checks.get(ip);
+    const group = this.group(ip);
+    const bucket = this.#checks.get(group);
     // Already empty stays empty (not negative): the next check is refused by beforeCheck.
     const tokens = bucket ? this.#refill(bucket, perMinute, now) : perMinute;
-    this.#checks.set(ip, { tokens: Math.max(0, tokens - 1), at: now });
+    this.#checks.set(group, { tokens: Math.max(0, tokens - 1), at: now });
   }
 
   get tracked(): number {
-    return this.#buckets.size + this.#checks.size + this.#pairs.size + this.#accounts.size;
+    return this.#buckets.size + this.#checks.size;
+  }
+
+  /** Counts an attempt against the account; at the bound, locks it and starts the count afresh. */
+  async #countAccount(tx: Tx, key: string, now: number, lockoutSeconds: number): Promise<void> {
+    const [account] = await tx.hitCounters([key], now, now + FAILURES_KEPT_MS);
+    if (account!.count < this.#limits.lockoutFailures) return;
+    await tx.clearCounters([key]);
+    await tx.blockCounter(key, now + lockoutSeconds * 1000);
   }
 
   #refill(bucket: Bucket, perMinute: number, now: number): number {
@@ -152,22 +202,26 @@ export class Throttle {
   #take(key: string, perMinute: number, now: number): void {
     const bucket = this.#buckets.get(key);
     const tokens = bucket ? this.#refill(bucket, perMinute, now) : perMinute;
-    if (tokens < 1) throw limited(((1 - tokens) * 60_000) / perMinute, 'address');
+    if (tokens < 1) throw new RateLimited(((1 - tokens) * 60_000) / perMinute, 'address');
     this.#buckets.set(key, { tokens: tokens - 1, at: now });
   }
 }
 
-/** The error every throttled request gets [P-2.8]: no detail beyond when to come back. */
-function limited(waitMs: number, scope: 'account' | 'address'): ThrottledError {
-  return new ThrottledError(Math.max(1, Math.ceil(waitMs / 1000)), scope);
+/** A counter's key: its kind and a hash of what it counts, so no email is stored in clear. */
+function counterKey(kind: string, ...parts: string[]): string {
+  return `${kind}:${createHash('sha256').update(parts.join('\0')).digest('base64url').slice(0, 27)}`;
 }
 
-export class ThrottledError extends ProtocolError {
-  override name = 'ThrottledError';
+/** The error every throttled request gets [P-2.8]: no detail beyond when to come back. */
+export class RateLimited extends ServiceError {
+  override name = 'RateLimited';
   /** Which limit fired, for logs and metrics only; the client sees the same error either way. */
   readonly scope: 'account' | 'address';
-  constructor(retryAfterSeconds: number, scope: 'account' | 'address') {
-    super('E_RATE_LIMITED', 'too many attempts; retry later', { retryAfterSeconds });
+  /** The account lockout fired (not a pair's backoff): operators tell the two apart in the log. */
+  readonly lockedOut: boolean;
+  constructor(waitMs: number, scope: 'account' | 'address', lockedOut = false) {
+    super('rate-limited', 'too many attempts; retry later', Math.max(1, Math.ceil(waitMs / 1000)));
     this.scope = scope;
+    this.lockedOut = lockedOut;
   }
 }

@@ -1,10 +1,15 @@
-import type { Logger } from '../deps.js';
-import { ProtocolError } from '../protocol/errors.js';
-import type { RetiredTokenRecord, SessionRecord } from '../store/store.js';
+import type { AuditSink } from '../audit/audit-log.js';
+import type { Config } from '../config.js';
+import type { Clock, Logger, RandomBytes } from '../deps.js';
+import type { Metrics } from '../ops/metrics.js';
+import type { RetiredTokenRecord, SessionRecord, Store } from '../store/store.js';
 import { constantEqualsBytes } from './constant-equals.js';
+import { ServiceError } from './errors.js';
+import type { KeyRing } from './key-ring.js';
 import { normalizeMac } from './normalize.js';
-import type { AuthDeps } from './passcode-service.js';
 import type { CompiledPolicy } from './policy.js';
+import type { SessionCache } from './session-cache.js';
+import type { Throttle } from './throttle.js';
 import { isWellFormedToken, masterToken, rotatedToken } from './tokens.js';
 
 export type CheckResult =
@@ -22,14 +27,30 @@ export interface PolicySource {
   readonly current: Pick<CompiledPolicy, 'allows'>;
 }
 
-export type TokenServiceDeps = Pick<AuthDeps, 'config' | 'store' | 'keys' | 'clock' | 'random' | 'metrics' | 'throttle' | 'audit'> & {
+export interface TokenServiceDeps {
+  readonly config: Pick<Config, 'tokens'>;
+  readonly store: Store;
+  readonly sessions: SessionCache;
+  readonly keys: KeyRing;
+  readonly clock: Clock;
+  readonly random: RandomBytes;
+  readonly metrics: Pick<Metrics, 'renewal' | 'reuseDetected'>;
+  readonly throttle: Pick<Throttle, 'beforeCheck' | 'failedCheck'>;
+  readonly audit: AuditSink;
   readonly policy: PolicySource;
-};
+}
+
+type CheckInput = { token: string; mac: string; seenIp: string; request: string };
 
 /**
  * The third seed command. Renewal is bounded the way RFC 9700 bounds refresh tokens: an idle
  * limit and an absolute limit, rotation on every renewal, a short grace for requests already in
  * flight, and reuse of a rotated-out token after the grace treated as theft [P-4.5].
+ *
+ * The common case (a live session in the node's cache, current key, token not expired, policy
+ * allows) answers synchronously with no store round trip and no promise; everything else (a cache
+ * miss, a renewal, a retired token) is async. Renewal and reuse decide on the row as locked in the
+ * store, never on the cached copy, so two nodes seeing the same old token agree.
  */
 export class TokenService {
   readonly #d: TokenServiceDeps;
@@ -38,24 +59,34 @@ export class TokenService {
     this.#d = deps;
   }
 
-  check(input: { token: string; mac: string; seenIp: string; request: string }, log: Logger): CheckResult {
-    const { store, keys, clock } = this.#d;
+  check(input: CheckInput, log: Logger): CheckResult | Promise<CheckResult> {
+    const { keys, clock, sessions } = this.#d;
     this.#d.throttle.beforeCheck(input.seenIp);
     const now = clock();
     if (!isWellFormedToken(input.token)) return this.#deny(log, input, 'malformed-token');
     const mac = normalizeMac(input.mac);
     // [P-3.2] Another MAC or another address yields another master token, which finds nothing:
     // "wrong device" and "unknown token" are indistinguishable by construction.
-    // The current key first: every session made or renewed since the last key rotation is found by
-    // the first lookup, as before rotation existed. Older keys not yet retired are tried only on a
-    // miss, so their cost (one HMAC and two lookups each) falls on unknown tokens and on sessions
-    // not renewed since a rotation, never on the common case. The key id stored with the row must
-    // be the key that found it.
+    const key = keys.current;
+    const master = masterToken(key.master, input.token, mac, input.seenIp);
+    const cached = sessions.get(master);
+    if (cached?.keyId === key.id) return this.#current(cached, input, now, log);
+    return this.#lookup(input, mac, master, now, log);
+  }
+
+  /**
+   * The slow path of a check: the current key's session from the store, then its retired tokens,
+   * then older keys not yet retired. Their cost (one HMAC and two lookups each) falls on unknown
+   * tokens and on sessions not renewed since a rotation, never on the common case. The key id
+   * stored with the row must be the key that found it.
+   */
+  async #lookup(input: CheckInput, mac: string, currentMaster: Buffer, now: number, log: Logger): Promise<CheckResult> {
+    const { store, keys, sessions } = this.#d;
     for (const key of keys.verifying) {
-      const master = masterToken(key.master, input.token, mac, input.seenIp);
-      const session = store.findSessionByMaster(master);
+      const master = key === keys.current ? currentMaster : masterToken(key.master, input.token, mac, input.seenIp);
+      const session = sessions.get(master) ?? (await sessions.load(master));
       if (session?.keyId === key.id) return this.#current(session, input, now, log);
-      const retired = store.findRetiredToken(master);
+      const retired = await store.findRetiredToken(master);
       if (retired?.keyId === key.id) return this.#retired(retired, input, now, log);
     }
     return this.#deny(log, input, 'unknown-token-or-binding');
@@ -65,92 +96,115 @@ export class TokenService {
    * [P-3.6] The session a session command's token belongs to: found like a token check finds it
    * (token + MAC + the address seen), and only while the token would check `authorized` right now
    * (no renewal, no policy: these commands concern the session itself). Anything else throws
-   * E_UNAUTHENTICATED, changes nothing, and counts as a failed check for the address limit [P-2.8].
+   * unauthenticated, changes nothing, and counts as a failed check for the address limit [P-2.8].
    */
-  authenticate(input: { token: string; mac: string; seenIp: string; command: string }, log: Logger): SessionRecord {
-    const { store, keys, clock } = this.#d;
+  async authenticate(input: { token: string; mac: string; seenIp: string; command: string }, log: Logger): Promise<SessionRecord> {
+    const { keys, clock, sessions } = this.#d;
     this.#d.throttle.beforeCheck(input.seenIp);
     const now = clock();
     const refuse = (reason: string, sessionId?: number): never => {
       this.#d.throttle.failedCheck(input.seenIp);
       log.info({ event: 'session.auth', outcome: 'unauthenticated', reason, sessionId, command: input.command }, 'session command refused');
-      throw new ProtocolError('E_UNAUTHENTICATED', 'not authenticated');
+      throw new ServiceError('unauthenticated', 'not authenticated');
     };
     if (!isWellFormedToken(input.token)) return refuse('malformed-token');
     const mac = normalizeMac(input.mac);
     for (const key of keys.verifying) {
-      const session = store.findSessionByMaster(masterToken(key.master, input.token, mac, input.seenIp));
+      const master = masterToken(key.master, input.token, mac, input.seenIp);
+      const session = sessions.get(master) ?? (await sessions.load(master));
       if (session?.keyId !== key.id) continue;
       // A rotated-out token is not looked up at all: it finds no session here, whatever its grace.
       if (session.revokedAt !== null) return refuse('revoked', session.id);
       if (session.userDisabled) return refuse('account-disabled', session.id);
       if (now >= session.expiresAt) return refuse('expired', session.id);
-      if (now - session.lastSeenAt >= TOUCH_INTERVAL_MS) store.touchSession(session.id, now);
+      this.#touch(session, now, log);
       return session;
     }
     return refuse('unknown-token-or-binding');
   }
 
-  #current(s: SessionRecord, input: { token: string; request: string; seenIp: string }, now: number, log: Logger): CheckResult {
-    const { store, config } = this.#d;
-    const user = { email: s.userEmail, role: s.userRole };
+  #current(s: SessionRecord, input: CheckInput, now: number, log: Logger): CheckResult | Promise<CheckResult> {
     if (s.revokedAt !== null) return this.#deny(log, input, 'revoked', s.id);
     if (s.userDisabled) return this.#deny(log, input, 'account-disabled', s.id);
     // [P-4.7] Before renewal too: a request the role may not make must not rotate the token either,
     // since the client would never see the new one in an `unauthorized` answer.
     if (!this.#d.policy.current.allows(s.userRole, input.request)) return this.#forbid(log, input, s);
     if (now < s.expiresAt) {
-      if (now - s.lastSeenAt >= TOUCH_INTERVAL_MS) store.touchSession(s.id, now);
-      return { status: 'authorized', user, expiresAt: s.expiresAt };
+      this.#touch(s, now, log);
+      return { status: 'authorized', user: { email: s.userEmail, role: s.userRole }, expiresAt: s.expiresAt };
     }
-    if (now >= s.absoluteExpiresAt) return this.#deny(log, input, 'absolute-limit', s.id);
-    if (now >= s.lastSeenAt + config.tokens.idleSeconds * 1000) return this.#deny(log, input, 'idle-limit', s.id);
+    return this.#renew(s, input, now, log);
+  }
 
+  /** Last activity, written at most once a minute per session, after the answer and best effort. */
+  #touch(s: SessionRecord, now: number, log: Logger): void {
+    if (now - s.lastSeenAt < TOUCH_INTERVAL_MS) return;
+    this.#d.sessions.touched(s.id, now);
+    this.#d.store.touchSession(s.id, now).catch((err: unknown) => {
+      log.warn({ event: 'session.touch', sessionId: s.id, err: (err as Error).message }, 'last activity not recorded; the next check retries');
+    });
+  }
+
+  async #renew(s: SessionRecord, input: CheckInput, now: number, log: Logger): Promise<CheckResult> {
+    const { store, config } = this.#d;
     const nonce = this.#d.random(16);
     // Always the current key: a session made before a key rotation moves to the new key here.
     const key = this.#d.keys.current;
     const token = rotatedToken(key.rotate, input.token, nonce);
-    const expiresAt = Math.min(now + config.tokens.ttlSeconds * 1000, s.absoluteExpiresAt);
-    // The rotation and its audit row commit together.
-    const rotated = store.transaction(() => {
-      const done = store.rotateSession({
-        sessionId: s.id,
-        oldMaster: s.master,
-        newMaster: masterToken(key.master, token, s.mac, s.ip),
+    // Decided on the row as it is now, locked until commit: the cached copy may be older (another
+    // node's activity or rotation), and a second node renewing the same token must wait and lose.
+    const outcome = await store.transaction(async (tx): Promise<CheckResult | 'moved' | string> => {
+      const row = await tx.findSessionById(s.id);
+      if (!row || row.generation !== s.generation || !constantEqualsBytes(row.master, s.master)) return 'moved';
+      if (row.revokedAt !== null) return 'revoked';
+      if (row.userDisabled) return 'account-disabled';
+      if (now >= row.absoluteExpiresAt) return 'absolute-limit';
+      if (now >= row.lastSeenAt + config.tokens.idleSeconds * 1000) return 'idle-limit';
+      const expiresAt = Math.min(now + config.tokens.ttlSeconds * 1000, row.absoluteExpiresAt);
+      const done = await tx.rotateSession({
+        sessionId: row.id,
+        oldMaster: row.master,
+        newMaster: masterToken(key.master, token, row.mac, row.ip),
         keyId: key.id,
-        oldKeyId: s.keyId,
-        generation: s.generation,
+        oldKeyId: row.keyId,
+        generation: row.generation,
         now,
         expiresAt,
         graceUntil: now + config.tokens.graceSeconds * 1000,
         nonce,
       });
-      if (done) {
-        this.#d.audit.record({
-          action: 'token.renew',
-          outcome: 'success',
-          at: now,
-          ...who(s),
-          ip: input.seenIp,
-          detail: { generation: s.generation + 1, request: input.request },
-        });
-      }
-      return done;
+      if (!done) return 'moved';
+      // The rotation and its audit row commit together.
+      await this.#d.audit.recordIn(tx, {
+        action: 'token.renew',
+        outcome: 'success',
+        at: now,
+        ...who(row),
+        ip: input.seenIp,
+        detail: { generation: row.generation + 1, request: input.request },
+      });
+      return { status: 'renew', token, user: { email: row.userEmail, role: row.userRole }, expiresAt, renewableUntil: row.absoluteExpiresAt };
     });
-    if (!rotated) {
-      // Another worker rotated this session a moment ago: the token is now a retired one, and the
-      // grace path hands out that worker's successor.
-      const retired = store.findRetiredToken(s.master);
+    if (outcome === 'moved') {
+      // Another request (on any node) rotated this session a moment ago: the token is now a retired
+      // one, and the grace path hands out that rotation's successor.
+      this.#d.sessions.forget(s.id);
+      const retired = await store.findRetiredToken(s.master);
       return retired ? this.#retired(retired, input, now, log) : this.#deny(log, input, 'rotation-conflict', s.id);
     }
+    if (typeof outcome === 'string') {
+      this.#d.sessions.forget(s.id);
+      return this.#deny(log, input, outcome, s.id);
+    }
+    this.#d.sessions.forget(s.id);
     log.info({ event: 'token.renew', sessionId: s.id, generation: s.generation + 1 }, 'token renewed');
     this.#d.metrics.renewal();
-    return { status: 'renew', token, user, expiresAt, renewableUntil: s.absoluteExpiresAt };
+    return outcome;
   }
 
-  #retired(r: RetiredTokenRecord, input: { token: string; request: string; seenIp: string }, now: number, log: Logger): CheckResult {
+  async #retired(r: RetiredTokenRecord, input: CheckInput, now: number, log: Logger): Promise<CheckResult> {
     const { store, keys } = this.#d;
-    const s = store.findSessionById(r.sessionId);
+    const s = await store.findSessionById(r.sessionId);
     if (!s || s.revokedAt !== null) return this.#deny(log, input, 'revoked', r.sessionId);
     if (now <= r.graceUntil) {
       // [P-4.5] In flight during the rotation: hand out the same successor, never a second one. It
@@ -179,9 +233,9 @@ export class TokenService {
     }
     // [P-4.5] A rotated-out token after the grace: either the client or a thief holds a stale copy.
     // We cannot tell which, so the whole session ends (RFC 9700 §4.14.2).
-    store.transaction(() => {
-      store.revokeSession(s.id, now, 'token-reuse');
-      this.#d.audit.record({
+    const revoked = await store.transaction(async (tx) => {
+      if (!(await tx.revokeSession(s.id, now, 'token-reuse'))) return false;
+      await this.#d.audit.recordIn(tx, {
         action: 'token.reuse',
         outcome: 'failure',
         at: now,
@@ -189,9 +243,13 @@ export class TokenService {
         ip: input.seenIp,
         detail: { generation: r.generation, retiredAt: r.retiredAt, request: input.request },
       });
+      return true;
     });
-    log.warn({ event: 'token.reuse', sessionId: s.id, userId: s.userId }, 'rotated-out token reused; session revoked');
-    this.#d.metrics.reuseDetected();
+    this.#d.sessions.forget(s.id);
+    if (revoked) {
+      log.warn({ event: 'token.reuse', sessionId: s.id, userId: s.userId }, 'rotated-out token reused; session revoked');
+      this.#d.metrics.reuseDetected();
+    }
     return this.#deny(log, input, 'token-reuse', s.id);
   }
 
@@ -201,9 +259,11 @@ export class TokenService {
   #forbid(log: Logger, input: { request: string; seenIp: string }, s: SessionRecord): CheckResult {
     const role = s.userRole;
     log.info({ event: 'token.check', outcome: 'denied', reason: 'policy', sessionId: s.id, request: input.request, role }, 'token check denied by policy');
+    // Coalesced per session and role (server-chosen values): a client choosing a new request name
+    // each time must not turn each denial into a row.
     this.#d.audit.record(
       { action: 'token.denied', outcome: 'denied', ...who(s), ip: input.seenIp, detail: { request: input.request, role } },
-      `token.denied:${s.id}:${input.request}`,
+      `token.denied:${s.id}:${role}`,
     );
     return UNAUTHORIZED;
   }
@@ -211,7 +271,9 @@ export class TokenService {
   #deny(log: Logger, input: { request: string; seenIp: string }, reason: string, sessionId?: number): CheckResult {
     // [P-2.8] Failed checks from one address are limited: nobody gets to guess tokens at speed.
     this.#d.throttle.failedCheck(input.seenIp);
-    log.info({ event: 'token.check', outcome: 'unauthorized', reason, sessionId, request: input.request }, 'token check denied');
+    // Info for a known session (revoked, expired, reused: worth an operator's eye); debug for an
+    // unknown token, which anyone can send at will and which the metrics count.
+    log[sessionId === undefined ? 'debug' : 'info']({ event: 'token.check', outcome: 'unauthorized', reason, sessionId, request: input.request }, 'token check denied');
     return UNAUTHORIZED;
   }
 }

@@ -1,5 +1,6 @@
 import type { Clock } from '../deps.js';
-import type { Store, UserRecord } from '../store/store.js';
+import type { Store, StoreOps, UserRecord } from '../store/store.js';
+import { ServiceError } from './errors.js';
 import { normalizeEmail, normalizePhone } from './normalize.js';
 import { passwordPolicyError, type PasswordHasher } from './passwords.js';
 
@@ -7,15 +8,13 @@ export const ROLES = ['user', 'admin'] as const;
 
 /**
  * An administrative request that cannot be carried out as asked; nothing was changed. `kind` says
- * why, for the protocol's error code (E_INVALID, E_NOT_FOUND, E_CONFLICT); the CLI prints the
- * message and exits 1.
+ * why (the wire answers E_INVALID, E_NOT_FOUND, E_CONFLICT; the CLI prints the message and exits 1).
  */
-export class UserInputError extends Error {
+export class UserInputError extends ServiceError {
   override name = 'UserInputError';
-  readonly kind: 'invalid' | 'not-found' | 'conflict';
+  declare readonly kind: 'invalid' | 'not-found' | 'conflict';
   constructor(message: string, kind: 'invalid' | 'not-found' | 'conflict' = 'invalid') {
-    super(message);
-    this.kind = kind;
+    super(kind, message);
   }
 }
 
@@ -27,7 +26,7 @@ export async function addUser(
   deps: { store: Store; hasher: PasswordHasher; clock: Clock; roles?: readonly string[] },
   input: { email: string; phone: string; role: string; password: string },
   /** Runs in the transaction that creates the user (the audit row commits with it). */
-  inTransaction?: (user: UserRecord) => void,
+  inTransaction?: (tx: StoreOps, user: UserRecord) => Promise<void>,
 ): Promise<UserRecord> {
   const email = normalizeEmail(input.email);
   const phone = normalizePhone(input.phone);
@@ -37,9 +36,9 @@ export async function addUser(
   const policy = passwordPolicyError(input.password, { email });
   if (policy) throw new UserInputError(policy);
   const passwordHash = await deps.hasher.hash(input.password);
-  return deps.store.transaction(() => {
-    const user = deps.store.createUser({ email, phone, role: input.role, passwordHash, createdAt: deps.clock() });
-    inTransaction?.(user);
+  return deps.store.transaction(async (tx) => {
+    const user = await tx.createUser({ email, phone, role: input.role, passwordHash, createdAt: deps.clock() });
+    await inTransaction?.(tx, user);
     return user;
   });
 }
@@ -54,8 +53,8 @@ function checkRole(role: string, known: readonly string[] = ROLES): void {
 }
 
 /** The user with this email, or a UserInputError naming it (the CLI exits 1 with the message). */
-export function requireUser(store: Store, email: string): UserRecord {
-  const user = store.findUserByEmail(normalizeEmail(email));
+export async function requireUser(store: StoreOps, email: string): Promise<UserRecord> {
+  const user = await store.findUserByEmail(normalizeEmail(email));
   if (!user) throw new UserInputError(`no user with email ${normalizeEmail(email)}`, 'not-found');
   return user;
 }
@@ -64,57 +63,57 @@ export function requireUser(store: Store, email: string): UserRecord {
 // the transaction that makes the change and audits it.
 
 /** Disables the account and ends its sessions at once: a disabled operator holds no live token. */
-export function disableUser(deps: { store: Store; clock: Clock }, user: UserRecord): { user: UserRecord; sessionsRevoked: number } {
-  const { store, clock } = deps;
+export async function disableUser(tx: StoreOps, now: number, user: UserRecord): Promise<{ user: UserRecord; sessionsRevoked: number }> {
   if (user.disabled) throw new UserInputError(`${user.email} is already disabled`, 'conflict');
-  const sessionsRevoked = store.transaction(() => {
-    store.setUserDisabled(user.id, true);
-    store.deletePasscode(user.id);
-    return store.revokeUserSessions(user.id, clock(), 'account-disabled');
-  });
+  await tx.setUserDisabled(user.id, true);
+  await tx.deletePasscode(user.id);
+  const sessionsRevoked = await tx.revokeUserSessions(user.id, now, 'account-disabled');
   return { user: { ...user, disabled: true }, sessionsRevoked };
 }
 
 /** Enables the account again; sessions ended by disabling stay ended (the operator logs in anew). */
-export function enableUser(deps: { store: Store }, user: UserRecord): UserRecord {
+export async function enableUser(tx: StoreOps, user: UserRecord): Promise<UserRecord> {
   if (!user.disabled) throw new UserInputError(`${user.email} is not disabled`, 'conflict');
-  deps.store.setUserDisabled(user.id, false);
+  await tx.setUserDisabled(user.id, false);
   return { ...user, disabled: false };
 }
 
-export function setUserRole(deps: { store: Store; roles?: readonly string[] }, user: UserRecord, role: string): UserRecord {
-  checkRole(role, deps.roles);
-  deps.store.setUserRole(user.id, role);
+export async function setUserRole(tx: StoreOps, roles: readonly string[] | undefined, user: UserRecord, role: string): Promise<UserRecord> {
+  checkRole(role, roles);
+  await tx.setUserRole(user.id, role);
   return { ...user, role };
 }
 
 /**
  * Sets a new password (policy checked) and ends every session and the pending passcode: whoever
- * knew the old password, or holds a token obtained with it, is out (ASVS V2.1.x, V3.3.3).
+ * knew the old password, or holds a token obtained with it, is out (ASVS V2.1.x, V3.3.3). The
+ * change runs in `commit`'s transaction, which finds the account again (it may have moved while
+ * the password was hashing) and audits.
  */
 export async function resetPassword(
   deps: { store: Store; hasher: PasswordHasher; clock: Clock },
-  user: UserRecord,
+  email: string,
   password: string,
   /** Runs in the transaction that changes the password (the audit row commits with it). */
-  inTransaction?: (sessionsRevoked: number) => void,
+  inTransaction?: (tx: StoreOps, user: UserRecord, sessionsRevoked: number) => Promise<void>,
 ): Promise<{ user: UserRecord; sessionsRevoked: number }> {
   const { store, hasher, clock } = deps;
-  const policy = passwordPolicyError(password, { email: user.email });
+  const before = await requireUser(store, email);
+  const policy = passwordPolicyError(password, { email: before.email });
   if (policy) throw new UserInputError(policy);
   const passwordHash = await hasher.hash(password);
-  const sessionsRevoked = store.transaction(() => {
-    store.setPasswordHash(user.id, passwordHash);
-    store.deletePasscode(user.id);
-    const n = store.revokeUserSessions(user.id, clock(), 'password-changed');
-    inTransaction?.(n);
-    return n;
+  return store.transaction(async (tx) => {
+    const user = await requireUser(tx, email);
+    await tx.setPasswordHash(user.id, passwordHash);
+    await tx.deletePasscode(user.id);
+    const sessionsRevoked = await tx.revokeUserSessions(user.id, clock(), 'password-changed');
+    await inTransaction?.(tx, user, sessionsRevoked);
+    return { user, sessionsRevoked };
   });
-  return { user, sessionsRevoked };
 }
 
-export function deleteUser(deps: { store: Store }, user: UserRecord): UserRecord {
-  deps.store.deleteUser(user.id);
+export async function deleteUser(tx: StoreOps, user: UserRecord): Promise<UserRecord> {
+  await tx.deleteUser(user.id);
   return user;
 }
 

@@ -122,6 +122,8 @@ async function main(): Promise<void> {
       tokens: { ttlSeconds: 86400 },
       ops: { port: 0 },
       limits: { enabled: mode !== 'hellwall-nolimits' },
+      // Every load-client connection comes from 127.0.0.1.
+      maxConnectionsPerIp: 100_000,
       policy: { file: policyFile },
     }, undefined);
   // Errors only, and on stderr: stdout belongs to the orchestrator's report, and the dev-certificate

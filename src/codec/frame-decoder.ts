@@ -16,6 +16,29 @@ export interface FrameError {
 }
 
 /**
+ * Where a decoder accounts the memory it holds for partial frames (the server's
+ * `maxBufferedBytes`, shared by every connection). `reserve` answers false when there is no room.
+ */
+export interface FrameBudget {
+  reserve(bytes: number): boolean;
+  release(bytes: number): void;
+}
+
+/**
+ * A partial frame the budget had no room for. Not a protocol error (the client sent nothing
+ * wrong, and is told nothing): the stream is unusable all the same, since the frame cannot be
+ * read and its end is not known.
+ */
+export interface BudgetRefusal {
+  readonly code: 'over-budget';
+  /** The frame's announced length: what could not be reserved. */
+  readonly bytes: number;
+  readonly message: string;
+}
+
+export type DecodeFailure = FrameError | BudgetRefusal;
+
+/**
  * Incremental decoder for 4-byte big-endian length-prefixed frames [P-1.1]. Accepts any chunking:
  * a byte at a time, or many frames in one chunk. It only splits frames; JSON parsing is
  * `parseFrame`'s job so the two can be tested and fuzzed separately.
@@ -23,7 +46,8 @@ export interface FrameError {
  * Memory is fixed per frame: once a header is read, exactly the payload's size is allocated and
  * incoming pieces are copied into it. (Keeping the pieces instead costs a Buffer per piece: a
  * client trickling one-byte TLS records would make the server hold ~20x what it sent.) A frame
- * that arrives whole in one chunk is handed out without any copy.
+ * that arrives whole in one chunk is handed out without any copy. With a `budget`, that allocation
+ * must fit it first, and is given back when the frame completes, the decoder fails, or `discard`.
  */
 export class FrameDecoder {
   readonly #maxFrameBytes: number;
@@ -33,10 +57,12 @@ export class FrameDecoder {
   #bodyFilled = 0;
   /** Input not decoded yet because the consumer asked to stop (bounded by one chunk). */
   #backlog: Buffer | null = null;
-  #failed: FrameError | null = null;
+  #failed: DecodeFailure | null = null;
+  readonly #budget: FrameBudget | null;
 
-  constructor(maxFrameBytes: number) {
+  constructor(maxFrameBytes: number, budget: FrameBudget | null = null) {
     this.#maxFrameBytes = maxFrameBytes;
+    this.#budget = budget;
   }
 
   /** Bytes received towards an incomplete frame (its length prefix included), plus any backlog. */
@@ -54,17 +80,25 @@ export class FrameDecoder {
     return this.#backlog !== null;
   }
 
-  get failed(): FrameError | null {
+  get failed(): DecodeFailure | null {
     return this.#failed;
+  }
+
+  /** Drops a partial frame and any backlog, giving their memory back (the stream has closed). */
+  discard(): void {
+    this.#drop();
+    this.#headFilled = 0;
+    this.#backlog = null;
   }
 
   /**
    * Feeds a chunk; calls `onFrame` for each complete payload in order. When `onFrame` returns
    * false, decoding stops and the rest of the input waits for the next `push` (which may be an
    * empty chunk). The payload is only valid during the call. Returns a FrameError when the stream
-   * turned out to be malformed (frames decoded before that point were delivered).
+   * turned out to be malformed, or a BudgetRefusal when a partial frame did not fit the budget
+   * (frames decoded before that point were delivered).
    */
-  push(chunk: Buffer, onFrame: (payload: Buffer) => unknown): FrameError | null {
+  push(chunk: Buffer, onFrame: (payload: Buffer) => unknown): DecodeFailure | null {
     if (this.#failed) return this.#failed;
     let buf = chunk;
     if (this.#backlog) {
@@ -98,6 +132,11 @@ export class FrameDecoder {
           if (onFrame(payload) === false) return this.#hold(buf, off);
           continue;
         }
+        if (this.#budget && !this.#budget.reserve(len)) {
+          this.#failed = { code: 'over-budget', bytes: len, message: `no room to buffer a partial frame of ${len} bytes` };
+          this.#backlog = null;
+          return this.#failed;
+        }
         this.#body = Buffer.allocUnsafe(len);
         this.#bodyFilled = 0;
       }
@@ -107,7 +146,7 @@ export class FrameDecoder {
       this.#bodyFilled += n;
       off += n;
       if (this.#bodyFilled < body.length) break;
-      this.#body = null;
+      this.#drop();
       if (onFrame(body) === false) return this.#hold(buf, off);
     }
     return null;
@@ -120,11 +159,17 @@ export class FrameDecoder {
   }
 
   #fail(code: FrameErrorCode, message: string): FrameError {
-    this.#failed = { code, message };
-    this.#headFilled = 0;
+    const error = { code, message };
+    this.#failed = error;
+    this.discard();
+    return error;
+  }
+
+  /** Lets go of the partial frame's buffer, and of its share of the budget. */
+  #drop(): void {
+    if (this.#body === null) return;
+    this.#budget?.release(this.#body.length);
     this.#body = null;
-    this.#backlog = null;
-    return this.#failed;
   }
 }
 

@@ -5,9 +5,9 @@ import type { Handler } from './context.js';
 
 /** [P-4.12] admin.audit.query: one page of the audit trail, newest first, with where to read on. */
 export const adminAuditQuery: Handler<AdminAuditQueryRequest> = (services, req, ctx) =>
-  asAdmin(services, req, ctx, 'admin.audit.query', (actor) => {
+  asAdmin(services, req, ctx, 'admin.audit.query', async (actor) => {
     const { email, action, outcome, since, until, beforeId, limit } = req;
-    const rows = services.admin.queryAudit(actor, { email, action, outcome, since, until, beforeId, limit });
+    const rows = await services.admin.queryAudit(actor, { email, action, outcome, since, until, beforeId, limit });
     const pageSize = limit ?? AUDIT_PAGE_DEFAULT;
     const last = rows.at(-1);
     return {

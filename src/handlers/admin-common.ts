@@ -1,22 +1,14 @@
 import type { Actor } from '../auth/admin-service.js';
-import { UserInputError } from '../auth/users.js';
 import type { Logger } from '../deps.js';
-import { ProtocolError, type ErrorCode } from '../protocol/errors.js';
-import { DuplicateUserError, type AuditRecord, type SessionRecord, type UserRecord } from '../store/store.js';
+import type { AuditRecord, SessionRecord, UserRecord } from '../store/store.js';
 import type { AuditAction } from '../audit/audit-log.js';
 import type { Account, AdminSession, AuditEntry } from '../protocol/messages.gen.js';
 import type { RequestContext, Services } from './context.js';
 
-const KIND_TO_CODE: Readonly<Record<UserInputError['kind'], ErrorCode>> = {
-  invalid: 'E_INVALID',
-  'not-found': 'E_NOT_FOUND',
-  conflict: 'E_CONFLICT',
-};
-
 /**
  * [P-4.12] Runs one admin command: authenticates the caller as an administrator, then `fn` with the
- * actor. A refusal of the admin service (already audited there) becomes its protocol error; its
- * message is for the administrator and names no secret.
+ * actor. A refusal of the admin service (already audited there) reaches the dispatcher, which
+ * answers its wire code; its message is for the administrator and names no secret.
  */
 export async function asAdmin<T>(
   services: Services,
@@ -25,14 +17,8 @@ export async function asAdmin<T>(
   command: AuditAction,
   fn: (actor: Actor, log: Logger) => T | Promise<T>,
 ): Promise<T> {
-  const actor = services.admin.authorize({ token: req.token, mac: req.mac, seenIp: ctx.ip }, command, ctx.log);
-  try {
-    return await fn(actor, ctx.log);
-  } catch (err) {
-    if (err instanceof UserInputError) throw new ProtocolError(KIND_TO_CODE[err.kind], err.message);
-    if (err instanceof DuplicateUserError) throw new ProtocolError('E_CONFLICT', err.message);
-    throw err;
-  }
+  const actor = await services.admin.authorize({ token: req.token, mac: req.mac, seenIp: ctx.ip }, command, ctx.log);
+  return fn(actor, ctx.log);
 }
 
 /** An operator as admin commands show one: never the password hash. */

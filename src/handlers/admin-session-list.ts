@@ -4,7 +4,7 @@ import type { Handler } from './context.js';
 
 /** [P-4.12] admin.session.list: active sessions of every operator, or of one; never a token. */
 export const adminSessionList: Handler<AdminSessionListRequest> = (services, req, ctx) =>
-  asAdmin(services, req, ctx, 'admin.session.list', (actor) => ({
+  asAdmin(services, req, ctx, 'admin.session.list', async (actor) => ({
     status: 'ok',
-    sessions: services.admin.listSessions(actor, req.email).map(adminSessionView),
+    sessions: (await services.admin.listSessions(actor, req.email)).map(adminSessionView),
   }));

@@ -4,7 +4,7 @@ import type { Handler } from './context.js';
 
 /** [P-4.12] admin.session.revoke_user: ends every session of one operator. */
 export const adminSessionRevokeUser: Handler<AdminSessionRevokeUserRequest> = (services, req, ctx) =>
-  asAdmin(services, req, ctx, 'admin.session.revoke_user', (actor) => ({
+  asAdmin(services, req, ctx, 'admin.session.revoke_user', async (actor) => ({
     status: 'ok',
-    ended: services.admin.revokeUserSessions(actor, req.email).ended,
+    ended: (await services.admin.revokeUserSessions(actor, req.email)).ended,
   }));

@@ -4,7 +4,7 @@ import type { Handler } from './context.js';
 
 /** [P-4.12] admin.session.revoke: ends any operator's session by id. */
 export const adminSessionRevoke: Handler<AdminSessionRevokeRequest> = (services, req, ctx) =>
-  asAdmin(services, req, ctx, 'admin.session.revoke', (actor) => ({
+  asAdmin(services, req, ctx, 'admin.session.revoke', async (actor) => ({
     status: 'ok',
-    session: adminSessionView(services.admin.revokeSession(actor, req.sessionId)),
+    session: adminSessionView(await services.admin.revokeSession(actor, req.sessionId)),
   }));

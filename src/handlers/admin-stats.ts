@@ -4,8 +4,8 @@ import type { Handler } from './context.js';
 
 /** [P-4.12] admin.stats: session and passcode counts now. */
 export const adminStats: Handler<AdminStatsRequest> = (services, req, ctx) =>
-  asAdmin(services, req, ctx, 'admin.stats', (actor) => {
-    const { sessionsPerUser, ...counts } = services.admin.stats(actor);
+  asAdmin(services, req, ctx, 'admin.stats', async (actor) => {
+    const { sessionsPerUser, ...counts } = await services.admin.stats(actor);
     return {
       status: 'ok',
       ...counts,

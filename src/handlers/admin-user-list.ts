@@ -4,4 +4,4 @@ import type { Handler } from './context.js';
 
 /** [P-4.12] admin.user.list: every account. */
 export const adminUserList: Handler<AdminUserListRequest> = (services, req, ctx) =>
-  asAdmin(services, req, ctx, 'admin.user.list', (actor) => ({ status: 'ok', users: services.admin.listUsers(actor).map(userView) }));
+  asAdmin(services, req, ctx, 'admin.user.list', async (actor) => ({ status: 'ok', users: (await services.admin.listUsers(actor)).map(userView) }));

@@ -1,5 +1,6 @@
 import type { Config } from '../config.js';
 import type { Logger } from '../deps.js';
+import type { AccountService } from '../auth/account-service.js';
 import type { AdminService } from '../auth/admin-service.js';
 import type { PasscodeService } from '../auth/passcode-service.js';
 import type { SessionService } from '../auth/session-service.js';
@@ -14,6 +15,7 @@ export interface Services {
   readonly tokens: TokenService;
   readonly sessions: SessionService;
   readonly admin: AdminService;
+  readonly account: AccountService;
 }
 
 export interface RequestContext {

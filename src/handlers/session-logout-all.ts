@@ -2,7 +2,7 @@ import type { SessionLogoutAllRequest } from '../protocol/messages.gen.js';
 import type { Handler } from './context.js';
 
 /** [P-4.9] session.logout_all: "log out everywhere", this session included. */
-export const sessionLogoutAll: Handler<SessionLogoutAllRequest> = (services, req, ctx) => ({
+export const sessionLogoutAll: Handler<SessionLogoutAllRequest> = async (services, req, ctx) => ({
   status: 'ok',
-  ended: services.sessions.logoutAll({ token: req.token, mac: req.mac, seenIp: ctx.ip }, ctx.log),
+  ended: await services.sessions.logoutAll({ token: req.token, mac: req.mac, seenIp: ctx.ip }, ctx.log),
 });

@@ -97,16 +97,11 @@ export class MailQueue {
    * counts it as queued mail until it has run, so that `drain()` (tests, shutdown) also waits for
    * mail that is about to be queued.
    */
-  later(fn: () => void): void {
-    const job = new Promise<void>((resolve) =>
-      setImmediate(() => {
-        try {
-          fn();
-        } finally {
-          resolve();
-        }
-      }),
-    ).finally(() => this.#inflight.delete(job));
+  later(fn: () => void | Promise<void>): void {
+    const job = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(fn)
+      .catch((err: unknown) => this.#log.error({ err: (err as Error).message }, 'deferred mail work failed'))
+      .finally(() => this.#inflight.delete(job));
     this.#inflight.add(job);
   }
 

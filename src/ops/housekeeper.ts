@@ -1,6 +1,6 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Clock, Logger } from '../deps.js';
-import { StoreBusyError, type ExpiredCounts, type ExpiryPolicy, type Store } from '../store/store.js';
+import { StoreBusyError, StoreUnavailableError, type ExpiredCounts, type ExpiryPolicy, type Store } from '../store/store.js';
 import type { Metrics } from './metrics.js';
 
 export interface HousekeeperOptions {
@@ -18,6 +18,8 @@ export interface HousekeepingPass {
   readonly batches: number;
   /** Another writer held the database beyond the store's short wait: the pass stopped early. */
   readonly busy: boolean;
+  /** Another node was running its pass on the same database: this one did nothing. */
+  readonly elsewhere: boolean;
   readonly ms: number;
 }
 
@@ -26,13 +28,14 @@ export interface HousekeepingPass {
 const add = (a: ExpiredCounts, b: ExpiredCounts): ExpiredCounts =>
   Object.fromEntries(Object.entries(b).map(([k, n]) => [k, ((a as unknown as Record<string, number>)[k] ?? 0) + (n as number)])) as unknown as ExpiredCounts;
 
-const EMPTY: ExpiredCounts = { passcodes: 0, sessions: 0, retiredTokens: 0, auditRows: 0 };
+const EMPTY: ExpiredCounts = { passcodes: 0, sessions: 0, retiredTokens: 0, auditRows: 0, counters: 0 };
 
 /**
  * Deletes expired rows inside the server: every `intervalMs`, one pass of small batches (one short
  * transaction each) with a turn of the event loop between them, so requests wait for one batch at
  * most. A pass ends when a batch deletes less than the batch size from every table, or when the
- * database is busy (the next pass retries). The timer never keeps the process alive.
+ * database is busy (the next pass retries). On a shared database one node at a time runs a pass
+ * (Store.exclusive). The timer never keeps the process alive.
  */
 export class Housekeeper {
   readonly #o: HousekeeperOptions;
@@ -79,7 +82,13 @@ export class Housekeeper {
     this.#timer.unref();
   }
 
+  /** One node at a time on a shared database: the others skip their turn. */
   async #pass(): Promise<HousekeepingPass> {
+    const pass = await this.#o.store.exclusive('housekeeping', () => this.#batches());
+    return pass ?? { deleted: EMPTY, batches: 0, busy: false, elsewhere: true, ms: 0 };
+  }
+
+  async #batches(): Promise<HousekeepingPass> {
     const { store, clock, log, metrics, policy } = this.#o;
     const started = performance.now();
     // One instant for the whole pass: a row is judged once, and a long pass deletes no more.
@@ -90,9 +99,9 @@ export class Housekeeper {
     for (;;) {
       let counts: ExpiredCounts;
       try {
-        counts = store.deleteExpired(now, policy);
+        counts = await store.deleteExpired(now, policy);
       } catch (err) {
-        if (!(err instanceof StoreBusyError)) throw err;
+        if (!(err instanceof StoreBusyError || err instanceof StoreUnavailableError)) throw err;
         busy = true;
         log.warn({ event: 'housekeeping', batches, deleted }, 'housekeeping skipped: database busy; the next pass retries');
         break;
@@ -107,6 +116,6 @@ export class Housekeeper {
     }
     const ms = Math.round(performance.now() - started);
     if (Object.values(deleted).some((n) => (n as number) > 0)) log.info({ event: 'housekeeping', deleted, batches, ms }, 'expired rows deleted');
-    return { deleted, batches, busy, ms };
+    return { deleted, batches, busy, elsewhere: false, ms };
   }
 }

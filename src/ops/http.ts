@@ -6,7 +6,7 @@ import type { PrometheusMetrics } from './metrics.js';
 /** One readiness check: a name and a function that throws (or returns a reason) when not ready. */
 export interface ReadinessCheck {
   readonly name: string;
-  check(): string | null;
+  check(): string | null | Promise<string | null>;
 }
 
 export interface OpsServerOptions {
@@ -46,7 +46,7 @@ export class OpsServer {
         for (const c of this.#opts.checks) {
           let reason: string | null;
           try {
-            reason = c.check();
+            reason = await c.check();
           } catch (err) {
             reason = (err as Error).message;
           }

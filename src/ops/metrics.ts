@@ -23,7 +23,7 @@ export interface Metrics {
    * Audit events written; dropped because the database refused them for too long; or coalesced
    * (a repeated refusal counted in the next row for it instead of a row of its own).
    */
-  audit(outcome: 'written' | 'dropped' | 'coalesced', events: number): void;
+  audit(outcome: 'written' | 'dropped' | 'coalesced' | 'suppressed', events: number): void;
 }
 
 export const NO_METRICS: Metrics = {
@@ -51,7 +51,7 @@ export interface PrometheusMetrics extends Metrics {
  * process, as in the tests, must not share counters). `activeSessions` is read from the store
  * when scraped rather than kept in step on every login and revocation.
  */
-export function createPrometheusMetrics(opts: { activeSessions: () => number; defaultMetrics?: boolean }): PrometheusMetrics {
+export function createPrometheusMetrics(opts: { activeSessions: () => Promise<number>; defaultMetrics?: boolean }): PrometheusMetrics {
   const registry = new Registry();
   const registers = [registry];
   if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'hellwall_' });
@@ -104,7 +104,7 @@ export function createPrometheusMetrics(opts: { activeSessions: () => number; de
   });
   const audited = new Counter({
     name: 'hellwall_audit_events_total',
-    help: 'Audit events written to the audit table; dropped because the database refused them (alert on these); coalesced (repeats of one refusal within a minute, counted in the next row for it).',
+    help: 'Audit events written to the audit table; dropped because the database refused them (alert on these); coalesced (repeats of one refusal within a minute, counted in the next row for it); suppressed (refusals beyond the budget of 1,000 a minute, counted in an audit.suppressed row).',
     labelNames: ['outcome'] as const,
     registers,
   });
@@ -112,8 +112,8 @@ export function createPrometheusMetrics(opts: { activeSessions: () => number; de
     name: 'hellwall_sessions_active',
     help: 'Active sessions: not revoked, account enabled, and a current token or one still renewable (inside the idle and absolute limits).',
     registers,
-    collect() {
-      this.set(opts.activeSessions());
+    async collect() {
+      this.set(await opts.activeSessions());
     },
   });
 

@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import { EMPTY, FrameDecoder, parseFrame, type FrameError, type FrameErrorCode } from '../codec/frame-decoder.js';
+import { EMPTY, FrameDecoder, parseFrame, type BudgetRefusal, type DecodeFailure, type FrameBudget, type FrameErrorCode } from '../codec/frame-decoder.js';
 import { encodeFrame } from '../codec/frame-encoder.js';
 import type { Logger } from '../deps.js';
 import type { RequestContext } from '../handlers/context.js';
@@ -30,6 +30,13 @@ export interface ConnectionOptions {
   readonly frameTimeoutMs?: number;
   /** Told when the frame deadline closes the connection (for metrics). */
   readonly onFrameTimeout?: () => void;
+  /**
+   * [P-1.8] The listener's budget for partial frames, shared by all its connections. A partial
+   * frame it has no room for closes the connection (after the answers already owed).
+   */
+  readonly budget?: FrameBudget;
+  /** Told when the budget refused this connection's partial frame (for the listener's log and metrics). */
+  readonly onOverBudget?: (refusal: BudgetRefusal) => void;
 }
 
 interface Slot {
@@ -63,7 +70,7 @@ export class Connection {
   constructor(stream: Duplex, opts: ConnectionOptions) {
     this.#stream = stream;
     this.#opts = opts;
-    this.#decoder = new FrameDecoder(opts.maxFrameBytes);
+    this.#decoder = new FrameDecoder(opts.maxFrameBytes, opts.budget ?? null);
     this.#ctx = { ip: opts.ip, log: opts.log, refusals: 0 };
     this.closed = new Promise((resolve) => stream.once('close', () => resolve()));
     stream.on('data', (chunk: Buffer) => this.#onData(chunk));
@@ -78,6 +85,8 @@ export class Connection {
       if (this.#decoder.bufferedBytes > 0) {
         opts.log.info({ bufferedBytes: this.#decoder.bufferedBytes }, 'peer closed mid-frame; partial frame dropped');
       }
+      // However the connection ended, its partial frame's share of the budget comes back.
+      this.#decoder.discard();
       const unanswered = this.#slots.length;
       if (unanswered > 0) opts.log.info({ unanswered }, 'peer closed before all responses were sent');
       if (this.#ctx.refusals > 0) opts.log.info({ refusals: this.#ctx.refusals }, 'requests refused on this connection');
@@ -105,8 +114,8 @@ export class Connection {
 
   #onData(chunk: Buffer): void {
     if (this.#closing) return;
-    const handle = (): FrameError | null => this.#decoder.push(chunk, (payload) => this.#onFrame(payload));
-    let error: FrameError | null;
+    const handle = (): DecodeFailure | null => this.#decoder.push(chunk, (payload) => this.#onFrame(payload));
+    let error: DecodeFailure | null;
     try {
       error = this.#opts.aroundRead ? this.#opts.aroundRead(handle) : handle();
     } catch (err) {
@@ -117,7 +126,10 @@ export class Connection {
       return;
     }
     // A bad payload earlier in this chunk may already have failed the stream: one error frame only.
-    if (error && !this.#closing) this.#fatal(error.code, error.message);
+    if (error && !this.#closing) {
+      if (error.code === 'over-budget') this.#overBudget(error);
+      else this.#fatal(error.code, error.message);
+    }
     this.#watchFrame();
     this.#flush();
     this.#updateReading();
@@ -191,6 +203,19 @@ export class Connection {
   #complete(slot: Slot, res: Response): void {
     slot.frame = encodeFrame(res);
     this.#flush();
+    this.#updateReading();
+  }
+
+  /**
+   * [P-1.8] No room in the shared budget for this connection's partial frame: the server is
+   * holding as much unfinished input as it may. Like a slow frame [P-1.6], the connection is closed
+   * without a message after the answers already owed (the client retries on a new connection
+   * [P-2.7]); the frame cannot be skipped, since its bytes were never read.
+   */
+  #overBudget(refusal: BudgetRefusal): void {
+    this.#opts.log.debug({ frameBytes: refusal.bytes }, 'no room to buffer a partial frame; closing connection');
+    this.#opts.onOverBudget?.(refusal);
+    this.#closing = true;
     this.#updateReading();
   }
 

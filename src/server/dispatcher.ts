@@ -1,15 +1,19 @@
 import type { ValidateFunction } from 'ajv';
 import { HANDLERS } from '../handlers/index.js';
 import type { Handler, RequestContext, ResponseBody, Services } from '../handlers/context.js';
-import { ProtocolError, toErrorResponse } from '../protocol/errors.js';
+import { ProtocolError, toErrorResponse, type ErrorCode } from '../protocol/errors.js';
 import { NO_METRICS, type Metrics } from '../ops/metrics.js';
+import { commandCode, MAX_COMMAND_CODE, requestId } from '../protocol/envelope.js';
 import { describeSchemaError, type Protocol } from '../protocol/registry.js';
-import { StoreBusyError } from '../store/store.js';
+import { ServiceError, type ServiceErrorKind } from '../auth/errors.js';
+import { DuplicateUserError, StoreBusyError, StoreUnavailableError } from '../store/store.js';
 
 export type Response = Record<string, unknown>;
 
 /** Refused requests per connection logged at info; the rest at debug, with a total at close. */
 export const REFUSALS_LOGGED = 20;
+/** Refused requests logged at info a minute across every connection; the rest at debug, counted. */
+export const REFUSAL_LINES_PER_MINUTE = 1000;
 
 /** What a connection hands each parsed request to. Sync results keep the hot path promise-free. */
 export type DispatchFn = (message: Record<string, unknown>, ctx: RequestContext) => Response | Promise<Response>;
@@ -34,6 +38,7 @@ export function createDispatcher(
   // Latency is measured on a monotonic clock in milliseconds; the injected wall clock may be fake.
   const monotonic = opts.monotonic ?? performance.now.bind(performance);
   const routes = new Map<number, Route>();
+  const budget = { start: monotonic(), used: 0, over: 0 };
   for (const [code, command] of protocol.commands) {
     const handler = handlers[command.name];
     if (!handler) throw new Error(`protocol command ${command.name} (code ${code}) has no handler`);
@@ -41,13 +46,18 @@ export function createDispatcher(
   }
 
   return function dispatch(message, ctx) {
-    // [P-2.4] Echo the id only when it is one we could have accepted.
-    const rawId = message.id;
-    // The schema counts characters (code points), not UTF-16 units.
-    const id = typeof rawId === 'string' && rawId.length > 0 && rawId.length <= 128 && [...rawId].length <= 64 ? rawId : undefined;
-    const code = message.code;
-    if (typeof code !== 'number' || !Number.isInteger(code)) {
-      const why = code === undefined ? '(request) is missing required field "code"' : '/code must be integer';
+    // [P-2.4] Echo the id and the code only when they are ones we could have accepted: exactly the
+    // schemas' definitions, so no answer carries a value a generated client type cannot hold.
+    const id = requestId(message.id);
+    const code = commandCode(message.code);
+    if (code === undefined) {
+      const raw = message.code;
+      const why =
+        raw === undefined
+          ? '(request) is missing required field "code"'
+          : Number.isInteger(raw)
+            ? `/code must be from 0 to ${MAX_COMMAND_CODE}`
+            : '/code must be integer';
       return logged(ctx, toErrorResponse('E_SCHEMA', why, id), undefined, monotonic());
     }
     const route = routes.get(code);
@@ -80,7 +90,17 @@ export function createDispatcher(
     // few per connection they go to debug (the connection logs its total when it closes): one read
     // of tiny bad frames must not turn into megabytes of log.
     if (response.status === 'error') {
-      const level = ++ctx.refusals <= REFUSALS_LOGGED ? 'info' : 'debug';
+      // And past a global budget a minute, whatever the number of connections: many connections
+      // each sending a few bad requests must not fill the disk either.
+      const now = monotonic();
+      if (now - budget.start >= 60_000) {
+        if (budget.over > 0) ctx.log.warn({ suppressed: budget.over }, 'refused requests logged at debug only: over the budget of the minute');
+        budget.start = now;
+        budget.used = 0;
+        budget.over = 0;
+      }
+      const withinBudget = budget.used < REFUSAL_LINES_PER_MINUTE ? (budget.used++, true) : (budget.over++, false);
+      const level = ++ctx.refusals <= REFUSALS_LOGGED && withinBudget ? 'info' : 'debug';
       ctx.log[level]({ command, id: response.id, error: response.error, reason: response.message }, 'request refused');
     } else if (ctx.log.isLevelEnabled('debug')) {
       ctx.log.debug({ command, id: response.id, status: response.status, ms }, 'request');
@@ -93,12 +113,37 @@ function withEnvelope(body: ResponseBody, id: string | undefined, code: number):
   return id === undefined ? { code, ...body } : { id, code, ...body };
 }
 
-/** Only ProtocolErrors reach the client as themselves; anything else is an internal fault [P-2.5]. */
+/** Each kind of service refusal as the wire answers it [P-2.5]: the one place that knows both. */
+const WIRE_CODE: Readonly<Record<ServiceErrorKind, ErrorCode>> = {
+  'auth-failed': 'E_AUTH_FAILED',
+  unauthenticated: 'E_UNAUTHENTICATED',
+  forbidden: 'E_FORBIDDEN',
+  'not-found': 'E_NOT_FOUND',
+  conflict: 'E_CONFLICT',
+  invalid: 'E_INVALID',
+  'rate-limited': 'E_RATE_LIMITED',
+  busy: 'E_BUSY',
+};
+
+/**
+ * Service refusals and protocol errors reach the client as themselves; the store's failures as
+ * E_BUSY (nothing was changed that the client is not told of, and retrying is right); anything
+ * else is an internal fault [P-2.5].
+ */
 function errorFor(err: unknown, ctx: RequestContext, id: string | undefined, code: number): Response {
+  if (err instanceof ServiceError) {
+    return toErrorResponse(WIRE_CODE[err.kind], err.message, id, code, err.retryAfterSeconds === undefined ? undefined : { retryAfterSeconds: err.retryAfterSeconds });
+  }
   if (err instanceof ProtocolError) return toErrorResponse(err.code, err.message, id, code, err.details);
+  if (err instanceof DuplicateUserError) return toErrorResponse('E_CONFLICT', err.message, id, code);
   if (err instanceof StoreBusyError) {
     // Another process holds the write lock: nothing was changed, and retrying is the right move.
     ctx.log.warn({ err: (err as Error).message }, 'database busy');
+    return toErrorResponse('E_BUSY', 'server is busy; retry later', id, code);
+  }
+  if (err instanceof StoreUnavailableError) {
+    // The database cannot be reached: never a guess at the answer; the node recovers by itself.
+    ctx.log.error({ err: (err as Error).message }, 'database unavailable');
     return toErrorResponse('E_BUSY', 'server is busy; retry later', id, code);
   }
   ctx.log.error({ err }, 'handler failed');

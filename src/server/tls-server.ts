@@ -4,6 +4,8 @@ import tls from 'node:tls';
 import { normalizeIp } from '../auth/normalize.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../deps.js';
+import { addressGroup } from './address-group.js';
+import { BufferBudget } from './buffer-budget.js';
 import { Connection } from './connection.js';
 import type { DispatchFn } from './dispatcher.js';
 import { NO_METRICS, type Metrics } from '../ops/metrics.js';
@@ -65,6 +67,13 @@ export interface ListenerOptions {
   readonly maxInflight: number;
   readonly maxConnections: number;
   readonly maxConnectionsPerIp: number;
+  /**
+   * `limits.ipv6Prefix`: IPv6 clients count against `maxConnectionsPerIp` per network of this
+   * prefix length (64: each /64), IPv4 clients per address (addressGroup).
+   */
+  readonly ipv6Prefix: number;
+  /** [P-1.8] Bytes all connections together may hold for partial frames. */
+  readonly maxBufferedBytes: number;
   readonly frameTimeoutMs: number;
   readonly idleTimeoutMs: number;
   readonly handshakeTimeoutMs: number;
@@ -94,7 +103,15 @@ const tupleKey = (s: Socket): string => `${s.remoteAddress} ${s.remotePort} ${s.
 
 type ConfigLimits = Pick<
   ListenerOptions,
-  'maxFrameBytes' | 'maxInflight' | 'maxConnections' | 'maxConnectionsPerIp' | 'idleTimeoutMs' | 'handshakeTimeoutMs' | 'frameTimeoutMs'
+  | 'maxFrameBytes'
+  | 'maxInflight'
+  | 'maxConnections'
+  | 'maxConnectionsPerIp'
+  | 'ipv6Prefix'
+  | 'maxBufferedBytes'
+  | 'idleTimeoutMs'
+  | 'handshakeTimeoutMs'
+  | 'frameTimeoutMs'
 >;
 
 /** The listener settings that come from config: the service and the benchmark's echo share them. */
@@ -104,6 +121,8 @@ export function listenerLimits(config: Config): ConfigLimits {
     maxInflight: config.maxInflight,
     maxConnections: config.maxConnections,
     maxConnectionsPerIp: config.maxConnectionsPerIp,
+    ipv6Prefix: config.limits.ipv6Prefix,
+    maxBufferedBytes: config.maxBufferedBytes,
     frameTimeoutMs: config.frameTimeoutMs,
     idleTimeoutMs: config.idleTimeoutMs,
     handshakeTimeoutMs: config.handshakeTimeoutMs,
@@ -131,9 +150,12 @@ export class TlsListener {
   readonly #front: net.Server;
   /** Balancers allowed to send PROXY headers; null when PROXY protocol is off. */
   readonly #trusted: BlockList | null;
-  /** Open connections per client address, for `maxConnectionsPerIp`. */
+  /** Open connections per client address group (addressGroup), for `maxConnectionsPerIp`. */
   readonly #perIp = new Map<string, number>();
   readonly #perIpRefusals: RefusalLog;
+  /** [P-1.8] Partial frames' memory, across every connection. */
+  readonly #budget: BufferBudget;
+  readonly #budgetRefusals: RefusalLog;
   /** Connections that named their client in a PROXY header, from the header to the socket's close. */
   readonly #proxied = new Map<string, Proxied>();
   readonly #connections = new Set<Connection>();
@@ -148,6 +170,8 @@ export class TlsListener {
     this.#log = opts.log;
     this.#metrics = opts.metrics ?? NO_METRICS;
     this.#perIpRefusals = new RefusalLog(this.#log, 'connections refused: too many open connections from one address');
+    this.#budget = new BufferBudget(opts.maxBufferedBytes);
+    this.#budgetRefusals = new RefusalLog(this.#log, 'connections closed: no room to buffer their partial frames (maxBufferedBytes)');
     this.#server = tls.createServer(
       {
         key: opts.key,
@@ -268,18 +292,20 @@ export class TlsListener {
    * (logged at most every 10 s, counted); under it, the count drops again when the socket closes.
    */
   #admit(ip: string, socket: Socket, opts: ListenerOptions): boolean {
-    const open = this.#perIp.get(ip) ?? 0;
+    // IPv6 by network: one subscriber's /64 is one client, not 2^64 of them.
+    const group = addressGroup(ip, opts.ipv6Prefix);
+    const open = this.#perIp.get(group) ?? 0;
     if (open >= opts.maxConnectionsPerIp) {
       this.#metrics.connectionRefused('max_connections_per_ip');
-      this.#perIpRefusals.refused({ ip, max: opts.maxConnectionsPerIp });
+      this.#perIpRefusals.refused(group === ip ? { ip, max: opts.maxConnectionsPerIp } : { ip, group, max: opts.maxConnectionsPerIp });
       socket.destroy();
       return false;
     }
-    this.#perIp.set(ip, open + 1);
+    this.#perIp.set(group, open + 1);
     socket.once('close', () => {
-      const left = (this.#perIp.get(ip) ?? 1) - 1;
-      if (left <= 0) this.#perIp.delete(ip);
-      else this.#perIp.set(ip, left);
+      const left = (this.#perIp.get(group) ?? 1) - 1;
+      if (left <= 0) this.#perIp.delete(group);
+      else this.#perIp.set(group, left);
     });
     return true;
   }
@@ -308,6 +334,11 @@ export class TlsListener {
       onFramingError: () => this.#metrics.connectionRefused('framing_error'),
       frameTimeoutMs: opts.frameTimeoutMs,
       onFrameTimeout: () => this.#metrics.connectionRefused('frame_timeout'),
+      budget: this.#budget,
+      onOverBudget: (refusal) => {
+        this.#metrics.connectionRefused('buffer_budget');
+        this.#budgetRefusals.refused({ ip, frameBytes: refusal.bytes, bufferedBytes: this.#budget.used, maxBufferedBytes: this.#budget.capacity });
+      },
     });
     this.#connections.add(conn);
     this.#metrics.connectionOpened();
@@ -319,6 +350,11 @@ export class TlsListener {
       this.#metrics.connectionClosed();
       log.debug('connection closed');
     });
+  }
+
+  /** Bytes held for partial frames now, and the most ever held at once [P-1.8]. */
+  get buffered(): { readonly used: number; readonly peak: number; readonly capacity: number } {
+    return { used: this.#budget.used, peak: this.#budget.peak, capacity: this.#budget.capacity };
   }
 
   /** New connections get this certificate; open ones keep theirs (no connection is dropped). */

@@ -6,6 +6,13 @@ export interface Migration {
   readonly version: number;
   readonly name: string;
   readonly sql: string;
+  /**
+   * Run with foreign keys off, as sqlite.org's procedure for changes ALTER TABLE cannot make
+   * (https://sqlite.org/lang_altertable.html#otheralter): a table is rebuilt under a new name, the
+   * old one dropped, the new one renamed, and with foreign keys on, dropping a parent table would
+   * cascade-delete its children. `PRAGMA foreign_key_check` must be clean before the commit.
+   */
+  readonly foreignKeysOff?: boolean;
 }
 
 export const MIGRATIONS: readonly Migration[] = [
@@ -119,6 +126,76 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX audit_at ON audit(at);
       CREATE INDEX audit_email ON audit(email);
       CREATE INDEX audit_action ON audit(action);
+    `,
+  },
+  {
+    version: 6,
+    name: 'shared counters; user and session ids never reused',
+    foreignKeysOff: true,
+    // Counters: rate limits and lockout, shared by every process on the database. WITHOUT ROWID:
+    // looked up by key only; counters_expires serves housekeeping.
+    //
+    // Ids: SQLite hands out max(id) + 1, so deleting the newest account (or session) and adding
+    // another reused its id, and the audit trail's rows about the deleted one would name the new
+    // one. Only an AUTOINCREMENT table never reuses an id, and ALTER TABLE cannot add that: users
+    // and sessions are rebuilt (sqlite.org's 12 steps, with foreign keys off; see Migration), ids
+    // and rows kept. The counter starts above every id the audit trail (and a retired token) names,
+    // so ids of rows deleted before this migration are not handed out again either.
+    sql: `
+      CREATE TABLE counters (
+        key        TEXT PRIMARY KEY,
+        count      INTEGER NOT NULL,
+        until      INTEGER NOT NULL DEFAULT 0,
+        expires_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+      CREATE INDEX counters_expires ON counters(expires_at);
+
+      CREATE TABLE users_v6 (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        email         TEXT NOT NULL UNIQUE,
+        phone         TEXT NOT NULL,
+        role          TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        disabled      INTEGER NOT NULL DEFAULT 0,
+        created_at    INTEGER NOT NULL
+      );
+      INSERT INTO users_v6 (id, email, phone, role, password_hash, disabled, created_at)
+        SELECT id, email, phone, role, password_hash, disabled, created_at FROM users;
+      DROP TABLE users;
+      ALTER TABLE users_v6 RENAME TO users;
+
+      CREATE TABLE sessions_v6 (
+        id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id             INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        master              BLOB NOT NULL UNIQUE,
+        mac                 TEXT NOT NULL,
+        ip                  TEXT NOT NULL,
+        created_at          INTEGER NOT NULL,
+        last_seen_at        INTEGER NOT NULL,
+        expires_at          INTEGER NOT NULL,
+        absolute_expires_at INTEGER NOT NULL,
+        generation          INTEGER NOT NULL DEFAULT 0,
+        revoked_at          INTEGER,
+        revoke_reason       TEXT,
+        key_id              INTEGER NOT NULL DEFAULT 1,
+        device              TEXT
+      );
+      INSERT INTO sessions_v6 (id, user_id, master, mac, ip, created_at, last_seen_at, expires_at, absolute_expires_at,
+                               generation, revoked_at, revoke_reason, key_id, device)
+        SELECT id, user_id, master, mac, ip, created_at, last_seen_at, expires_at, absolute_expires_at,
+               generation, revoked_at, revoke_reason, key_id, device FROM sessions;
+      DROP TABLE sessions;
+      ALTER TABLE sessions_v6 RENAME TO sessions;
+      CREATE INDEX sessions_user ON sessions(user_id);
+      CREATE INDEX sessions_open_absolute ON sessions(absolute_expires_at) WHERE revoked_at IS NULL;
+      CREATE INDEX sessions_open_last_seen ON sessions(last_seen_at) WHERE revoked_at IS NULL;
+      CREATE INDEX sessions_revoked ON sessions(revoked_at) WHERE revoked_at IS NOT NULL;
+
+      DELETE FROM sqlite_sequence WHERE name IN ('users', 'sessions');
+      INSERT INTO sqlite_sequence (name, seq) VALUES
+        ('users', max(0, coalesce((SELECT max(id) FROM users), 0), coalesce((SELECT max(user_id) FROM audit), 0))),
+        ('sessions', max(0, coalesce((SELECT max(id) FROM sessions), 0), coalesce((SELECT max(session_id) FROM audit), 0),
+                         coalesce((SELECT max(session_id) FROM retired_tokens), 0)));
     `,
   },
 ];

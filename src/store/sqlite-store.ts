@@ -1,3 +1,25 @@
+/**
+ * The SQLite backend: one better-sqlite3 connection, synchronous underneath, behind the async Store.
+ *
+ * Transactions. better-sqlite3's own `db.transaction()` cannot span an `await`, so
+ * `transaction(fn)` opens one by hand (BEGIN IMMEDIATE … COMMIT or ROLLBACK) around `await fn(tx)`.
+ * The connection is one, so while that transaction is open, anything else run on it would run
+ * inside it: seeing its uncommitted rows, and committing or rolling back with it. A mutex (a FIFO
+ * of waiting tasks) therefore holds every transaction, and every call made on the Store itself
+ * while one is held or waiting, reads as much as writes, waits its turn and then runs on its own.
+ * When nothing holds it (almost always) a Store call runs at once, synchronously, with no cost
+ * beyond one boolean check: the token check's speed depends on that. The `tx` handle's methods run
+ * directly (they are the transaction), and refuse once it has ended. `fn` must use only `tx`: a
+ * Store call (or a nested `transaction()`) awaited inside it waits for the transaction that is
+ * waiting for it, forever.
+ *
+ * The change feed. After each commit of this connection's own writes, the store announces what
+ * changed (StoreChange) to its listeners, synchronously: at once for a Store call, at COMMIT for a
+ * transaction (nothing on rollback). Other processes on the file (the CLI, another worker) cannot
+ * be heard; `refresh()` polls `PRAGMA data_version`, which moves when another connection commits
+ * (never for this connection's own commits, hence the direct announcements), and announces `all`.
+ * Touches are not announced: they only move last activity, and come with every check.
+ */
 import { closeSync, openSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Logger } from '../deps.js';
@@ -5,14 +27,20 @@ import { MIGRATIONS, type Migration } from './migrations.js';
 import {
   DuplicateUserError,
   StoreBusyError,
+  StoreConfigError,
   type AuditEvent,
   type AuditQuery,
   type AuditRecord,
-  type NewSession,
-  type NewUser,
-  type Rotation,
+  type CounterRecord,
+  type ExpiredCounts,
+  type ExpiryPolicy,
+  type PasscodeRecord,
+  type RetiredTokenRecord,
   type SessionRecord,
   type Store,
+  type StoreChange,
+  type StoreOps,
+  type Tx,
   type UserRecord,
 } from './store.js';
 
@@ -46,6 +74,49 @@ interface SessionRow {
   device: string | null;
 }
 
+interface PasscodeRow {
+  user_id: number;
+  hash: Buffer;
+  mac: string;
+  seen_ip: string;
+  reported_ip: string | null;
+  created_at: number;
+  expires_at: number;
+  attempts: number;
+  key_id: number;
+}
+
+interface RetiredRow {
+  master: Buffer;
+  session_id: number;
+  generation: number;
+  retired_at: number;
+  grace_until: number;
+  nonce: Buffer;
+  key_id: number;
+  rotate_key_id: number;
+}
+
+interface CounterRow {
+  count: number;
+  until: number;
+  expires_at: number;
+}
+
+interface AuditRow {
+  id: number;
+  at: number;
+  action: string;
+  outcome: AuditRecord['outcome'];
+  user_id: number | null;
+  email: string | null;
+  actor: string | null;
+  ip: string | null;
+  mac: string | null;
+  session_id: number | null;
+  detail: string | null;
+}
+
 const toUser = (r: UserRow): UserRecord => ({
   id: r.id,
   email: r.email,
@@ -76,19 +147,30 @@ const toSession = (r: SessionRow): SessionRecord => ({
   device: r.device,
 });
 
-interface AuditRow {
-  id: number;
-  at: number;
-  action: string;
-  outcome: AuditRecord['outcome'];
-  user_id: number | null;
-  email: string | null;
-  actor: string | null;
-  ip: string | null;
-  mac: string | null;
-  session_id: number | null;
-  detail: string | null;
-}
+const toPasscode = (r: PasscodeRow): PasscodeRecord => ({
+  userId: r.user_id,
+  hash: r.hash,
+  mac: r.mac,
+  seenIp: r.seen_ip,
+  reportedIp: r.reported_ip,
+  createdAt: r.created_at,
+  expiresAt: r.expires_at,
+  attempts: r.attempts,
+  keyId: r.key_id,
+});
+
+const toRetired = (r: RetiredRow): RetiredTokenRecord => ({
+  master: r.master,
+  sessionId: r.session_id,
+  generation: r.generation,
+  retiredAt: r.retired_at,
+  graceUntil: r.grace_until,
+  nonce: r.nonce,
+  keyId: r.key_id,
+  rotateKeyId: r.rotate_key_id,
+});
+
+const toCounter = (r: CounterRow): CounterRecord => ({ count: r.count, until: r.until, expiresAt: r.expires_at });
 
 const toAudit = (r: AuditRow): AuditRecord => ({
   id: r.id,
@@ -104,81 +186,104 @@ const toAudit = (r: AuditRow): AuditRecord => ({
   detail: r.detail === null ? null : (JSON.parse(r.detail) as AuditRecord['detail']),
 });
 
-const isBusy = (err: unknown): boolean => (err as { code?: unknown }).code === 'SQLITE_BUSY';
+// SQLITE_BUSY and its extended codes (better-sqlite3 reports extended codes: SQLITE_BUSY_SNAPSHOT…).
+const isBusy = (err: unknown): boolean => {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && (code === 'SQLITE_BUSY' || code.startsWith('SQLITE_BUSY_'));
+};
 
-/** Wraps every method so that SQLite's lock contention leaves the store as a StoreBusyError. */
-function reportBusy(store: Store): Store {
-  const wrapped = {} as Record<string, unknown>;
-  for (const [name, method] of Object.entries(store) as Array<[string, (...args: unknown[]) => unknown]>) {
-    wrapped[name] = (...args: unknown[]) => {
-      try {
-        return method(...args);
-      } catch (err) {
-        throw isBusy(err) ? new StoreBusyError((err as Error).message) : err;
-      }
-    };
-  }
-  return wrapped as unknown as Store;
-}
-
-// Bounds the session cache's memory; past it the cache simply starts over.
-const SESSION_CACHE_MAX = 100_000;
-
-/**
- * Sessions by master token, in memory. A token check is otherwise one SQLite statement, whose
- * fixed cost (locking the WAL index) dominates the whole check. `PRAGMA data_version` changes when
- * another connection (another process: the CLI, a cluster worker) commits, so one cheap pragma per
- * incoming read tells whether the cache may still be trusted; this connection's own writes update
- * the cache directly. Every statement here that changes sessions or users must keep it right.
- */
-class SessionCache {
-  readonly #byKey = new Map<string, SessionRecord>();
-  readonly #keyById = new Map<number, string>();
-
-  get(key: string): SessionRecord | undefined {
-    return this.#byKey.get(key);
-  }
-
-  set(key: string, record: SessionRecord): void {
-    if (this.#byKey.size >= SESSION_CACHE_MAX) this.clear();
-    this.#byKey.set(key, record);
-    this.#keyById.set(record.id, key);
-  }
-
-  update(id: number, change: (r: SessionRecord) => SessionRecord): void {
-    const key = this.#keyById.get(id);
-    const record = key === undefined ? undefined : this.#byKey.get(key);
-    if (key !== undefined && record) this.#byKey.set(key, change(record));
-  }
-
-  delete(id: number): void {
-    const key = this.#keyById.get(id);
-    if (key === undefined) return;
-    this.#byKey.delete(key);
-    this.#keyById.delete(id);
-  }
-
-  clear(): void {
-    this.#byKey.clear();
-    this.#keyById.clear();
-  }
-}
+/** SQLite's lock contention leaves the store as a StoreBusyError; everything else as it was thrown. */
+const translate = (err: unknown): unknown => (isBusy(err) ? new StoreBusyError((err as Error).message, { cause: err }) : err);
 
 const SESSION_SELECT = `
   SELECT s.*, u.email AS user_email, u.role AS user_role, u.disabled AS user_disabled
   FROM sessions s JOIN users u ON u.id = s.user_id`;
 
-/** Applies every migration newer than the database's `user_version`, each in its own transaction. */
+/**
+ * Applies every migration newer than the database's `user_version`, each in its own IMMEDIATE
+ * transaction that first reads the version again: two processes opening one file at once apply
+ * each migration once (the second waits for the write lock, then finds it done).
+ */
 export function migrate(db: Database.Database, migrations: readonly Migration[] = MIGRATIONS): number {
-  const current = db.pragma('user_version', { simple: true }) as number;
+  const version = (): number => db.pragma('user_version', { simple: true }) as number;
   for (const m of migrations) {
-    if (m.version <= current) continue;
-    db.transaction(() => {
-      db.exec(m.sql);
-      db.pragma(`user_version = ${m.version}`);
-    })();
+    if (m.version <= version()) continue;
+    // PRAGMA foreign_keys is a no-op inside a transaction: it is switched around it.
+    const foreignKeys = db.pragma('foreign_keys', { simple: true }) === 1;
+    if (m.foreignKeysOff && foreignKeys) db.pragma('foreign_keys = OFF');
+    try {
+      db.transaction(() => {
+        if (m.version <= version()) return;
+        db.exec(m.sql);
+        if (m.foreignKeysOff) {
+          const broken = db.pragma('foreign_key_check') as unknown[];
+          if (broken.length > 0) {
+            throw new Error(`migration ${m.version} (${m.name}) would leave ${broken.length} broken foreign keys; nothing was changed`);
+          }
+        }
+        db.pragma(`user_version = ${m.version}`);
+      }).immediate();
+    } finally {
+      if (m.foreignKeysOff && foreignKeys) db.pragma('foreign_keys = ON');
+    }
   }
-  return db.pragma('user_version', { simple: true }) as number;
+  return version();
+}
+
+/**
+ * One task at a time, in the order they asked; `held` is true from the first task's start until the
+ * last waiting one has finished (a release hands over directly, so nothing slips in between).
+ */
+class Mutex {
+  #held = false;
+  readonly #waiting: Array<() => void> = [];
+
+  get held(): boolean {
+    return this.#held;
+  }
+
+  run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.#held) return new Promise<void>((resolve) => this.#waiting.push(resolve)).then(() => this.#start(task));
+    this.#held = true;
+    return this.#start(task);
+  }
+
+  #start<T>(task: () => Promise<T>): Promise<T> {
+    let done: Promise<T>;
+    try {
+      done = task();
+    } catch (err) {
+      done = Promise.reject(err);
+    }
+    return done.finally(() => {
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#held = false;
+    });
+  }
+}
+
+/** Where an operation puts the changes it made, to be announced once they are committed. */
+type Changes = StoreChange[];
+
+/**
+ * The data operations, synchronous, on whatever transaction is open (or none: each statement then
+ * commits on its own, and those that must go together wrap themselves in one). A change is pushed
+ * only once the operation's statements have all succeeded.
+ */
+type SyncOps = {
+  [K in keyof StoreOps]: (changes: Changes, ...args: Parameters<StoreOps[K]>) => Awaited<ReturnType<StoreOps[K]>>;
+};
+
+type Runner = (op: (changes: Changes, ...args: unknown[]) => unknown, args: unknown[]) => Promise<unknown>;
+
+/** The async face of `ops`: every method handed to `run` with its arguments. */
+function bind(ops: SyncOps, run: Runner): StoreOps {
+  const bound: Record<string, unknown> = {};
+  for (const [name, op] of Object.entries(ops) as Array<[string, (changes: Changes, ...args: unknown[]) => unknown]>) {
+    bound[name] = (...args: unknown[]) => run(op, args);
+  }
+  return bound as unknown as StoreOps;
 }
 
 /**
@@ -194,17 +299,28 @@ export function openSqliteStore(file: string, log?: Logger): Store {
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');
   db.pragma('foreign_keys = ON');
+  // Migrations run under better-sqlite3's default 5 s lock wait: at start-up, waiting for another
+  // process's migration beats failing.
+  const version = migrate(db);
+  const latest = MIGRATIONS.at(-1)!.version;
+  if (version > latest) {
+    db.close();
+    throw new StoreConfigError(`the database ${file} is at schema version ${version}, newer than this Hellwall knows (${latest}): upgrade Hellwall`);
+  }
   // SQLite waits for a lock synchronously, blocking the event loop: keep the wait short. Writers
   // are brief (the CLI, another worker); a write that still finds the lock answers E_BUSY.
   db.pragma('busy_timeout = 100');
-  const version = migrate(db);
   log?.debug({ file, schemaVersion: version }, 'database open');
 
   const st = {
+    begin: db.prepare('BEGIN IMMEDIATE'),
+    commit: db.prepare('COMMIT'),
+    rollback: db.prepare('ROLLBACK'),
     insertUser: db.prepare<[string, string, string, string, number]>(
       'INSERT INTO users (email, phone, role, password_hash, created_at) VALUES (?, ?, ?, ?, ?) RETURNING *',
     ),
     userByEmail: db.prepare<[string]>('SELECT * FROM users WHERE email = ?'),
+    userById: db.prepare<[number]>('SELECT * FROM users WHERE id = ?'),
     setPasswordHash: db.prepare<[string, number]>('UPDATE users SET password_hash = ? WHERE id = ?'),
     replacePasswordHash: db.prepare<[string, number, string]>('UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?'),
     listUsers: db.prepare('SELECT * FROM users ORDER BY id'),
@@ -252,12 +368,13 @@ export function openSqliteStore(file: string, log?: Logger): Store {
     ),
     deletePasscodesByKey: db.prepare<[number]>('DELETE FROM passcodes WHERE key_id = ?'),
     dataVersion: db.prepare('PRAGMA data_version').pluck(),
-    // isActiveSession in SQL: a current token, or one still renewable (inside both limits).
-    countActive: db
-      .prepare<[{ now: number; activeSince: number }]>(
+    userVersion: db.prepare('PRAGMA user_version').pluck(),
+    // LiveBounds in SQL: a current token, or one still renewable (inside both limits).
+    countLive: db
+      .prepare<[{ currentAfter: number; absolute: number; lastSeen: number }]>(
         `SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id
          WHERE s.revoked_at IS NULL AND u.disabled = 0
-           AND (s.expires_at > @now OR (s.absolute_expires_at > @now AND s.last_seen_at > @activeSince))`,
+           AND (s.expires_at > @currentAfter OR (s.absolute_expires_at > @absolute AND s.last_seen_at > @lastSeen))`,
       )
       .pluck(),
     insertAudit: db.prepare(
@@ -267,6 +384,21 @@ export function openSqliteStore(file: string, log?: Logger): Store {
     deleteOldAudit: db.prepare<[number, number]>(
       'DELETE FROM audit WHERE id IN (SELECT id FROM audit INDEXED BY audit_at WHERE at < ? LIMIT ?)',
     ),
+    // One statement per counter hit, atomic on its own: a counter expired at @now starts over.
+    hitCounter: db.prepare<[{ key: string; now: number; expiresAt: number }]>(
+      `INSERT INTO counters (key, count, until, expires_at) VALUES (@key, 1, 0, @expiresAt)
+       ON CONFLICT (key) DO UPDATE SET
+         count = CASE WHEN expires_at <= @now THEN 1 ELSE count + 1 END,
+         until = CASE WHEN expires_at <= @now THEN 0 ELSE until END,
+         expires_at = CASE WHEN expires_at <= @now THEN excluded.expires_at ELSE max(expires_at, excluded.expires_at) END
+       RETURNING count, until, expires_at`,
+    ),
+    readCounter: db.prepare<[string, number]>('SELECT count, until, expires_at FROM counters WHERE key = ? AND expires_at > ?'),
+    blockCounter: db.prepare<[{ key: string; until: number }]>(
+      `INSERT INTO counters (key, count, until, expires_at) VALUES (@key, 0, @until, @until)
+       ON CONFLICT (key) DO UPDATE SET until = max(until, excluded.until), expires_at = max(expires_at, excluded.until)`,
+    ),
+    clearCounter: db.prepare<[string]>('DELETE FROM counters WHERE key = ?'),
     ping: db.prepare('SELECT 1').pluck(),
     // Housekeeping. INDEXED BY makes preparing fail rather than a batch silently scanning the table:
     // without statistics the planner could pick the other range (e.g. absolute_expires_at > ?).
@@ -292,10 +424,22 @@ export function openSqliteStore(file: string, log?: Logger): Store {
       'DELETE FROM retired_tokens WHERE master IN (SELECT master FROM retired_tokens WHERE session_id = ? LIMIT ?)',
     ),
     deleteSession: db.prepare<[number]>('DELETE FROM sessions WHERE id = ?'),
+    deleteExpiredCounters: db.prepare<[number, number]>(
+      'DELETE FROM counters WHERE key IN (SELECT key FROM counters INDEXED BY counters_expires WHERE expires_at <= ? LIMIT ?)',
+    ),
   };
 
-  // Audit queries combine optional filters: one statement per combination, prepared on first use.
-  const auditQueries = new Map<string, Database.Statement>();
+  // What must commit together, as better-sqlite3 transactions: on the Store each is its own
+  // transaction; inside an open one (a Tx) it becomes a savepoint, so it still applies whole or not.
+  const rotate = db.transaction((r: Parameters<StoreOps['rotateSession']>[0]): boolean => {
+    if (st.rotate.run(r).changes !== 1) return false;
+    st.insertRetired.run(r);
+    return true;
+  });
+  const revokeByKey = db.transaction((keyId: number, now: number, reason: string) => ({
+    sessions: st.revokeByKey.run(now, reason, keyId).changes,
+    passcodes: st.deletePasscodesByKey.run(keyId).changes,
+  }));
   const appendAudit = db.transaction((events: readonly AuditEvent[]) => {
     for (const e of events) {
       st.insertAudit.run({
@@ -312,164 +456,179 @@ export function openSqliteStore(file: string, log?: Logger): Store {
       });
     }
   });
-
-  const cache = new SessionCache();
-  let seenVersion: unknown = st.dataVersion.get();
-  let batchDepth = 0;
-  let batchValidated = false;
-  const revalidate = (): void => {
-    const version = st.dataVersion.get();
-    if (version !== seenVersion) {
-      cache.clear();
-      seenVersion = version;
+  const hitCounters = db.transaction((keys: readonly string[], now: number, expiresAt: number) =>
+    keys.map((key) => toCounter(st.hitCounter.get({ key, now, expiresAt }) as CounterRow)),
+  );
+  const clearCounters = db.transaction((keys: readonly string[]) => {
+    for (const key of keys) st.clearCounter.run(key);
+  });
+  // IMMEDIATE: take the write lock first, so contention shows as busy before anything is read.
+  const deleteExpired = db.transaction((now: number, policy: ExpiryPolicy): ExpiredCounts => {
+    const limit = policy.batch;
+    const passcodes = st.deleteExpiredPasscodes.run(now, limit).changes;
+    // Dead sessions, each kind through its own index; the three kinds are disjoint. The token
+    // must have expired too: until then it still answers authorized, idle or not [P-4.5].
+    const ids = st.revokedBefore.all(now - policy.keepRevokedMs, limit) as number[];
+    if (ids.length < limit) ids.push(...(st.pastAbsolute.all(now, now, limit - ids.length) as number[]));
+    if (ids.length < limit) ids.push(...(st.idleBefore.all(now - policy.idleMs, now, now, limit - ids.length) as number[]));
+    // Retired tokens are deleted here rather than by the cascade, which would be unbounded (one
+    // per renewal) and uncounted. A session goes only once none of its retired tokens is left.
+    let retiredTokens = 0;
+    let sessions = 0;
+    for (const id of ids) {
+      const budget = limit - retiredTokens;
+      const n = budget > 0 ? st.deleteRetiredOf.run(id, budget).changes : 0;
+      retiredTokens += n;
+      if (n === budget) break; // it may have more: the next call finishes it
+      st.deleteSession.run(id);
+      sessions++;
     }
+    const keepAudit = policy.keepAuditMs ?? 0;
+    const auditRows = keepAudit > 0 ? st.deleteOldAudit.run(now - keepAudit, limit).changes : 0;
+    const counters = st.deleteExpiredCounters.run(now, limit).changes;
+    return { passcodes, sessions, retiredTokens, auditRows, counters };
+  }).immediate;
+
+  // Audit queries combine optional filters: one statement per combination, prepared on first use.
+  const auditQueries = new Map<string, Database.Statement>();
+  const queryAudit = (q: AuditQuery): AuditRecord[] => {
+    const where: string[] = [];
+    const params: Record<string, unknown> = { limit: q.limit };
+    if (q.email !== undefined) {
+      where.push('email = @email');
+      params.email = q.email;
+    }
+    if (q.action !== undefined) {
+      // A prefix becomes a range on the index (GLOB would too, but only under BINARY collation
+      // and with no special characters in the prefix; the range has no such conditions).
+      if (q.action.endsWith('*')) {
+        where.push('action >= @actionFrom AND action < @actionTo');
+        const prefix = q.action.slice(0, -1);
+        params.actionFrom = prefix;
+        params.actionTo = prefix + '\uffff';
+      } else {
+        where.push('action = @action');
+        params.action = q.action;
+      }
+    }
+    if (q.outcome !== undefined) {
+      where.push('outcome = @outcome');
+      params.outcome = q.outcome;
+    }
+    if (q.since !== undefined) {
+      where.push('at >= @since');
+      params.since = q.since;
+    }
+    if (q.until !== undefined) {
+      where.push('at < @until');
+      params.until = q.until;
+    }
+    if (q.beforeId !== undefined) {
+      where.push('id < @beforeId');
+      params.beforeId = q.beforeId;
+    }
+    const sql = `SELECT * FROM audit${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT @limit`;
+    let stmt = auditQueries.get(sql);
+    if (!stmt) auditQueries.set(sql, (stmt = db.prepare(sql)));
+    return (stmt.all(params) as AuditRow[]).map(toAudit);
   };
 
-  const store: Store = {
-    transaction: (fn) => db.transaction(fn)(),
-
-    readBatch(fn) {
-      if (batchDepth === 0) {
-        try {
-          revalidate();
-          batchValidated = true;
-        } catch {
-          // Could not tell whether the cache is current: validate per lookup, inside each request,
-          // where a failure becomes that request's error response.
-          cache.clear();
-          batchValidated = false;
-        }
-      }
-      batchDepth++;
-      try {
-        return fn();
-      } finally {
-        batchDepth--;
-      }
-    },
-
-    createUser(user: NewUser): UserRecord {
+  const ops: SyncOps = {
+    createUser(_changes, user) {
       try {
         return toUser(st.insertUser.get(user.email, user.phone, user.role, user.passwordHash, user.createdAt) as UserRow);
       } catch (err) {
+        // users.email is the table's only UNIQUE column (the id is its PRIMARY KEY, a different code).
         if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') {
           throw new DuplicateUserError(`a user with email ${user.email} already exists`);
         }
         throw err;
       }
     },
-    findUserByEmail(email) {
+    findUserByEmail(_changes, email) {
       const row = st.userByEmail.get(email) as UserRow | undefined;
       return row && toUser(row);
     },
-    setPasswordHash(userId, passwordHash, ifCurrent) {
-      // The session cache holds no password hash (only the owner's email, role and disabled flag),
-      // so this write leaves it as it is.
+    findUserById(_changes, id) {
+      const row = st.userById.get(id) as UserRow | undefined;
+      return row && toUser(row);
+    },
+    setPasswordHash(changes, userId, passwordHash, ifCurrent) {
       const result =
         ifCurrent === undefined
           ? st.setPasswordHash.run(passwordHash, userId)
           : st.replacePasswordHash.run(passwordHash, userId, ifCurrent);
-      return result.changes === 1;
+      const changed = result.changes === 1;
+      if (changed) changes.push({ kind: 'user', id: userId });
+      return changed;
     },
-
-    // Cached sessions carry their owner's role and disabled flag: every user write below starts the
-    // cache over, so a check never answers from a stale copy (these writes are rare admin actions).
     listUsers() {
       return (st.listUsers.all() as UserRow[]).map(toUser);
     },
-    setUserDisabled(userId, disabled) {
+    setUserDisabled(changes, userId, disabled) {
       const changed = st.setDisabled.run(disabled ? 1 : 0, userId).changes === 1;
-      cache.clear();
+      if (changed) changes.push({ kind: 'user', id: userId });
       return changed;
     },
-    setUserRole(userId, role) {
+    setUserRole(changes, userId, role) {
       const changed = st.setRole.run(role, userId).changes === 1;
-      cache.clear();
+      if (changed) changes.push({ kind: 'user', id: userId });
       return changed;
     },
-    deleteUser(userId) {
+    deleteUser(changes, userId) {
       const changed = st.deleteUser.run(userId).changes === 1;
-      cache.clear();
+      if (changed) changes.push({ kind: 'user', id: userId });
       return changed;
     },
-    revokeUserSessions(userId, now, reason) {
+    // BEGIN IMMEDIATE took the database's only write lock: every writing transaction is already
+    // serialized with this one, on every connection.
+    lockUser() {},
+    revokeUserSessions(changes, userId, now, reason) {
       const n = st.revokeUserSessions.run(now, reason, userId).changes;
-      cache.clear();
+      if (n > 0) changes.push({ kind: 'user', id: userId });
       return n;
     },
 
-    putPasscode(p) {
+    putPasscode(_changes, p) {
       st.putPasscode.run(p);
     },
-    getPasscode(userId) {
-      const r = st.getPasscode.get(userId) as
-        | { user_id: number; hash: Buffer; mac: string; seen_ip: string; reported_ip: string | null; created_at: number; expires_at: number; attempts: number; key_id: number }
-        | undefined;
-      return (
-        r && {
-          userId: r.user_id,
-          hash: r.hash,
-          mac: r.mac,
-          seenIp: r.seen_ip,
-          reportedIp: r.reported_ip,
-          createdAt: r.created_at,
-          expiresAt: r.expires_at,
-          attempts: r.attempts,
-          keyId: r.key_id,
-        }
-      );
+    // Inside a transaction the write lock (BEGIN IMMEDIATE) is the row lock: nobody else can change it.
+    getPasscode(_changes, userId) {
+      const row = st.getPasscode.get(userId) as PasscodeRow | undefined;
+      return row && toPasscode(row);
     },
-    deletePasscode(userId) {
+    deletePasscode(_changes, userId) {
       st.deletePasscode.run(userId);
     },
-    setPasscodeAttempts(userId, attempts) {
+    setPasscodeAttempts(_changes, userId, attempts) {
       st.setAttempts.run(attempts, userId);
     },
+    countPendingPasscodes(_changes, now) {
+      return st.pendingPasscodes.get(now) as number;
+    },
 
-    createSession(s: NewSession) {
+    // A new session needs no announcement: no cache can hold a session that did not exist.
+    createSession(_changes, s) {
       return Number(st.insertSession.run({ ...s, device: s.device ?? null }).lastInsertRowid);
     },
-    findSessionByMaster(master) {
-      if (batchDepth === 0 || !batchValidated) revalidate();
-      const key = master.toString('latin1');
-      const cached = cache.get(key);
-      if (cached) return cached;
+    findSessionByMaster(_changes, master) {
       const row = st.sessionByMaster.get(master) as SessionRow | undefined;
-      if (!row) return undefined;
-      const session = toSession(row);
-      cache.set(key, session);
-      return session;
+      return row && toSession(row);
     },
-    findSessionById(id) {
+    findSessionById(_changes, id) {
       const row = st.sessionById.get(id) as SessionRow | undefined;
       return row && toSession(row);
     },
-    findRetiredToken(master) {
-      const r = st.retired.get(master) as
-        | { master: Buffer; session_id: number; generation: number; retired_at: number; grace_until: number; nonce: Buffer; key_id: number; rotate_key_id: number }
-        | undefined;
-      return (
-        r && {
-          master: r.master,
-          sessionId: r.session_id,
-          generation: r.generation,
-          retiredAt: r.retired_at,
-          graceUntil: r.grace_until,
-          nonce: r.nonce,
-          keyId: r.key_id,
-          rotateKeyId: r.rotate_key_id,
-        }
-      );
+    findRetiredToken(_changes, master) {
+      const row = st.retired.get(master) as RetiredRow | undefined;
+      return row && toRetired(row);
     },
-    rotateSession(rotation: Rotation) {
-      cache.delete(rotation.sessionId);
-      return db.transaction(() => {
-        if (st.rotate.run(rotation).changes !== 1) return false;
-        st.insertRetired.run(rotation);
-        return true;
-      })();
+    rotateSession(changes, rotation) {
+      const rotated = rotate(rotation);
+      if (rotated) changes.push({ kind: 'session', id: rotation.sessionId });
+      return rotated;
     },
-    touchSession(id, now) {
+    touchSession(_changes, id, now) {
       try {
         st.touch.run(now, id);
       } catch (err) {
@@ -477,125 +636,207 @@ export function openSqliteStore(file: string, log?: Logger): Store {
         if (isBusy(err)) return false;
         throw err;
       }
-      cache.update(id, (r) => ({ ...r, lastSeenAt: now }));
       return true;
     },
-    revokeSession(id, now, reason) {
-      st.revoke.run(now, reason, id);
-      cache.delete(id);
+    revokeSession(changes, id, now, reason) {
+      const revoked = st.revoke.run(now, reason, id).changes === 1;
+      if (revoked) changes.push({ kind: 'session', id });
+      return revoked;
     },
-    listOpenSessions(userId) {
+    listOpenSessions(_changes, userId) {
       return (st.openSessionsOf.all(userId) as SessionRow[]).map(toSession);
     },
     listAllOpenSessions() {
       return (st.allOpenSessions.all() as SessionRow[]).map(toSession);
     },
-    countPendingPasscodes(now) {
-      return st.pendingPasscodes.get(now) as number;
+    countLiveSessions(_changes, bounds) {
+      return st.countLive.get({
+        currentAfter: bounds.currentAfter,
+        absolute: bounds.renewableAfter.absolute,
+        lastSeen: bounds.renewableAfter.lastSeen,
+      }) as number;
     },
 
-    countSessionsByKey(now) {
+    countSessionsByKey(_changes, now) {
       const rows = st.countByKey.all(now) as Array<{ key_id: number; n: number }>;
       return new Map(rows.map((r) => [r.key_id, r.n]));
     },
-    revokeByKey(keyId, now, reason) {
-      const result = db.transaction(() => ({
-        sessions: st.revokeByKey.run(now, reason, keyId).changes,
-        passcodes: st.deletePasscodesByKey.run(keyId).changes,
-      }))();
-      // Any cached session may be one of those just revoked; this is rare enough to start over.
-      cache.clear();
+    revokeByKey(changes, keyId, now, reason) {
+      const result = revokeByKey(keyId, now, reason);
+      // Which sessions were revoked is not returned by the UPDATE; this is rare enough to say `all`.
+      if (result.sessions > 0) changes.push({ kind: 'all' });
       return result;
     },
 
-    countActiveSessions(now, idleMs) {
-      return st.countActive.get({ now, activeSince: now - idleMs }) as number;
-    },
-
-    inTransaction: () => db.inTransaction,
-    appendAudit(events) {
+    appendAudit(_changes, events) {
       if (events.length > 0) appendAudit(events);
     },
-    queryAudit(q: AuditQuery): AuditRecord[] {
-      const where: string[] = [];
-      const params: Record<string, unknown> = { limit: q.limit };
-      if (q.email !== undefined) {
-        where.push('email = @email');
-        params.email = q.email;
-      }
-      if (q.action !== undefined) {
-        // A prefix becomes a range on the index (GLOB would too, but only under BINARY collation
-        // and with no special characters in the prefix; the range has no such conditions).
-        if (q.action.endsWith('*')) {
-          where.push('action >= @actionFrom AND action < @actionTo');
-          const prefix = q.action.slice(0, -1);
-          params.actionFrom = prefix;
-          params.actionTo = prefix + '\uffff';
-        } else {
-          where.push('action = @action');
-          params.action = q.action;
-        }
-      }
-      if (q.outcome !== undefined) {
-        where.push('outcome = @outcome');
-        params.outcome = q.outcome;
-      }
-      if (q.since !== undefined) {
-        where.push('at >= @since');
-        params.since = q.since;
-      }
-      if (q.until !== undefined) {
-        where.push('at < @until');
-        params.until = q.until;
-      }
-      if (q.beforeId !== undefined) {
-        where.push('id < @beforeId');
-        params.beforeId = q.beforeId;
-      }
-      const sql = `SELECT * FROM audit${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT @limit`;
-      let stmt = auditQueries.get(sql);
-      if (!stmt) auditQueries.set(sql, (stmt = db.prepare(sql)));
-      return (stmt.all(params) as AuditRow[]).map(toAudit);
-    },
-    deleteExpired(now, policy) {
-      const limit = policy.batch;
-      const gone: number[] = [];
-      // IMMEDIATE: take the write lock first, so contention shows as busy before anything is read.
-      const counts = db.transaction(() => {
-        const passcodes = st.deleteExpiredPasscodes.run(now, limit).changes;
-        // Dead sessions, each kind through its own index; the three kinds are disjoint. The token
-        // must have expired too: until then it still answers authorized, idle or not [P-4.5].
-        const ids = st.revokedBefore.all(now - policy.keepRevokedMs, limit) as number[];
-        if (ids.length < limit) ids.push(...(st.pastAbsolute.all(now, now, limit - ids.length) as number[]));
-        if (ids.length < limit) ids.push(...(st.idleBefore.all(now - policy.idleMs, now, now, limit - ids.length) as number[]));
-        // Retired tokens are deleted here rather than by the cascade, which would be unbounded (one
-        // per renewal) and uncounted. A session goes only once none of its retired tokens is left.
-        let retiredTokens = 0;
-        for (const id of ids) {
-          const budget = limit - retiredTokens;
-          const n = budget > 0 ? st.deleteRetiredOf.run(id, budget).changes : 0;
-          retiredTokens += n;
-          if (n === budget) break; // it may have more: the next call finishes it
-          st.deleteSession.run(id);
-          gone.push(id);
-        }
-        const keepAudit = policy.keepAuditMs ?? 0;
-        const auditRows = keepAudit > 0 ? st.deleteOldAudit.run(now - keepAudit, limit).changes : 0;
-        return { passcodes, sessions: gone.length, retiredTokens, auditRows };
-      }).immediate();
-      // This connection's own deletes do not change data_version: drop them from the cache here.
-      for (const id of gone) cache.delete(id);
-      return counts;
-    },
-    ping() {
-      if (!db.open) throw new Error('database is closed');
-      st.ping.get();
+    queryAudit(_changes, q) {
+      return queryAudit(q);
     },
 
-    close() {
-      if (db.open) db.close();
+    hitCounters(_changes, keys, now, expiresAt) {
+      return hitCounters(keys, now, expiresAt);
+    },
+    // Counters are independent: one statement each, no common snapshot needed.
+    readCounters(_changes, keys, now) {
+      return keys.map((key) => {
+        const row = st.readCounter.get(key, now) as CounterRow | undefined;
+        return row && toCounter(row);
+      });
+    },
+    blockCounter(_changes, key, until) {
+      st.blockCounter.run({ key, until });
+    },
+    clearCounters(_changes, keys) {
+      clearCounters(keys);
     },
   };
-  return reportBusy(store);
-}
 
+  // The change feed.
+  const listeners = new Set<(change: StoreChange) => void>();
+  const announce = (changes: readonly StoreChange[]): void => {
+    for (const change of changes) {
+      for (const listener of listeners) {
+        try {
+          listener(change);
+        } catch (err) {
+          // A listener's bug must not turn a committed write into an error, nor stop the others.
+          log?.error({ err, change }, 'a store change listener threw');
+        }
+      }
+    }
+  };
+  let seenVersion = st.dataVersion.get();
+
+  const mutex = new Mutex();
+
+  // A Store call: runs at once, on no transaction, and announces what it changed. Reused: the
+  // work is synchronous, so one call's changes are taken out before any other call can add to it.
+  const pending: Changes = [];
+  const runNow: Runner = (op, args) => {
+    try {
+      const value = op(pending, ...args);
+      if (pending.length > 0) announce(pending.splice(0));
+      return Promise.resolve(value);
+    } catch (err) {
+      pending.length = 0;
+      return Promise.reject(translate(err));
+    }
+  };
+  const runOnStore: Runner = (op, args) => (mutex.held ? mutex.run(() => runNow(op, args)) : runNow(op, args));
+
+  const runTransaction = async <T>(fn: (tx: Tx) => Promise<T>): Promise<T> => {
+    try {
+      st.begin.run();
+    } catch (err) {
+      throw translate(err);
+    }
+    const state = { open: true, changes: [] as Changes };
+    const tx = bind(ops, (op, args) => {
+      if (!state.open) {
+        return Promise.reject(new Error('this transaction has ended (committed or rolled back): its tx handle cannot be used any more'));
+      }
+      try {
+        return Promise.resolve(op(state.changes, ...args));
+      } catch (err) {
+        return Promise.reject(translate(err));
+      }
+    });
+    let result: T;
+    try {
+      result = await fn(tx);
+      state.open = false;
+      st.commit.run();
+    } catch (err) {
+      state.open = false;
+      // Some errors (a full disk, I/O) end the transaction themselves: roll back only what is open.
+      if (db.inTransaction) {
+        try {
+          st.rollback.run();
+        } catch (rollbackErr) {
+          log?.error({ err: rollbackErr }, 'rollback failed');
+        }
+      }
+      throw translate(err);
+    }
+    announce(state.changes);
+    return result;
+  };
+
+  // Names of the `exclusive` tasks running in this process.
+  const running = new Set<string>();
+
+  const store: Store = {
+    backend: 'sqlite',
+    // Own writes are announced directly and others' are polled by refresh(): nothing is missed.
+    coherent: true,
+    ...bind(ops, runOnStore),
+
+    transaction: (fn) => mutex.run(() => runTransaction(fn)),
+
+    onChange(listener) {
+      // Wrapped, so that one listener registered twice is two registrations, each removable.
+      const entry = (change: StoreChange): void => listener(change);
+      listeners.add(entry);
+      return () => {
+        listeners.delete(entry);
+      };
+    },
+    refresh() {
+      if (!db.open) return;
+      let version: unknown;
+      try {
+        version = st.dataVersion.get();
+      } catch (err) {
+        // Cannot tell whether another process committed: assume it did.
+        log?.warn({ err }, 'could not read PRAGMA data_version');
+        announce([{ kind: 'all' }]);
+        return;
+      }
+      if (version !== seenVersion) {
+        seenVersion = version;
+        announce([{ kind: 'all' }]);
+      }
+    },
+
+    deleteExpired: (now, policy) =>
+      runOnStore(
+        (changes) => {
+          const counts = deleteExpired(now, policy);
+          // The ids are known, but housekeeping deletes only sessions no check can use; one `all`
+          // per round is simpler for every backend than hundreds of announcements.
+          if (counts.sessions > 0) changes.push({ kind: 'all' });
+          return counts;
+        },
+        [],
+      ) as Promise<ExpiredCounts>,
+
+    // In-process only, and that is enough: a SQLite file is shared only by processes on one host
+    // (the server, the CLI, workers), whose writes SQLite's single write lock already serializes.
+    // Housekeeping is bounded batches in one short transaction each; two processes running it at
+    // once delete nothing twice and leave nothing inconsistent, they only share the work.
+    async exclusive(name, fn) {
+      if (running.has(name)) return undefined;
+      running.add(name);
+      try {
+        return await fn();
+      } finally {
+        running.delete(name);
+      }
+    },
+    ping: () =>
+      runOnStore(() => {
+        if (!db.open) throw new Error('database is closed');
+        st.ping.get();
+      }, []) as Promise<void>,
+    schemaVersion: () => runOnStore(() => st.userVersion.get() as number, []) as Promise<number>,
+
+    // After any transaction under way (closing under it would end it half-done).
+    close: () =>
+      runOnStore(() => {
+        if (db.open) db.close();
+      }, []) as Promise<void>,
+  };
+  return store;
+}

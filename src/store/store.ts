@@ -1,7 +1,20 @@
 /**
- * The storage interface every service uses. SQLite implements it today; a second backend
- * (PostgreSQL) is meant to be an addition behind this same interface. Methods are synchronous
- * because better-sqlite3 is, and the token check's speed depends on that.
+ * The storage interface every service uses, and the only one: SQLite (the embedded default) and
+ * PostgreSQL (several nodes on one database) implement it, and one conformance suite
+ * (test/store/conformance.ts) holds both to it.
+ *
+ * Rules:
+ * - Every data method is async. What must commit together runs in `transaction(fn)`, and goes
+ *   through the `Tx` handle it is given (the audit row of a change too); a method called on the
+ *   Store itself commits on its own.
+ * - No rule of the domain lives here: which session is "active", when a token may renew, how many
+ *   failures lock an account are the auth services' (src/auth/session-rules.ts). The store stores,
+ *   finds, counts and deletes by the bounds it is given.
+ * - Every committed change to sessions or users is announced on `onChange`, from this process and
+ *   (where the backend can tell) from every other process on the same database, so a cache in front
+ *   of the store can stay correct. `coherent` says whether that feed can be trusted right now.
+ * - Failures are typed: StoreBusyError (contention, retry), StoreUnavailableError (the database
+ *   cannot be reached), DuplicateUserError. Nothing backend-specific leaves the store.
  */
 
 export interface UserRecord {
@@ -63,16 +76,6 @@ export interface SessionRecord extends NewSession {
   readonly userDisabled: boolean;
 }
 
-/**
- * A session that can still answer `authorized` or be renewed: not revoked, owner enabled, and either
- * its token is current or it is inside both renewal limits [P-4.5]. The token service's rules.
- */
-export function isActiveSession(s: SessionRecord, now: number, idleMs: number): boolean {
-  if (s.revokedAt !== null || s.userDisabled) return false;
-  if (now < s.expiresAt) return true;
-  return now < s.absoluteExpiresAt && now < s.lastSeenAt + idleMs;
-}
-
 /** A master token that a renewal replaced; kept to serve the grace and to detect reuse. */
 export interface RetiredTokenRecord {
   readonly master: Buffer;
@@ -116,6 +119,24 @@ export class StoreBusyError extends Error {
 }
 
 /**
+ * The database cannot be reached (down, restarting, network, pool exhausted beyond its wait).
+ * Nothing was changed that the caller will not be told of; retrying later is right, and the node
+ * recovers by itself when the database returns.
+ */
+export class StoreUnavailableError extends Error {
+  override name = 'StoreUnavailableError';
+}
+
+/**
+ * The store cannot be opened as configured: a bad URL, refused credentials, a database whose
+ * schema is newer than this code knows. The message names the setting or the cause; `serve` exits
+ * non-zero with it.
+ */
+export class StoreConfigError extends Error {
+  override name = 'StoreConfigError';
+}
+
+/**
  * What housekeeping may delete, relative to `now`. A session is dead when it can neither answer
  * `authorized` nor be renewed again: its token has expired and it is past its absolute limit or
  * idle beyond `idleMs` (the renewal idle limit). Revoked sessions are kept `keepRevokedMs` after
@@ -142,6 +163,8 @@ export interface ExpiredCounts {
   readonly retiredTokens: number;
   /** Audit rows past retention. */
   readonly auditRows: number;
+  /** Rate-limit and lockout counters past their expiry. */
+  readonly counters: number;
 }
 
 /**
@@ -202,84 +225,187 @@ export interface AuditQuery {
   readonly limit: number;
 }
 
-export interface Store {
-  /** Runs `fn` atomically; nested calls join the outer transaction. */
-  transaction<T>(fn: () => T): T;
+/**
+ * Which open sessions count, by bounds the caller computes from its own rules: a session is counted
+ * when it is not revoked, its owner is enabled, and either `expiresAt > currentAfter`, or
+ * `absoluteExpiresAt > renewableAfter.absolute` and `lastSeenAt > renewableAfter.lastSeen`.
+ */
+export interface LiveBounds {
+  readonly currentAfter: number;
+  readonly renewableAfter: { readonly absolute: number; readonly lastSeen: number };
+}
 
-  /**
-   * Runs `fn` (the synchronous handling of one incoming read) as one batch: the store may answer
-   * session lookups inside it from a cache it validated once for the whole batch. Writes inside
-   * it are seen by later lookups.
-   */
-  readBatch<T>(fn: () => T): T;
+/** A shared counter (rate limits, lockout): how many hits, and a time before which it blocks. */
+export interface CounterRecord {
+  readonly count: number;
+  /** Milliseconds since the epoch; 0 when it never blocked. */
+  readonly until: number;
+  /** When the counter is forgotten (housekeeping deletes it after this). */
+  readonly expiresAt: number;
+}
 
-  createUser(user: NewUser): UserRecord;
-  findUserByEmail(email: string): UserRecord | undefined;
+/**
+ * A committed change a cache must hear about. `session`: that session's row changed (rotated,
+ * revoked, deleted). `user`: the account changed (role, disabled, deleted, password), which every
+ * cached session of it carries. `all`: changes happened that the backend cannot name (another
+ * process's commit seen only as "something changed", a lost notification channel).
+ */
+export type StoreChange =
+  | { readonly kind: 'session'; readonly id: number }
+  | { readonly kind: 'user'; readonly id: number }
+  | { readonly kind: 'all' };
+
+/**
+ * The data operations. A Store runs each in its own transaction; a Tx runs them inside the
+ * transaction it belongs to.
+ */
+export interface StoreOps {
+  createUser(user: NewUser): Promise<UserRecord>;
+  findUserByEmail(email: string): Promise<UserRecord | undefined>;
+  findUserById(id: number): Promise<UserRecord | undefined>;
   /**
    * Replaces the user's password hash. With `ifCurrent`, only while the stored hash is still that
    * one (a rehash must not undo a password change made while it was computing); false when nothing
    * was changed.
    */
-  setPasswordHash(userId: number, passwordHash: string, ifCurrent?: string): boolean;
+  setPasswordHash(userId: number, passwordHash: string, ifCurrent?: string): Promise<boolean>;
   /** Every user, by id. */
-  listUsers(): UserRecord[];
+  listUsers(): Promise<UserRecord[]>;
   /** Sets the disabled flag; false when there is no such user. */
-  setUserDisabled(userId: number, disabled: boolean): boolean;
-  setUserRole(userId: number, role: string): boolean;
+  setUserDisabled(userId: number, disabled: boolean): Promise<boolean>;
+  setUserRole(userId: number, role: string): Promise<boolean>;
   /** Deletes the user with their sessions and pending passcode (cascade); false when none. */
-  deleteUser(userId: number): boolean;
-  /** Revokes every session of the user still open; returns how many. */
-  revokeUserSessions(userId: number, now: number, reason: string): number;
+  deleteUser(userId: number): Promise<boolean>;
+  /**
+   * Inside a transaction: serializes it with every other transaction that locks the same user, on
+   * any node, until commit (SELECT … FOR UPDATE of the user's row; SQLite's write lock already
+   * serializes writers). What depends on counting the user's rows (the session cap) takes this
+   * first, since row locks cannot stop two transactions from both inserting. A no-op outside one.
+   */
+  lockUser(userId: number): Promise<void>;
+  /** Revokes every session of the user not yet revoked; returns how many. */
+  revokeUserSessions(userId: number, now: number, reason: string): Promise<number>;
 
   /** Stores the user's pending passcode, replacing any earlier one. */
-  putPasscode(passcode: PasscodeRecord): void;
-  getPasscode(userId: number): PasscodeRecord | undefined;
-  deletePasscode(userId: number): void;
-  setPasscodeAttempts(userId: number, attempts: number): void;
-
-  createSession(session: NewSession): number;
-  findSessionByMaster(master: Buffer): SessionRecord | undefined;
-  findSessionById(id: number): SessionRecord | undefined;
-  findRetiredToken(master: Buffer): RetiredTokenRecord | undefined;
-  /** Replaces the session's master token; false if it was rotated or revoked meanwhile. */
-  rotateSession(rotation: Rotation): boolean;
-  /** Records last activity; best effort: false when the database was busy and nothing was written. */
-  touchSession(id: number, now: number): boolean;
-  revokeSession(id: number, now: number, reason: string): void;
+  putPasscode(passcode: PasscodeRecord): Promise<void>;
   /**
-   * Sessions of the user that are not revoked, by creation (oldest first). Includes sessions past
-   * their limits; callers decide what "active" means (see isActiveSession).
+   * The user's pending passcode. Inside a transaction the row is locked until commit (SELECT … FOR
+   * UPDATE where the backend has it), so two logins racing one passcode are serialized.
    */
-  listOpenSessions(userId: number): SessionRecord[];
+  getPasscode(userId: number): Promise<PasscodeRecord | undefined>;
+  deletePasscode(userId: number): Promise<void>;
+  setPasscodeAttempts(userId: number, attempts: number): Promise<void>;
+  /** Passcodes not yet used, voided or expired at `now`. */
+  countPendingPasscodes(now: number): Promise<number>;
+
+  createSession(session: NewSession): Promise<number>;
+  findSessionByMaster(master: Buffer): Promise<SessionRecord | undefined>;
+  /** The session; inside a transaction its row is locked until commit (see getPasscode). */
+  findSessionById(id: number): Promise<SessionRecord | undefined>;
+  findRetiredToken(master: Buffer): Promise<RetiredTokenRecord | undefined>;
+  /**
+   * Replaces the session's master token and records the old one as retired, atomically; false
+   * (and nothing changed) if the session was rotated or revoked meanwhile, by anyone.
+   */
+  rotateSession(rotation: Rotation): Promise<boolean>;
+  /** Records last activity; best effort: false when the database was busy and nothing was written. */
+  touchSession(id: number, now: number): Promise<boolean>;
+  /** Revokes the session unless already revoked; false when it was (or does not exist). */
+  revokeSession(id: number, now: number, reason: string): Promise<boolean>;
+  /**
+   * Sessions of the user that are not revoked, by creation (oldest first), including those past
+   * their limits. Inside a transaction these rows are locked until commit, so two logins at the
+   * session cap cannot both see room.
+   */
+  listOpenSessions(userId: number): Promise<SessionRecord[]>;
   /** Every session not revoked, of every user, oldest first (for operators). */
-  listAllOpenSessions(): SessionRecord[];
-  /** Passcodes requested and not yet used, voided or expired. */
-  countPendingPasscodes(now: number): number;
+  listAllOpenSessions(): Promise<SessionRecord[]>;
+  /** Open sessions inside the given bounds (see LiveBounds), counted by the database. */
+  countLiveSessions(bounds: LiveBounds): Promise<number>;
 
   /** Sessions not revoked and inside their absolute limit, by the server key their master was made with. */
-  countSessionsByKey(now: number): Map<number, number>;
+  countSessionsByKey(now: number): Promise<Map<number, number>>;
   /**
    * When a server key is retired: revokes every session whose master token was made with it and
    * deletes pending passcodes hashed with it (neither would verify any more).
    */
-  revokeByKey(keyId: number, now: number, reason: string): { sessions: number; passcodes: number };
+  revokeByKey(keyId: number, now: number, reason: string): Promise<{ sessions: number; passcodes: number }>;
 
-  /** Sessions that are active by isActiveSession's rules, counted in SQL (the gauge; no rows loaded). */
-  countActiveSessions(now: number, idleMs: number): number;
-
-  /** Whether a transaction is open on this connection: an audit row written now commits with it. */
-  inTransaction(): boolean;
-  /** Appends audit events in one transaction (joining the caller's, if one is open). */
-  appendAudit(events: readonly AuditEvent[]): void;
+  /** Appends audit events (in the caller's transaction when called on a Tx). */
+  appendAudit(events: readonly AuditEvent[]): Promise<void>;
   /** Audit rows matching `query`, newest first, at most `query.limit`. */
-  queryAudit(query: AuditQuery): AuditRecord[];
+  queryAudit(query: AuditQuery): Promise<AuditRecord[]>;
+
+  /**
+   * Adds one to each named counter atomically (creating it at 1, or starting it over at 1 when it
+   * had expired at `now`), sets its expiry to at least `expiresAt`, and answers the counters after.
+   * Every node on the database sees the same counts.
+   */
+  hitCounters(keys: readonly string[], now: number, expiresAt: number): Promise<CounterRecord[]>;
+  /**
+   * The counters (undefined where none, or expired at `now`), in the order asked. Inside a
+   * transaction the rows found are locked until commit (SELECT … ORDER BY key FOR UPDATE), so a
+   * decision made on them holds against every other node's transaction on the same counters.
+   */
+  readCounters(keys: readonly string[], now: number): Promise<Array<CounterRecord | undefined>>;
+  /**
+   * Raises the counter's `until` to at least `until` (and its expiry to at least that), creating it
+   * with count 0 when there is none.
+   */
+  blockCounter(key: string, until: number): Promise<void>;
+  /** Forgets the counters. */
+  clearCounters(keys: readonly string[]): Promise<void>;
+}
+
+/** The handle of one open transaction: its operations commit together or not at all. */
+export type Tx = StoreOps;
+
+export interface Store extends StoreOps {
+  /** `sqlite` or `postgres`: for logs, metrics and the CLI; never for behaviour. */
+  readonly backend: string;
+
+  /**
+   * Runs `fn` in one transaction: everything it does through `tx` commits together when it
+   * resolves, or rolls back when it throws (the error is rethrown). Transactions of one process
+   * run one at a time on SQLite and in parallel on PostgreSQL; `fn` must not call the Store itself
+   * (only `tx`) and should do no slow work (hashing) inside.
+   */
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+
+  /**
+   * Registers a listener for committed changes (see StoreChange), this process's and, where the
+   * backend can tell, other processes'. Returns the function that unregisters it.
+   */
+  onChange(listener: (change: StoreChange) => void): () => void;
+  /**
+   * Whether every change committed on the database so far has been (or is being) announced: false
+   * while the backend cannot hear other processes (a lost notification connection). A cache must
+   * not answer from memory while this is false.
+   */
+  readonly coherent: boolean;
+  /**
+   * Picks up changes a backend must poll for (SQLite: another process's commit) and announces them;
+   * synchronous and cheap, called once before each batch of incoming requests. A no-op where
+   * changes are pushed.
+   */
+  refresh(): void;
+
   /**
    * Deletes dead rows (see ExpiryPolicy): at most `policy.batch` per table, in one short
-   * transaction, through indexes. Call again while any count equals the batch size.
+   * transaction, through indexes. Call again while any count equals the batch size. Expired
+   * counters go too.
    */
-  deleteExpired(now: number, policy: ExpiryPolicy): ExpiredCounts;
+  deleteExpired(now: number, policy: ExpiryPolicy): Promise<ExpiredCounts>;
+  /**
+   * Runs `fn` only if no other process on this database is running it under the same name now
+   * (an advisory lock on PostgreSQL; the process itself on SQLite, whose writers are serialized
+   * anyway): housekeeping runs on one node at a time. Answers undefined when another holds it.
+   */
+  exclusive<T>(name: string, fn: () => Promise<T>): Promise<T | undefined>;
   /** Throws when the database cannot answer a trivial query (readiness). */
-  ping(): void;
+  ping(): Promise<void>;
+  /** The schema version the database is at. */
+  schemaVersion(): Promise<number>;
 
-  close(): void;
+  close(): Promise<void>;
 }

@@ -72,8 +72,8 @@ t.test('rotate on an empty data directory first creates key 1', async (t) => {
 t.test('retire refuses the current key and unknown ids', async (t) => {
   const { dataDir, log, store } = fixture(t);
   KeyRing.open(dataDir, randomBytes, log);
-  t.throws(() => retireKey({ dataDir, store, now: 1, log }, 1), { code: 'key-current' });
-  t.throws(() => retireKey({ dataDir, store, now: 1, log }, 7), { code: 'key-unknown' });
+  await t.rejects(retireKey({ dataDir, store, now: 1, log }, 1), { code: 'key-current' });
+  await t.rejects(retireKey({ dataDir, store, now: 1, log }, 7), { code: 'key-unknown' });
   t.ok(existsSync(path.join(dataDir, 'server.key')), 'nothing was touched');
   t.type(new KeyRingError('key-none', 'x'), Error);
 });
@@ -83,32 +83,32 @@ t.test('retire marks the key, deletes its material, revokes its sessions and dro
   const ring = KeyRing.open(dataDir, randomBytes, log);
   rotateKey(dataDir, randomBytes, log);
   ring.reload();
-  const user = store.createUser({ email: 'a@b.c', phone: '1', role: 'user', passwordHash: 'h', createdAt: 1 });
-  const other = store.createUser({ email: 'b@b.c', phone: '1', role: 'user', passwordHash: 'h', createdAt: 1 });
+  const user = (await store.createUser({ email: 'a@b.c', phone: '1', role: 'user', passwordHash: 'h', createdAt: 1 }));
+  const other = (await store.createUser({ email: 'b@b.c', phone: '1', role: 'user', passwordHash: 'h', createdAt: 1 }));
   const base = { mac: 'm', ip: 'i', createdAt: 1, expiresAt: 10, absoluteExpiresAt: 100 };
-  const old = store.createSession({ ...base, userId: user.id, master: Buffer.alloc(32, 1), keyId: 1 });
-  const fresh = store.createSession({ ...base, userId: user.id, master: Buffer.alloc(32, 2), keyId: 2 });
+  const old = (await store.createSession({ ...base, userId: user.id, master: Buffer.alloc(32, 1), keyId: 1 }));
+  const fresh = (await store.createSession({ ...base, userId: user.id, master: Buffer.alloc(32, 2), keyId: 2 }));
   const passcode = { hash: Buffer.alloc(32), mac: 'm', seenIp: 'i', reportedIp: null, createdAt: 1, expiresAt: 10, attempts: 0 };
-  store.putPasscode({ ...passcode, userId: user.id, keyId: 1 });
-  store.putPasscode({ ...passcode, userId: other.id, keyId: 2 });
-  t.same([...store.countSessionsByKey(5)].sort(), [[1, 1], [2, 1]]);
+  await store.putPasscode({ ...passcode, userId: user.id, keyId: 1 });
+  await store.putPasscode({ ...passcode, userId: other.id, keyId: 2 });
+  t.same([...(await store.countSessionsByKey(5))].sort(), [[1, 1], [2, 1]]);
 
-  const r = retireKey({ dataDir, store, now: 5, log }, 1);
+  const r = await retireKey({ dataDir, store, now: 5, log }, 1);
   t.same(r, { sessions: 1, passcodes: 1, alreadyRetired: false });
   t.notOk(existsSync(path.join(dataDir, 'server.key')), 'the key material is gone');
   t.equal(mode(path.join(dataDir, 'server.key.1.retired')), 0o600, 'the marker is 0600');
-  t.equal(store.findSessionById(old)?.revokeReason, 'key-retired');
-  t.equal(store.findSessionById(fresh)?.revokedAt, null, 'sessions under other keys are untouched');
-  t.equal(store.getPasscode(user.id), undefined);
-  t.equal(store.getPasscode(other.id)?.keyId, 2);
-  t.same([...store.countSessionsByKey(5)], [[2, 1]]);
+  t.equal((await store.findSessionById(old))?.revokeReason, 'key-retired');
+  t.equal((await store.findSessionById(fresh))?.revokedAt, null, 'sessions under other keys are untouched');
+  t.equal((await store.getPasscode(user.id)), undefined);
+  t.equal((await store.getPasscode(other.id))?.keyId, 2);
+  t.same([...(await store.countSessionsByKey(5))], [[2, 1]]);
   t.same(listKeys(dataDir).map((k) => [k.id, k.status, k.createdAt === null]), [[1, 'retired', true], [2, 'current', false]]);
 
   t.equal(ring.get(1)?.id, 1, 'a running ring holds the key until it reloads');
   ring.reload();
   t.equal(ring.get(1), undefined, 'after the reload it is gone');
   t.same(ring.verifying.map((k) => k.id), [2]);
-  t.same(retireKey({ dataDir, store, now: 6, log }, 1), { sessions: 0, passcodes: 0, alreadyRetired: true }, 'retiring again is harmless');
+  t.same(await retireKey({ dataDir, store, now: 6, log }, 1), { sessions: 0, passcodes: 0, alreadyRetired: true }, 'retiring again is harmless');
   t.equal(KeyRing.open(dataDir, randomBytes, log).current.id, 2, 'a new start does not recreate server.key');
   t.equal(rotateKey(dataDir, randomBytes, log), 3, 'ids are never reused');
 });
@@ -119,7 +119,7 @@ t.test('a crash between the retired marker and deleting the key leaves the key r
   rotateKey(dataDir, randomBytes, log);
   writeFileSync(path.join(dataDir, 'server.key.1.retired'), 'retired\n', { mode: 0o600 });
   t.same(KeyRing.open(dataDir, randomBytes, log).verifying.map((k) => k.id), [2], 'the marker wins over the key file');
-  t.equal(retireKey({ dataDir, store, now: 1, log }, 1).alreadyRetired, true);
+  t.equal((await retireKey({ dataDir, store, now: 1, log }, 1)).alreadyRetired, true);
   t.notOk(existsSync(path.join(dataDir, 'server.key')));
 });
 

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { constantEquals, constantEqualsBytes } from '../../src/auth/constant-equals.js';
+import { ServiceError } from '../../src/auth/errors.js';
 import { deriveKeys, loadOrCreateServerKey } from '../../src/auth/keys.js';
 import { Limiter } from '../../src/auth/limiter.js';
 import { normalizeIp, normalizeMac, normalizePhone } from '../../src/auth/normalize.js';
@@ -11,7 +12,6 @@ import { generatePasscode, hashPasscode, PASSCODE_ALPHABET } from '../../src/aut
 import { DEFAULT_SCRYPT, PasswordHasher, passwordPolicyError } from '../../src/auth/passwords.js';
 import { isWellFormedToken, masterToken, newBaseToken, rotatedToken, TOKEN_PREFIX } from '../../src/auth/tokens.js';
 import { createLogger } from '../../src/log.js';
-import { ProtocolError } from '../../src/protocol/errors.js';
 import { LogSink } from '../helpers/log-sink.js';
 
 /** A "random" source that replays the given bytes (then zeros), counting what was drawn. */
@@ -132,7 +132,7 @@ t.test('the limiter caps concurrency and answers E_BUSY when its queue is full',
   await new Promise((r) => setImmediate(r));
   t.equal(limiter.running, 2);
   t.equal(limiter.queued, 1);
-  await t.rejects(job(), new ProtocolError('E_BUSY', 'server is busy; retry later'));
+  await t.rejects(job(), new ServiceError('busy', 'server is busy; retry later'));
   while (gates.length) {
     gates.shift()!();
     await new Promise((r) => setImmediate(r));

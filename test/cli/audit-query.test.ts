@@ -34,8 +34,8 @@ t.test('hellwall audit filters by email, action, prefix, outcome, time and pages
     { at: now - MINUTE, action: 'admin.audit.query', outcome: 'success', actor: 'admin:root@example.com', detail: { action: 'login', rows: 3 } },
   ];
   const store = openSqliteStore(path.join(dataDir, 'hellwall.db'));
-  store.appendAudit(events);
-  store.close();
+  await store.appendAudit(events);
+  await store.close();
   const ids = (...args: string[]) => auditJson(e, ...args).map((r) => r.id);
 
   t.same(ids(), [9, 8, 7, 6, 5, 4, 3, 2, 1], 'newest first');

@@ -1,5 +1,6 @@
 import t from 'tap';
-import { FrameDecoder, HEADER_BYTES, parseFrame, type FrameError } from '../../src/codec/frame-decoder.js';
+import { FrameDecoder, HEADER_BYTES, parseFrame, type DecodeFailure } from '../../src/codec/frame-decoder.js';
+import { BufferBudget } from '../../src/server/buffer-budget.js';
 import { encodeFrame, frameBytes } from '../../src/codec/frame-encoder.js';
 import { mulberry32 } from '../helpers/test-utils.js';
 
@@ -11,7 +12,7 @@ const header = (len: number): Buffer => {
 };
 
 /** Pushes every chunk; returns the payloads (copied) and every push's result. */
-function feed(decoder: FrameDecoder, chunks: Buffer[]): { payloads: Buffer[]; results: Array<FrameError | null> } {
+function feed(decoder: FrameDecoder, chunks: Buffer[]): { payloads: Buffer[]; results: Array<DecodeFailure | null> } {
   const payloads: Buffer[] = [];
   const results = chunks.map((c) => decoder.push(c, (p) => payloads.push(Buffer.from(p))));
   return { payloads, results };
@@ -283,4 +284,94 @@ t.test('a 64 KiB payload trickled a byte at a time is delivered whole and intact
   t.equal(delivered.length, 1);
   t.ok(delivered[0]!.equals(body), 'byte for byte');
   t.equal(d.bufferedBytes, 0);
+});
+
+// --- The shared budget for partial frames [P-1.8] -------------------------------------------
+
+t.test('with a budget, a partial frame reserves its announced length until it completes', async (t) => {
+  const budget = new BufferBudget(1000);
+  const d = new FrameDecoder(1024, budget);
+  const frame = frameBytes(Buffer.alloc(300, 0x61));
+  t.equal(d.push(frame.subarray(0, 3), () => {}), null);
+  t.equal(budget.used, 0, 'part of a header reserves nothing');
+  t.equal(d.push(frame.subarray(3, 10), () => {}), null);
+  t.equal(budget.used, 300, 'a complete header reserves the whole payload: that is what is allocated');
+  let delivered = 0;
+  t.equal(d.push(frame.subarray(10), () => delivered++), null);
+  t.equal(delivered, 1);
+  t.equal(budget.used, 0, 'given back once the frame is complete');
+  t.equal(budget.peak, 300);
+});
+
+t.test('frames that arrive whole in one chunk cost the budget nothing, however large', async (t) => {
+  const budget = new BufferBudget(10);
+  const d = new FrameDecoder(1024, budget);
+  let delivered = 0;
+  t.equal(d.push(Buffer.concat([frameBytes(Buffer.alloc(1000, 0x61)), frameBytes('{}')]), () => delivered++), null);
+  t.equal(delivered, 2);
+  t.equal(budget.peak, 0, 'no copy, so nothing reserved');
+});
+
+t.test('a partial frame that does not fit is refused, after the frames before it were delivered', async (t) => {
+  const budget = new BufferBudget(500);
+  const holder = new FrameDecoder(1024, budget);
+  holder.push(header(400), () => {});
+  t.equal(budget.used, 400, 'another connection holds 400 bytes');
+  const d = new FrameDecoder(1024, budget);
+  const got: string[] = [];
+  const refusal = d.push(Buffer.concat([frameBytes('first'), header(101), Buffer.from('x')]), (p) => got.push(p.toString()));
+  t.same(got, ['first'], 'the whole frame before it was delivered');
+  t.match(refusal, { code: 'over-budget', bytes: 101 });
+  t.equal(d.failed, refusal, 'the stream is failed');
+  t.equal(d.push(frameBytes('later'), (p) => got.push(p.toString())), refusal, 'and stays failed');
+  t.same(got, ['first'], 'nothing more is delivered');
+  t.equal(budget.used, 400, 'the refused frame reserved nothing');
+  const fits = new FrameDecoder(1024, budget);
+  t.equal(fits.push(header(100), () => {}), null, 'a frame that fits exactly is accepted');
+  t.equal(budget.used, 500);
+});
+
+t.test('discard, and a framing error, give a partial frame’s reservation back', async (t) => {
+  const budget = new BufferBudget(10_000);
+  const a = new FrameDecoder(1024, budget);
+  a.push(Buffer.concat([header(1000), Buffer.from('abc')]), () => {});
+  const b = new FrameDecoder(1024, budget);
+  b.push(Buffer.concat([header(500), Buffer.from('abc')]), () => {});
+  t.equal(budget.used, 1500);
+  a.discard();
+  t.equal(budget.used, 500, 'discard (the connection closed) releases');
+  t.equal(a.bufferedBytes, 0);
+  a.discard();
+  t.equal(budget.used, 500, 'twice is harmless');
+  // b's frame completes into a zero-length header: the failure must not keep anything reserved.
+  t.equal(b.push(Buffer.concat([Buffer.alloc(497, 0x20), header(0)]), () => {})?.code, 'E_FRAME_EMPTY');
+  t.equal(budget.used, 0);
+});
+
+t.test('many decoders fed random streams in random chunks never exceed the budget, and give everything back (seeded)', async (t) => {
+  const rng = mulberry32(0xb0d6e7);
+  const budget = new BufferBudget(4096);
+  const decoders = Array.from({ length: 20 }, () => new FrameDecoder(1024, budget));
+  let over = 0;
+  let refused = 0;
+  let delivered = 0;
+  for (let step = 0; step < 5000; step++) {
+    const i = Math.floor(rng() * decoders.length);
+    const d = decoders[i]!;
+    if (d.failed) {
+      if (d.failed.code === 'over-budget') refused++;
+      d.discard();
+      decoders[i] = new FrameDecoder(1024, budget);
+      continue;
+    }
+    const r = rng();
+    const chunk = r < 0.3 ? header(1 + Math.floor(rng() * 1024)) : Buffer.alloc(Math.floor(rng() * 600), 0x61);
+    d.push(chunk, () => delivered++);
+    if (budget.used > budget.capacity || budget.used < 0) over++;
+  }
+  t.equal(over, 0, 'the budget was never exceeded');
+  t.ok(refused > 0 && delivered > 0, `both refusals (${refused}) and frames (${delivered}) happened`);
+  t.ok(budget.peak > budget.capacity / 2, `the budget was put to use (peak ${budget.peak})`);
+  for (const d of decoders) d.discard();
+  t.equal(budget.used, 0, 'nothing leaks');
 });

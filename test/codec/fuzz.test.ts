@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { duplexPair } from 'node:stream';
 import tls from 'node:tls';
 import t from 'tap';
-import { FrameDecoder, HEADER_BYTES, parseFrame, type FrameError } from '../../src/codec/frame-decoder.js';
+import { FrameDecoder, HEADER_BYTES, parseFrame, type DecodeFailure } from '../../src/codec/frame-decoder.js';
 import { frameBytes } from '../../src/codec/frame-encoder.js';
 import type { MailMessage, Mailer } from '../../src/mail/mailer.js';
 import { Connection } from '../../src/server/connection.js';
@@ -129,7 +129,7 @@ t.test('random bytes in random chunks never make FrameDecoder or parseFrame thro
     const expected = referenceDecode(stream, max);
     const decoder = new FrameDecoder(max);
     const payloads: Buffer[] = [];
-    let failure: FrameError | null = null;
+    let failure: DecodeFailure | null = null;
     try {
       for (const chunk of rng.chunks(stream)) {
         let afterFailure = 0;
@@ -230,11 +230,11 @@ function makeCase(rng: Rng, token: string, from?: Record<string, unknown>): Case
         labels.push(`depth ${deep}`);
         break;
       case 7:
-        msg.code = rng.pick([-1, 7, 99, 2 ** 31, 2 ** 53, 1e300, 0.5, -0, '0', null, 1e-7]);
+        msg.code = rng.pick([-1, 7, 99, 65535, 65536, 2 ** 31, 2 ** 53, 1e23, 1e300, 0.5, -0, '0', null, 1e-7]);
         labels.push('code value');
         break;
       case 8:
-        msg.id = rng.pick<unknown>([7, '', 'x'.repeat(64), 'x'.repeat(65), '😀'.repeat(40), '😀'.repeat(65), {}, null, true, rng.unicode(1 + rng.int(10))]);
+        msg.id = rng.pick<unknown>([7, '', 'x'.repeat(64), 'x'.repeat(65), '😀'.repeat(40), '😀'.repeat(65), 'a\u0000b', '\ud800', 'x\udfff', '\u0085', {}, null, true, rng.unicode(1 + rng.int(10))]);
         labels.push('id value');
         break;
       case 9:
@@ -257,7 +257,11 @@ function makeCase(rng: Rng, token: string, from?: Record<string, unknown>): Case
 }
 
 const codePoints = (s: string): number => [...s].length;
-const isValidId = (id: unknown): id is string => typeof id === 'string' && codePoints(id) >= 1 && codePoints(id) <= 64;
+// What the contract accepts, judged by the server's compiled schema (common.json#/definitions/id).
+const acceptsId = loadProtocol().commands.get(0)!.validateRequest;
+const isValidId = (id: unknown): id is string => acceptsId({ code: 0, id }) === true;
+/** [P-2.1] A command code is an integer from 0 to 65535 (error.response.json `code`). */
+const isValidCode = (code: unknown): code is number => Number.isInteger(code) && (code as number) >= 0 && (code as number) <= 65535;
 
 type Verdict = { ok: true } | { ok: false; known?: 'long-unknown-field' | 'astral-id'; why: string };
 
@@ -279,9 +283,10 @@ function judge(h: Harness, msg: Record<string, unknown>, res: Response): Verdict
     if (msg.id.length > 64) return { ok: false, known: 'astral-id', why: `valid id of ${codePoints(msg.id)} code points not echoed` };
     return { ok: false, why: 'a valid id was not echoed' };
   }
-  if (Number.isInteger(msg.code) && r.code !== msg.code) return { ok: false, why: `code ${String(r.code)} is not the request's ${String(msg.code)}` };
-  if (!Number.isInteger(msg.code) && r.code !== undefined) return { ok: false, why: 'a code was echoed for a request without an integer code' };
-  if (Number.isInteger(msg.code) && !COMMAND_CODES.has(msg.code as number) && r.error !== 'E_UNKNOWN_COMMAND') {
+  if (isValidCode(msg.code) && r.code !== msg.code) return { ok: false, why: `code ${String(r.code)} is not the request's ${String(msg.code)}` };
+  if (!isValidCode(msg.code) && r.code !== undefined) return { ok: false, why: 'a code was echoed for a request without a valid code' };
+  if (!isValidCode(msg.code) && r.error !== 'E_SCHEMA') return { ok: false, why: `a request without a valid code answered ${String(r.error ?? r.status)}` };
+  if (isValidCode(msg.code) && !COMMAND_CODES.has(msg.code) && r.error !== 'E_UNKNOWN_COMMAND') {
     return { ok: false, why: `unknown command answered ${String(r.error ?? r.status)}` };
   }
   return { ok: true };

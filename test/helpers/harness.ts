@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { buildApp, type App } from '../../src/app.js';
+import { buildApp, createApp, type App } from '../../src/app.js';
 import { HellwallClient, type ClientOptions } from '../../src/client/client.js';
 import type { PasscodeAuthResponse } from '../../src/protocol/messages.gen.js';
 import { loadConfig, type ConfigInput } from '../../src/config.js';
@@ -61,7 +61,7 @@ export interface Harness {
    */
   validate(response: { status: string; code?: number }): string | null;
   /** The audit trail as stored, newest first, after writing what waits for the next group commit. */
-  auditRows(query?: Partial<AuditQuery>): AuditRecord[];
+  auditRows(query?: Partial<AuditQuery>): Promise<AuditRecord[]>;
   /** How many responses `connect`'s clients have checked (a test can prove the check ran). */
   readonly checked: number;
 }
@@ -72,7 +72,15 @@ export interface Harness {
  */
 export async function startHarness(
   t: Teardown,
-  opts: { config?: ConfigInput; mailer?: Mailer; users?: Array<typeof ALICE> } = {},
+  opts: {
+    config?: ConfigInput;
+    mailer?: Mailer;
+    users?: Array<typeof ALICE>;
+    /** A PostgreSQL URL (test/helpers/postgres.ts): the app opens it as `store.url` says. */
+    storeUrl?: string;
+    /** scrypt parameters (default TEST_SCRYPT); production ones where a test needs slow hashes. */
+    scrypt?: typeof TEST_SCRYPT;
+  } = {},
 ): Promise<Harness> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'hellwall-test-'));
   const smtp = await SmtpSink.start();
@@ -86,7 +94,13 @@ export async function startHarness(
     ops: { port: 0 },
     // Tests make many attempts from 127.0.0.1 on a clock that does not move; the limits have tests
     // of their own (test/integration/throttle.test.ts), which set them.
-    limits: { ipPasscodeRequestsPerMinute: 1_000_000, ipLoginsPerMinute: 1_000_000, ipFailedChecksPerMinute: 1_000_000, freeFailures: 1_000_000 },
+    limits: {
+      ipPasscodeRequestsPerMinute: 1_000_000,
+      ipLoginsPerMinute: 1_000_000,
+      ipFailedChecksPerMinute: 1_000_000,
+      freeFailures: 1_000_000,
+      passcodesPerHour: 10_000,
+    },
     mail: {
       smtpHost: '127.0.0.1',
       smtpPort: smtp.port,
@@ -96,16 +110,18 @@ export async function startHarness(
       // The sink's certificate is a throwaway self-signed one.
       smtpRejectUnauthorized: false,
     },
+    ...(opts.storeUrl && { store: { url: opts.storeUrl } }),
     ...opts.config,
   }, undefined);
-  const app = buildApp({
+  const appDeps = {
     config,
     log: createLogger('trace', logs),
     clock: clock.fn,
-    scrypt: TEST_SCRYPT,
+    scrypt: opts.scrypt ?? TEST_SCRYPT,
     mailRetryDelayMs: 10,
     ...(opts.mailer && { mailer: opts.mailer }),
-  });
+  };
+  const app = opts.storeUrl ? await createApp(appDeps) : buildApp(appDeps);
   for (const user of opts.users ?? [ALICE]) await app.addUser(user);
   const { address, tls, ops } = await app.listen();
   const clients: HellwallClient[] = [];
@@ -159,8 +175,8 @@ export async function startHarness(
     validate(response) {
       return responseViolation(app.protocol, response);
     },
-    auditRows(query = {}) {
-      app.audit.flush();
+    async auditRows(query = {}) {
+      await app.audit.flush();
       return app.store.queryAudit({ limit: 1000, ...query });
     },
   };

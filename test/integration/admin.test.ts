@@ -35,16 +35,16 @@ const send = (client: HellwallClient, message: Record<string, unknown>): Promise
 const check = async (client: HellwallClient, auth: Auth): Promise<Res> => client.send<Res>({ code: 3, ...auth, request: 'inventory.read' });
 
 /** Everything an admin command could change: accounts (with password hashes), open sessions, passcodes. */
-function snapshot(h: Harness): unknown {
+async function snapshot(h: Harness): Promise<unknown> {
   return {
-    users: h.app.store.listUsers(),
-    sessions: h.app.store.listAllOpenSessions(),
-    passcodes: h.app.store.countPendingPasscodes(h.clock.now),
+    users: (await h.app.store.listUsers()),
+    sessions: (await h.app.store.listAllOpenSessions()),
+    passcodes: (await h.app.store.countPendingPasscodes(h.clock.now)),
   };
 }
 
-function sessionIdOf(h: Harness, email: string, mac: string): number {
-  const s = h.app.store.listAllOpenSessions().find((r) => r.userEmail === email && r.mac === mac);
+async function sessionIdOf(h: Harness, email: string, mac: string): Promise<number> {
+  const s = (await h.app.store.listAllOpenSessions()).find((r) => r.userEmail === email && r.mac === mac);
   if (!s) throw new Error(`no open session of ${email} on ${mac}`);
   return s.id;
 }
@@ -59,7 +59,7 @@ t.test('an administrator runs the account and session commands over the wire, an
   const h = await startHarness(t, { users: [ALICE, ROOT, BOB] });
   const client = await h.connect();
   const root = await loginAs(h, client, ROOT, ROOT_MAC);
-  const rootSession = sessionIdOf(h, ROOT.email, ROOT_MAC);
+  const rootSession = await sessionIdOf(h, ROOT.email, ROOT_MAC);
   const a1 = await loginAs(h, client, ALICE, macOf(1));
   const a2 = await loginAs(h, client, ALICE, macOf(2));
   const bob = await loginAs(h, client, BOB, BOB_MAC);
@@ -80,7 +80,7 @@ t.test('an administrator runs the account and session commands over the wire, an
     [ALICE.email, ROOT.email, BOB.email, carol.email, 'dave@example.com'],
     'every account, by id',
   );
-  t.notOk(JSON.stringify(list).includes(h.app.store.findUserByEmail(ALICE.email)!.passwordHash), 'no password hash');
+  t.notOk(JSON.stringify(list).includes((await h.app.store.findUserByEmail(ALICE.email))!.passwordHash), 'no password hash');
   t.match(await send(client, { code: 10, ...root, email: 'ALICE@example.com' }), {
     status: 'ok',
     user: { email: ALICE.email, role: 'user', disabled: false },
@@ -98,7 +98,7 @@ t.test('an administrator runs the account and session commands over the wire, an
   const alices = await send(client, { code: 16, ...root, email: ALICE.email });
   t.equal(alices.sessions.length, 2);
   t.match(alices.sessions[1], {
-    id: sessionIdOf(h, ALICE.email, macOf(2)),
+    id: await sessionIdOf(h, ALICE.email, macOf(2)),
     email: ALICE.email,
     mac: macOf(2),
     ip: '127.0.0.1',
@@ -113,7 +113,7 @@ t.test('an administrator runs the account and session commands over the wire, an
   t.match(await send(client, { code: 17, ...root, sessionId: a2Id }), { code: 17, status: 'ok', session: { id: a2Id, email: ALICE.email, mac: macOf(2) } });
   t.equal((await check(client, a2)).status, 'unauthorized', 'the revoked session is refused');
   t.equal((await check(client, a1)).status, 'authorized', 'the other session goes on');
-  t.equal(h.app.store.findSessionById(a2Id)?.revokeReason, 'admin-revoked');
+  t.equal((await h.app.store.findSessionById(a2Id))?.revokeReason, 'admin-revoked');
 
   // admin.user.set_role: the next token check sees the new role, and so do the admin commands.
   t.match(await send(client, { code: 13, ...root, email: BOB.email, role: 'admin' }), { status: 'ok', user: { email: BOB.email, role: 'admin' } });
@@ -127,7 +127,7 @@ t.test('an administrator runs the account and session commands over the wire, an
   t.match(await send(client, { code: 11, ...root, email: ALICE.email }), { status: 'ok', user: { email: ALICE.email, disabled: true }, sessionsEnded: 1 });
   t.equal((await check(client, a1)).status, 'unauthorized', "a disabled account's token is refused");
   t.match(await client.listSessions(a1), { error: 'E_UNAUTHENTICATED' });
-  t.equal(h.app.store.findUserByEmail(ALICE.email)?.disabled, true);
+  t.equal((await h.app.store.findUserByEmail(ALICE.email))?.disabled, true);
   t.match(await send(client, { code: 12, ...root, email: ALICE.email }), { status: 'ok', user: { email: ALICE.email, disabled: false } });
   t.equal((await check(client, a1)).status, 'unauthorized', 'sessions stay ended after enable');
   const a3 = await loginAs(h, client, ALICE, macOf(3));
@@ -136,7 +136,7 @@ t.test('an administrator runs the account and session commands over the wire, an
   const newPassword = 'a brand new passphrase here';
   t.match(await send(client, { code: 14, ...root, email: ALICE.email, password: newPassword }), { status: 'ok', user: { email: ALICE.email }, sessionsEnded: 1 });
   t.match(await client.listSessions(a3), { error: 'E_UNAUTHENTICATED' }, 'the session ended with the reset');
-  t.equal(h.app.store.findSessionById(sessionIdOf(h, BOB.email, BOB_MAC))?.revokedAt, null, "another operator's session is untouched");
+  t.equal((await h.app.store.findSessionById(await sessionIdOf(h, BOB.email, BOB_MAC)))?.revokedAt, null, "another operator's session is untouched");
   const alice2 = { ...ALICE, password: newPassword };
   const a4 = await loginAs(h, client, alice2, macOf(4));
   const a5 = await loginAs(h, client, alice2, macOf(5));
@@ -149,12 +149,12 @@ t.test('an administrator runs the account and session commands over the wire, an
 
   // admin.user.delete
   t.match(await send(client, { code: 15, ...root, email: carol.email }), { status: 'ok', user: { email: carol.email } });
-  t.equal(h.app.store.findUserByEmail(carol.email), undefined, 'the account is gone');
+  t.equal((await h.app.store.findUserByEmail(carol.email)), undefined, 'the account is gone');
   t.equal((await check(client, carolAuth)).status, 'unauthorized', 'with its session');
   t.match(await send(client, { code: 10, ...root, email: carol.email }), { status: 'error', error: 'E_NOT_FOUND' });
 
   // Each success is in the audit trail, with the administrator as actor and the account concerned.
-  const rows = h.auditRows({ action: 'admin.*', outcome: 'success' });
+  const rows = (await h.auditRows({ action: 'admin.*', outcome: 'success' }));
   const expected: Array<[string, string | null]> = [
     ['admin.user.add', carol.email],
     ['admin.user.list', null],
@@ -209,7 +209,7 @@ t.test('admin.stats counts active and expired sessions, pending passcodes and se
       { email: ROOT.email, sessions: 1 },
     ],
   });
-  const reads = h.auditRows({ action: 'admin.stats' });
+  const reads = (await h.auditRows({ action: 'admin.stats' }));
   t.equal(reads.length, 1);
   t.match(reads[0], { outcome: 'success', actor: `admin:${ROOT.email}` }, 'the read is audited');
 });
@@ -245,12 +245,12 @@ t.test('admin.audit.query filters by email, action, prefix, outcome and time, an
     at: t1 + 4000,
     action: 'admin.user.add',
     outcome: 'success',
-    userId: h.app.store.findUserByEmail('u4@example.com')!.id,
+    userId: (await h.app.store.findUserByEmail('u4@example.com'))!.id,
     email: 'u4@example.com',
     actor: `admin:${ROOT.email}`,
     ip: '127.0.0.1',
     mac: ROOT_MAC,
-    sessionId: sessionIdOf(h, ROOT.email, ROOT_MAC),
+    sessionId: await sessionIdOf(h, ROOT.email, ROOT_MAC),
     detail: String,
   });
   t.same(JSON.parse(adds.events[0].detail as string), { role: 'user' }, 'detail is a JSON-encoded flat object');
@@ -285,7 +285,7 @@ t.test('admin.audit.query filters by email, action, prefix, outcome and time, an
   // An empty range is refused as invalid, and audited as a failure.
   t.match(await q({ since: t2, until: t1 }), { status: 'error', error: 'E_INVALID', message: /since must be before until/ });
   t.match(await q({ since: t1, until: t1 }), { status: 'error', error: 'E_INVALID' });
-  t.equal(h.auditRows({ action: 'admin.audit.query', outcome: 'failure' }).length, 2);
+  t.equal((await h.auditRows({ action: 'admin.audit.query', outcome: 'failure' })).length, 2);
 
   // Paging: full pages carry nextBeforeId; the pages together are the whole answer, in order, even
   // when new events are recorded between pages.
@@ -320,7 +320,7 @@ t.test("every admin command with a plain operator's token answers E_FORBIDDEN, i
   const h = await startHarness(t, { users: [ALICE, ROOT, BOB] });
   const client = await h.connect();
   const alice = await loginAs(h, client, ALICE, MAC);
-  const aliceSession = sessionIdOf(h, ALICE.email, MAC);
+  const aliceSession = await sessionIdOf(h, ALICE.email, MAC);
   const bob = await loginAs(h, client, BOB, BOB_MAC);
   await h.requestPasscode(client, BOB, BOB_MAC);
   const requests: Array<Record<string, unknown> & { code: number }> = [
@@ -333,21 +333,21 @@ t.test("every admin command with a plain operator's token answers E_FORBIDDEN, i
     { code: 14, email: BOB.email, password: 'a takeover passphrase here' },
     { code: 15, email: BOB.email },
     { code: 16 },
-    { code: 17, sessionId: sessionIdOf(h, BOB.email, BOB_MAC) },
+    { code: 17, sessionId: await sessionIdOf(h, BOB.email, BOB_MAC) },
     { code: 18, email: BOB.email },
     { code: 19 },
     { code: 20, limit: 10 },
   ];
   t.same(requests.map((r) => r.code), Object.values(ADMIN_CODES).sort((a, b) => a - b), 'every admin command');
-  const before = snapshot(h);
+  const before = await snapshot(h);
   for (const r of requests) {
     t.match(await send(client, { ...r, ...alice }), { code: r.code, status: 'error', error: 'E_FORBIDDEN', message: 'this command needs the admin role' }, String(NAMES.get(r.code)));
   }
-  t.same(snapshot(h), before, 'no account, session or passcode changed');
+  t.same(await snapshot(h), before, 'no account, session or passcode changed');
   t.match(await check(client, alice), { status: 'authorized', user: { role: 'user' } }, 'Alice is still a plain operator');
   t.equal((await check(client, bob)).status, 'authorized', "Bob's session goes on");
 
-  const denied = h.auditRows({ outcome: 'denied' });
+  const denied = (await h.auditRows({ outcome: 'denied' }));
   t.equal(denied.length, requests.length, 'one denied event per attempt');
   for (const r of requests) {
     t.match(
@@ -356,7 +356,7 @@ t.test("every admin command with a plain operator's token answers E_FORBIDDEN, i
       `${NAMES.get(r.code)} is audited as denied`,
     );
   }
-  t.same(h.auditRows({ action: 'admin.*', outcome: 'success' }), [], 'no admin action succeeded');
+  t.same((await h.auditRows({ action: 'admin.*', outcome: 'success' })), [], 'no admin action succeeded');
   t.same(h.logs.find({ outcome: 'denied', reason: 'not-admin' }).length, requests.length, 'and each is logged');
 });
 
@@ -366,22 +366,22 @@ t.test("session.revoke ends one of the caller's own sessions, and never another 
   const a1 = await loginAs(h, client, ALICE, macOf(1));
   const a2 = await loginAs(h, client, ALICE, macOf(2));
   const bob = await loginAs(h, client, BOB, BOB_MAC);
-  const a1Id = sessionIdOf(h, ALICE.email, macOf(1));
-  const a2Id = sessionIdOf(h, ALICE.email, macOf(2));
-  const bobId = sessionIdOf(h, BOB.email, BOB_MAC);
+  const a1Id = await sessionIdOf(h, ALICE.email, macOf(1));
+  const a2Id = await sessionIdOf(h, ALICE.email, macOf(2));
+  const bobId = await sessionIdOf(h, BOB.email, BOB_MAC);
   const listed = await client.listSessions(a1);
   t.same(listed.status === 'ok' && listed.sessions.map((s) => s.id), [a1Id, a2Id], 'the ids session.list shows');
 
-  const before = snapshot(h);
+  const before = await snapshot(h);
   const notFound = { code: 7, status: 'error', error: 'E_NOT_FOUND', message: 'no such active session of yours' };
   t.match(await send(client, { code: 7, ...a1, sessionId: bobId }), notFound, "another operator's session");
   t.match(await send(client, { code: 7, ...a1, sessionId: 9999 }), notFound, 'no such session: the same answer');
-  t.same(snapshot(h), before, 'nothing changed');
+  t.same(await snapshot(h), before, 'nothing changed');
   t.equal((await check(client, bob)).status, 'authorized', "Bob's session is still authorized");
-  const denied = h.auditRows({ action: 'session.revoke', outcome: 'denied' });
+  const denied = (await h.auditRows({ action: 'session.revoke', outcome: 'denied' }));
   t.equal(denied.length, 1);
-  t.match(denied[0], { userId: h.app.store.findUserByEmail(ALICE.email)!.id, email: ALICE.email, sessionId: a1Id, detail: { target: bobId, reason: 'another-operator' } });
-  const failed = h.auditRows({ action: 'session.revoke', outcome: 'failure' });
+  t.match(denied[0], { userId: (await h.app.store.findUserByEmail(ALICE.email))!.id, email: ALICE.email, sessionId: a1Id, detail: { target: bobId, reason: 'another-operator' } });
+  const failed = (await h.auditRows({ action: 'session.revoke', outcome: 'failure' }));
   t.equal(failed.length, 1);
   t.match(failed[0], { email: ALICE.email, detail: { target: 9999, reason: 'no-such-session' } });
 
@@ -389,12 +389,12 @@ t.test("session.revoke ends one of the caller's own sessions, and never another 
   t.match(await client.revokeSession({ ...a1, sessionId: a2Id }), { code: 7, status: 'ok' });
   t.equal((await check(client, a2)).status, 'unauthorized', 'the revoked session is refused');
   t.equal((await check(client, a1)).status, 'authorized', "the caller's session goes on");
-  t.equal(h.app.store.findSessionById(a2Id)?.revokeReason, 'revoked-by-owner');
-  const revoked = h.auditRows({ action: 'session.revoke', outcome: 'success' });
+  t.equal((await h.app.store.findSessionById(a2Id))?.revokeReason, 'revoked-by-owner');
+  const revoked = (await h.auditRows({ action: 'session.revoke', outcome: 'success' }));
   t.equal(revoked.length, 1);
   t.match(revoked[0], { email: ALICE.email, sessionId: a1Id, detail: { target: a2Id, targetMac: macOf(2) } });
   t.match(await send(client, { code: 7, ...a1, sessionId: a2Id }), notFound, 'an ended session is not found either');
-  t.match(h.auditRows({ action: 'session.revoke', outcome: 'failure' })[0], { detail: { target: a2Id, reason: 'not-active' } });
+  t.match((await h.auditRows({ action: 'session.revoke', outcome: 'failure' }))[0], { detail: { target: a2Id, reason: 'not-active' } });
 
   // A bad token, then her own current session.
   t.match(await send(client, { code: 7, token: `Awfer_hellwall_${'Q'.repeat(43)}`, mac: macOf(1), sessionId: a1Id }), { error: 'E_UNAUTHENTICATED' });
@@ -420,13 +420,13 @@ t.test('accounts and sessions that do not exist answer E_NOT_FOUND, audited as f
     { code: 16, email: ghost },
     { code: 18, email: ghost },
   ];
-  const before = snapshot(h);
+  const before = await snapshot(h);
   for (const r of requests) {
     t.match(await send(client, { ...r, ...root }), { code: r.code, status: 'error', error: 'E_NOT_FOUND', message: `no user with email ${ghost}` }, String(NAMES.get(r.code)));
   }
   t.match(await send(client, { code: 17, ...root, sessionId: 424242 }), { status: 'error', error: 'E_NOT_FOUND', message: 'no session with id 424242' });
-  t.same(snapshot(h), before, 'nothing changed');
-  const failures = h.auditRows({ outcome: 'failure' });
+  t.same(await snapshot(h), before, 'nothing changed');
+  const failures = (await h.auditRows({ outcome: 'failure' }));
   for (const r of requests) {
     t.match(failures.find((f) => f.action === NAMES.get(r.code)), { email: ghost, actor: `admin:${ROOT.email}`, detail: { reason: 'not-found' } }, `${NAMES.get(r.code)} failure audited`);
   }
@@ -440,19 +440,19 @@ t.test('conflicts: a duplicate account, disabling or enabling twice, an ended se
   const root = await loginAs(h, client, ROOT, ROOT_MAC);
   const root2 = await loginAs(h, client, ROOT2, macOf(0x22));
   await loginAs(h, client, BOB, BOB_MAC);
-  const bobId = sessionIdOf(h, BOB.email, BOB_MAC);
+  const bobId = await sessionIdOf(h, BOB.email, BOB_MAC);
   const conflict = { status: 'error', error: 'E_CONFLICT' };
 
-  let before = snapshot(h);
+  let before = await snapshot(h);
   t.match(await send(client, { code: 8, ...root, email: 'Alice@Example.com', phone: '+1 555 0177', password: 'a different passphrase' }), {
     ...conflict,
     message: `a user with email ${ALICE.email} already exists`,
   });
   t.match(await send(client, { code: 12, ...root, email: ALICE.email }), { ...conflict, message: `${ALICE.email} is not disabled` });
-  t.same(snapshot(h), before, 'the duplicate and the enable changed nothing');
+  t.same(await snapshot(h), before, 'the duplicate and the enable changed nothing');
 
   t.match(await send(client, { code: 11, ...root, email: BOB.email }), { status: 'ok', sessionsEnded: 1 });
-  before = snapshot(h);
+  before = await snapshot(h);
   t.match(await send(client, { code: 11, ...root, email: BOB.email }), { ...conflict, message: `${BOB.email} is already disabled` });
   t.match(await send(client, { code: 17, ...root, sessionId: bobId }), { ...conflict, message: /had already ended/ }, 'a session already ended');
 
@@ -460,11 +460,11 @@ t.test('conflicts: a duplicate account, disabling or enabling twice, an ended se
   t.match(await send(client, { code: 11, ...root, email: ROOT.email }), { ...conflict, message: /cannot disable their own account/ });
   t.match(await send(client, { code: 15, ...root, email: ROOT.email }), { ...conflict, message: /cannot delete their own account/ });
   t.match(await send(client, { code: 13, ...root, email: ROOT.email, role: 'user' }), { ...conflict, message: /cannot demote their own account/ });
-  t.same(snapshot(h), before, 'none of it changed anything');
+  t.same(await snapshot(h), before, 'none of it changed anything');
   t.match(await send(client, { code: 10, ...root, email: ROOT.email }), { status: 'ok', user: { role: 'admin', disabled: false } });
   t.match(await send(client, { code: 13, ...root, email: ROOT.email, role: 'admin' }), { status: 'ok', user: { role: 'admin' } }, 'keeping the admin role is no demotion');
 
-  const failures = h.auditRows({ outcome: 'failure' });
+  const failures = (await h.auditRows({ outcome: 'failure' }));
   t.equal(failures.length, 7, 'each conflict is audited');
   t.ok(failures.every((f) => f.detail?.reason === 'conflict'));
   t.match(failures.find((f) => f.action === 'admin.user.delete'), { email: ROOT.email, actor: `admin:${ROOT.email}` });
@@ -480,7 +480,7 @@ t.test('E_INVALID: a password the policy refuses, an unknown role, a phone witho
   const client = await h.connect();
   const root = await loginAs(h, client, ROOT, ROOT_MAC);
   const alice = await loginAs(h, client, ALICE, MAC);
-  const before = snapshot(h);
+  const before = await snapshot(h);
   const eve = { email: 'eve@example.com', phone: '+1 555 0166', password: 'eve horse battery staple' };
   const invalid = (message: RegExp) => ({ status: 'error', error: 'E_INVALID', message });
   t.match(await send(client, { code: 8, ...root, ...eve, password: 'short' }), invalid(/at least 8 characters/));
@@ -490,9 +490,9 @@ t.test('E_INVALID: a password the policy refuses, an unknown role, a phone witho
   t.match(await send(client, { code: 8, ...root, ...eve, phone: '(12)' }), invalid(/phone must be 4 to 20 digits/));
   t.match(await send(client, { code: 13, ...root, email: BOB.email, role: 'wizard' }), invalid(/role must be one of/));
   t.match(await send(client, { code: 14, ...root, email: ALICE.email, password: 'short' }), invalid(/at least 8 characters/));
-  t.same(snapshot(h), before, 'no account, password, role or session changed');
+  t.same(await snapshot(h), before, 'no account, password, role or session changed');
   t.equal((await check(client, alice)).status, 'authorized', "Alice's session survives the refused reset");
-  const failures = h.auditRows({ outcome: 'failure' });
+  const failures = (await h.auditRows({ outcome: 'failure' }));
   t.equal(failures.length, 7);
   t.ok(failures.every((f) => f.detail?.reason === 'invalid'), 'each audited as invalid');
 
@@ -529,7 +529,7 @@ t.test('an admin command with a token that does not authenticate is E_UNAUTHENTI
   t.match(await send(client, { code: 19, token: root.token, mac: macOf(7) }), unauthenticated, 'another MAC');
   t.match(await send(client, { code: 15, token: 'junk', mac: ROOT_MAC, email: ALICE.email }), unauthenticated, 'not a token at all');
   t.match(await send(client, { code: 9, ...root }), { status: 'error', error: 'E_RATE_LIMITED', retryAfterSeconds: Number }, 'the address limit applies');
-  t.ok(h.app.store.findUserByEmail(ALICE.email), 'nothing was deleted');
+  t.ok((await h.app.store.findUserByEmail(ALICE.email)), 'nothing was deleted');
   h.clock.advance(60_000);
   t.match(await send(client, { code: 9, ...root }), { status: 'ok' });
   h.clock.advance(2 * HOUR);
@@ -560,7 +560,7 @@ t.test('passwords sent with admin.user.add and admin.user.reset_password are nev
   await loginAs(h, client, { ...eve, password: secrets.reset }, macOf(5));
 
   await client.close();
-  const rows = JSON.stringify(h.auditRows());
+  const rows = JSON.stringify((await h.auditRows()));
   t.ok(rows.includes('admin.user.reset_password') && rows.includes('admin.user.add'), 'the audit rows were read');
   t.ok(h.logs.find({ error: 'E_INVALID' }).length > 0 && h.logs.find({ error: 'E_CONFLICT' }).length > 0, 'the refusals were logged');
   const files = readdirSync(h.dataDir, { recursive: true, encoding: 'utf8' }).map((f) => path.join(h.dataDir, f)).filter((f) => statSync(f).isFile());

@@ -17,16 +17,15 @@ const NORMAL_MAC = '00:1a:2b:3c:4d:5e';
 const OTHER_MAC = '00-1A-2B-3C-4D-99';
 
 /** Every audit row, oldest first, once what the server queued has been written. */
-function rows(h: Harness, filter: Partial<AuditRecord> = {}): AuditRecord[] {
-  return h
-    .auditRows()
+async function rows(h: Harness, filter: Partial<AuditRecord> = {}): Promise<AuditRecord[]> {
+  return (await h.auditRows())
     .reverse()
     .filter((r) => Object.entries(filter).every(([k, v]) => r[k as keyof AuditRecord] === v));
 }
 
 /** The whole audit table as text, for "no secret anywhere" assertions. */
-function dump(h: Harness): string {
-  h.app.audit.flush();
+async function dump(h: Harness): Promise<string> {
+  await h.app.audit.flush();
   const db = new Database(path.join(h.dataDir, DATABASE_FILE), { readonly: true });
   try {
     return JSON.stringify(db.prepare('SELECT * FROM audit').all());
@@ -41,7 +40,7 @@ t.test('the seed flow is audited: passcode request, mail, login, renewal, reuse'
   const start = h.clock.now;
   const passcode = await h.requestPasscode(client);
   // The mail is sent in the background; its row follows the delivery.
-  for (let i = 0; i < 100 && rows(h, { action: 'passcode.sent' }).length === 0; i++) await sleep(10);
+  for (let i = 0; i < 100 && (await rows(h, { action: 'passcode.sent' })).length === 0; i++) await sleep(10);
   const login = await client.login({ email: ALICE.email, phone: ALICE.phone, password: ALICE.password, passcode, mac: NORMAL_MAC, device: 'ops laptop' });
   if (login.status !== 'ok') return t.fail(JSON.stringify(login));
   h.clock.advance(HOUR);
@@ -50,7 +49,7 @@ t.test('the seed flow is audited: passcode request, mail, login, renewal, reuse'
   h.clock.advance(60_000); // past the grace
   t.equal((await client.check({ token: login.token, mac: NORMAL_MAC, request: 'inventory.read' })).status, 'unauthorized');
 
-  const trail = rows(h);
+  const trail = await rows(h);
   t.same(
     trail.map((r) => [r.action, r.outcome]),
     [
@@ -68,7 +67,7 @@ t.test('the seed flow is audited: passcode request, mail, login, renewal, reuse'
   t.match(trail[3], { ...common, at: start + HOUR, ip: '127.0.0.1', sessionId: 1, detail: { generation: 1, request: 'inventory.read' } });
   t.match(trail[4], { ...common, at: start + HOUR + 60_000, sessionId: 1, detail: { generation: 0 } });
 
-  const text = dump(h);
+  const text = await dump(h);
   for (const secret of [ALICE.password, passcode, login.token, renewed.token, 'Awfer_hellwall_']) t.notOk(text.includes(secret), `no ${secret.slice(0, 6)}… in the audit table`);
   t.notMatch(text, /scrypt\$/, 'no password hash');
   const logged = h.logs.find({ event: 'audit', msg: 'audit' }).map((l) => l.audit as Record<string, unknown>);
@@ -81,7 +80,7 @@ t.test('the seed flow is audited: passcode request, mail, login, renewal, reuse'
 t.test('failures are audited with the reason, for real and unknown accounts alike', async (t) => {
   const disabled = { ...ALICE, email: 'dora@example.com' };
   const h = await startHarness(t, { users: [ALICE, disabled] });
-  h.app.store.setUserDisabled(2, true);
+  await h.app.store.setUserDisabled(2, true);
   const client = await h.connect();
   const wrong = { password: 'not the password at all', mac: OTHER_MAC };
   await client.requestPasscode({ email: ALICE.email, ...wrong });
@@ -92,7 +91,7 @@ t.test('failures are audited with the reason, for real and unknown accounts alik
   t.match(bad, { status: 'error', error: 'E_AUTH_FAILED' });
   await client.login({ email: 'nobody@example.com', phone: ALICE.phone, password: ALICE.password, passcode, mac: MAC });
 
-  const failures = rows(h, { outcome: 'failure' });
+  const failures = await rows(h, { outcome: 'failure' });
   t.same(
     failures.map((r) => [r.action, r.email, r.userId, r.detail?.reason]),
     [
@@ -105,7 +104,7 @@ t.test('failures are audited with the reason, for real and unknown accounts alik
   );
   t.equal(failures[0]!.mac, NORMAL_MAC.replace('5e', '99'), 'the MAC as normalized (lower case, colons)');
   t.ok(failures.every((r) => r.ip === '127.0.0.1'));
-  t.notOk(dump(h).includes(wrong.password), 'a wrong password is not recorded either');
+  t.notOk((await dump(h)).includes(wrong.password), 'a wrong password is not recorded either');
 });
 
 t.test('rate-limit refusals are audited as denied', async (t) => {
@@ -117,7 +116,7 @@ t.test('rate-limit refusals are audited as denied', async (t) => {
   await client.login(login);
   t.match(await client.login(login), { error: 'E_RATE_LIMITED' });
   t.same(
-    rows(h, { outcome: 'denied' }).map((r) => [r.action, r.email, r.detail?.reason, r.detail?.scope]),
+    (await rows(h, { outcome: 'denied' })).map((r) => [r.action, r.email, r.detail?.reason, r.detail?.scope]),
     [
       ['passcode.request', ALICE.email, 'rate-limited', 'address'],
       ['login', ALICE.email, 'rate-limited', 'address'],
@@ -135,14 +134,14 @@ t.test('a denied request is audited with the request and the role', async (t) =>
   t.equal((await client.check({ token, mac: MAC, request: 'admin.users.delete' })).status, 'unauthorized');
   t.equal((await client.check({ token: 'Awfer_hellwall_' + 'x'.repeat(43), mac: MAC, request: 'admin.users.delete' })).status, 'unauthorized');
   for (let i = 0; i < 20; i++) await client.check({ token, mac: MAC, request: 'admin.users.delete' });
-  const denied = rows(h, { action: 'token.denied' });
+  const denied = await rows(h, { action: 'token.denied' });
   t.equal(denied.length, 1, 'the policy denial, not the unknown token (no session: nothing to attribute); its repeats coalesced');
   h.clock.advance(60_000);
   await client.check({ token, mac: MAC, request: 'admin.users.delete' });
-  t.match(rows(h, { action: 'token.denied' })[1], { detail: { request: 'admin.users.delete', repeated: 20 } }, 'a minute on, the next row counts them');
+  t.match((await rows(h, { action: 'token.denied' }))[1], { detail: { request: 'admin.users.delete', repeated: 20 } }, 'a minute on, the next row counts them');
   t.equal(sample(await metricsText(h.opsPort), 'hellwall_audit_events_total{outcome="coalesced"}'), 20);
   t.match(denied[0], { outcome: 'denied', userId: 1, email: ALICE.email, sessionId: 1, ip: '127.0.0.1', mac: NORMAL_MAC, detail: { request: 'admin.users.delete', role: 'user' } });
-  t.equal(rows(h, { action: 'token.renew' }).length + rows(h, { action: 'token.reuse' }).length, 0, 'authorized checks write nothing');
+  t.equal((await rows(h, { action: 'token.renew' })).length + (await rows(h, { action: 'token.reuse' })).length, 0, 'authorized checks write nothing');
 });
 
 t.test('logout, logout everywhere, revoke and eviction are audited', async (t) => {
@@ -158,7 +157,7 @@ t.test('logout, logout everywhere, revoke and eviction are audited', async (t) =
   tokens.push((await h.login(client, ALICE, macs[3])).token);
   t.match(await client.send({ code: 5, token: tokens[3]!, mac: macs[3]! }), { status: 'ok', ended: 2 });
 
-  const trail = rows(h).filter((r) => r.action.startsWith('session.'));
+  const trail = (await rows(h)).filter((r) => r.action.startsWith('session.'));
   t.same(
     trail.map((r) => [r.action, r.sessionId, r.mac]),
     [
@@ -169,7 +168,7 @@ t.test('logout, logout everywhere, revoke and eviction are audited', async (t) =
   );
   t.match(trail[0], { outcome: 'success', userId: 1, email: ALICE.email, detail: { by: 3, maxPerUser: 2 } });
   t.match(trail[2], { detail: { ended: 2 } });
-  const login3 = rows(h, { action: 'login', sessionId: 3 })[0];
+  const login3 = (await rows(h, { action: 'login', sessionId: 3 }))[0];
   t.match(login3, { detail: { evicted: 1 } }, 'the login that evicted says so');
   t.ok(trail[0]!.id < login3!.id, 'the eviction is written with the login that caused it, before it');
 });
@@ -181,7 +180,7 @@ t.test('a failed passcode mail is audited as a failure', async (t) => {
   const client = await h.connect();
   await client.requestPasscode({ email: ALICE.email, password: ALICE.password, mac: MAC });
   await h.app.mail.drain(10_000);
-  const [sent] = rows(h, { action: 'passcode.sent' });
+  const [sent] = await rows(h, { action: 'passcode.sent' });
   t.match(sent, { outcome: 'failure', userId: 1, email: ALICE.email, detail: { attempts: 3, error: String } });
 });
 
@@ -193,9 +192,9 @@ t.test('the server deletes audit rows past audit.retentionDays; 0 keeps them', a
     await h.login(client);
     h.clock.advance(DAY + 1);
     await client.requestPasscode({ email: ALICE.email, password: 'wrong password here', mac: MAC });
-    t.equal(rows(h).length, 4, 'passcode.request, passcode.sent, login, then a day later a failed request');
+    t.equal((await rows(h)).length, 4, 'passcode.request, passcode.sent, login, then a day later a failed request');
     const pass = await h.app.housekeeper.runOnce();
     t.equal(pass.deleted.auditRows, 4 - left, `retention ${retentionDays}: ${4 - left} deleted`);
-    t.equal(rows(h).length, left);
+    t.equal((await rows(h)).length, left);
   }
 });

@@ -12,15 +12,15 @@ const DAY = 86_400_000;
 const MANUAL = { housekeeping: { intervalSeconds: 0 } };
 
 /** `n` sessions of Alice's that ended long ago, written straight into the store in one transaction. */
-function insertDeadSessions(h: Harness, n: number): void {
-  const userId = h.app.store.findUserByEmail(ALICE.email)!.id;
+async function insertDeadSessions(h: Harness, n: number): Promise<void> {
+  const userId = (await h.app.store.findUserByEmail(ALICE.email))!.id;
   const now = h.clock.now;
-  h.app.store.transaction(() => {
+  await h.app.store.transaction(async (tx) => {
     for (let i = 0; i < n; i++) {
       const master = Buffer.alloc(32);
       master.writeUInt32BE(i + 1);
       master.write('dead', 8);
-      h.app.store.createSession({ userId, master, mac: MAC, ip: '127.0.0.1', createdAt: now - 40 * DAY, expiresAt: now - 39 * DAY, absoluteExpiresAt: now - 10 * DAY, keyId: 1 });
+      await tx.createSession({ userId, master, mac: MAC, ip: '127.0.0.1', createdAt: now - 40 * DAY, expiresAt: now - 39 * DAY, absoluteExpiresAt: now - 10 * DAY, keyId: 1 });
     }
   });
 }
@@ -40,10 +40,11 @@ t.test('a session past its absolute limit is deleted by a pass, and its token th
   const { token } = await h.login(client);
   t.equal((await client.check({ token, mac: MAC, request: 'r' })).status, 'authorized', 'checked (and so cached by the server)');
 
-  t.same((await h.app.housekeeper.runOnce()).deleted, { passcodes: 0, sessions: 0, retiredTokens: 0, auditRows: 0 }, 'nothing is dead yet');
+  t.same((await h.app.housekeeper.runOnce()).deleted, { passcodes: 0, sessions: 0, retiredTokens: 0, auditRows: 0, counters: 0 }, 'nothing is dead yet');
   h.clock.advance(h.app.config.tokens.absoluteSeconds * 1000);
   const pass = await h.app.housekeeper.runOnce();
-  t.same(pass.deleted, { passcodes: 0, sessions: 1, retiredTokens: 0, auditRows: 0 });
+  // The counter is the login's passcodes-per-hour count (limits.passcodesPerHour), long expired.
+  t.same(pass.deleted, { passcodes: 0, sessions: 1, retiredTokens: 0, auditRows: 0, counters: 1 });
   t.equal(pass.batches, 1);
   t.equal(sessionRows(h), 0, 'the row is gone');
 
@@ -58,16 +59,16 @@ t.test('a backlog of 5,000 dead sessions goes in batches, with token checks answ
   const h = await startHarness(t, { config: MANUAL });
   const client = await h.connect();
   const { token } = await h.login(client);
-  insertDeadSessions(h, 5000);
+  await insertDeadSessions(h, 5000);
 
   // The app's store and policy, with each batch timed.
   const batchMs: number[] = [];
   const timed: Store = {
     ...h.app.store,
-    deleteExpired(now, policy): ExpiredCounts {
+    async deleteExpired(now, policy): Promise<ExpiredCounts> {
       const start = performance.now();
       try {
-        return h.app.store.deleteExpired(now, policy);
+        return await h.app.store.deleteExpired(now, policy);
       } finally {
         batchMs.push(performance.now() - start);
       }
@@ -97,7 +98,7 @@ t.test('a backlog of 5,000 dead sessions goes in batches, with token checks answ
   done = true;
   await checking;
 
-  t.same(pass.deleted, { passcodes: 0, sessions: 5000, retiredTokens: 0, auditRows: 0 });
+  t.same(pass.deleted, { passcodes: 0, sessions: 5000, retiredTokens: 0, auditRows: 0, counters: 0 });
   t.equal(pass.batches, 11, 'ten full batches of 500, then one that finds nothing');
   t.ok(turns >= pass.batches - 1, `the event loop turned between batches (${turns} turns)`);
   t.ok(answeredDuring >= 1, `${answeredDuring} token checks answered during the pass`);
@@ -111,13 +112,13 @@ t.test('a backlog of 5,000 dead sessions goes in batches, with token checks answ
 
 t.test('a busy database skips the pass with a warning; the next pass deletes', async (t) => {
   const h = await startHarness(t, { config: MANUAL });
-  insertDeadSessions(h, 3);
+  await insertDeadSessions(h, 3);
   const other = new Database(path.join(h.dataDir, DATABASE_FILE));
   t.teardown(() => other.close());
   other.exec('BEGIN IMMEDIATE');
   const skipped = await h.app.housekeeper.runOnce();
   t.equal(skipped.busy, true);
-  t.same(skipped.deleted, { passcodes: 0, sessions: 0, retiredTokens: 0, auditRows: 0 });
+  t.same(skipped.deleted, { passcodes: 0, sessions: 0, retiredTokens: 0, auditRows: 0, counters: 0 });
   t.equal(h.logs.find({ msg: 'housekeeping skipped: database busy; the next pass retries' }).length, 1);
   other.exec('ROLLBACK');
   const next = await h.app.housekeeper.runOnce();
@@ -137,22 +138,22 @@ t.test('the timer runs passes until stopped; a stopped housekeeper runs no more'
     policy: { idleMs: DAY, keepRevokedMs: 0, batch: 100 },
   });
   t.teardown(() => housekeeper.stop());
-  insertDeadSessions(h, 2);
+  await insertDeadSessions(h, 2);
   housekeeper.start();
   housekeeper.start(); // idempotent: still one timer
   for (let i = 0; i < 200 && recorded.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
   t.same(recorded, [['sessions', 2]]);
   await housekeeper.stop();
   const master = Buffer.alloc(32, 0xee);
-  h.app.store.createSession({ userId: h.app.store.findUserByEmail(ALICE.email)!.id, master, mac: MAC, ip: '127.0.0.1', createdAt: 0, expiresAt: 1, absoluteExpiresAt: 2, keyId: 1 });
+  await h.app.store.createSession({ userId: (await h.app.store.findUserByEmail(ALICE.email))!.id, master, mac: MAC, ip: '127.0.0.1', createdAt: 0, expiresAt: 1, absoluteExpiresAt: 2, keyId: 1 });
   await new Promise((r) => setTimeout(r, 60));
-  t.ok(h.app.store.findSessionByMaster(master), 'no pass after stop()');
+  t.ok(await h.app.store.findSessionByMaster(master), 'no pass after stop()');
   t.same(recorded, [['sessions', 2]]);
 });
 
 t.test('app.listen() starts the housekeeper on housekeeping.intervalSeconds; close() stops it', async (t) => {
   const h = await startHarness(t, { config: { housekeeping: { intervalSeconds: 1 } } });
-  insertDeadSessions(h, 4);
+  await insertDeadSessions(h, 4);
   for (let i = 0; i < 300 && h.logs.find({ msg: 'expired rows deleted' }).length === 0; i++) await new Promise((r) => setTimeout(r, 10));
   t.match(h.logs.find({ msg: 'expired rows deleted' }), [{ deleted: { sessions: 4 } }]);
   await h.app.close(100);

@@ -17,18 +17,18 @@ async function rotate(h: Harness): Promise<number> {
 
 /** What `hellwall key retire ID` does, then SIGHUP. */
 async function retire(h: Harness, id: number) {
-  const r = retireKey({ dataDir: h.dataDir, store: h.app.store, now: h.clock.now, log: h.app.log }, id);
+  const r = await retireKey({ dataDir: h.dataDir, store: h.app.store, now: h.clock.now, log: h.app.log }, id);
   await h.app.reload();
   return r;
 }
 
-const sessionsByKey = (h: Harness) => Object.fromEntries(h.app.store.countSessionsByKey(h.clock.now));
+const sessionsByKey = async (h: Harness) => Object.fromEntries(await h.app.store.countSessionsByKey(h.clock.now));
 
 t.test('a session from before a rotation still checks authorized; a login after it uses the new key', async (t) => {
   const h = await startHarness(t);
   const client = await h.connect();
   const before = await h.login(client);
-  t.same(sessionsByKey(h), { 1: 1 });
+  t.same(await sessionsByKey(h), { 1: 1 });
 
   t.equal(await rotate(h), 2);
   t.equal(h.app.keys.current.id, 2);
@@ -37,7 +37,7 @@ t.test('a session from before a rotation still checks authorized; a login after 
   t.equal((await client.check({ token: before.token, mac: '00:1a:2b:3c:4d:5f', request: 'r' })).status, 'unauthorized', 'binding still holds under the old key');
 
   const after = await h.login(client);
-  t.same(sessionsByKey(h), { 1: 1, 2: 1 }, 'the new session is stored with key id 2');
+  t.same(await sessionsByKey(h), { 1: 1, 2: 1 }, 'the new session is stored with key id 2');
   t.equal((await client.check({ token: after.token, mac: MAC, request: 'r' })).status, 'authorized');
 });
 
@@ -47,7 +47,7 @@ t.test('a rotation the server has not reloaded yet changes nothing for it', asyn
   const first = await h.login(client);
   rotateKey(h.dataDir, randomBytes, h.app.log); // the CLI, on a running server: no SIGHUP yet
   const second = await h.login(client);
-  t.same(sessionsByKey(h), { 1: 2 }, 'the server keeps its current key until it reloads');
+  t.same(await sessionsByKey(h), { 1: 2 }, 'the server keeps its current key until it reloads');
   await h.app.reload();
   for (const login of [first, second]) {
     t.equal((await client.check({ token: login.token, mac: MAC, request: 'r' })).status, 'authorized', 'and what it issued verifies after the reload');
@@ -63,7 +63,7 @@ t.test('renewing a session made under the old key moves it to the new key; grace
   const renewed = await client.check({ token: login.token, mac: MAC, request: 'r' });
   t.equal(renewed.status, 'renew');
   if (renewed.status !== 'renew') return;
-  t.same(sessionsByKey(h), { 2: 1 }, 'the session now uses key 2');
+  t.same(await sessionsByKey(h), { 2: 1 }, 'the session now uses key 2');
   t.equal((await client.check({ token: renewed.token, mac: MAC, request: 'r' })).status, 'authorized');
 
   h.clock.advance(10_000);
@@ -95,7 +95,7 @@ t.test('a passcode issued before a rotation still logs in, and the session gets 
   await rotate(h);
   const res = await client.login({ email: ALICE.email, phone: ALICE.phone, password: ALICE.password, passcode, mac: MAC });
   t.equal(res.status, 'ok');
-  t.same(sessionsByKey(h), { 2: 1 });
+  t.same(await sessionsByKey(h), { 2: 1 });
 });
 
 t.test('retiring the old key ends its sessions and leaves new-key sessions alone', async (t) => {
@@ -105,14 +105,14 @@ t.test('retiring the old key ends its sessions and leaves new-key sessions alone
   await rotate(h);
   const fresh = await h.login(client);
 
-  t.throws(() => retireKey({ dataDir: h.dataDir, store: h.app.store, now: h.clock.now, log: h.app.log }, 2), { code: 'key-current' }, 'the current key cannot be retired');
+  await t.rejects(retireKey({ dataDir: h.dataDir, store: h.app.store, now: h.clock.now, log: h.app.log }, 2), { code: 'key-current' }, 'the current key cannot be retired');
 
   const r = await retire(h, 1);
   t.equal(r.sessions, 1, 'one session was under key 1');
   t.equal((await client.check({ token: old.token, mac: MAC, request: 'r' })).status, 'unauthorized', 'the old-key session no longer checks');
   t.equal((await client.check({ token: fresh.token, mac: MAC, request: 'r' })).status, 'authorized', 'the new-key session does');
   t.equal(h.logs.find({ event: 'key.retire', keyId: 1, sessions: 1 }).length, 1, 'the retirement is logged with what it revoked');
-  t.same(sessionsByKey(h), { 2: 1 });
+  t.same(await sessionsByKey(h), { 2: 1 });
 });
 
 t.test('a passcode hashed with a key retired before it is used no longer logs in', async (t) => {
@@ -131,7 +131,7 @@ t.test('a session retired with its key stays unauthorized even in a server that 
   const client = await h.connect();
   const old = await h.login(client);
   await rotate(h);
-  retireKey({ dataDir: h.dataDir, store: h.app.store, now: h.clock.now, log: h.app.log }, 1);
+  await retireKey({ dataDir: h.dataDir, store: h.app.store, now: h.clock.now, log: h.app.log }, 1);
   t.ok(h.app.keys.get(1), 'the server still holds key 1');
   t.equal((await client.check({ token: old.token, mac: MAC, request: 'r' })).status, 'unauthorized', 'but its session is revoked in the database');
 });

@@ -23,7 +23,7 @@ t.test('health, readiness and a 404 on the ops listener', async (t) => {
 
 t.test('readiness fails with the reason when the database is unreachable', async (t) => {
   const h = await startHarness(t);
-  h.app.store.close();
+  await h.app.store.close();
   const ready = await httpGet(h.opsPort, '/readyz');
   t.equal(ready.status, 503);
   t.match(JSON.parse(ready.body), { ready: false, failing: { database: /closed/ } });
@@ -145,7 +145,7 @@ t.test('the ops listener can be turned off', async (t) => {
 
 t.test('the request histogram follows Prometheus semantics (le is inclusive, buckets cumulative)', async (t) => {
   const { createPrometheusMetrics } = await import('../../src/ops/metrics.js');
-  const m = createPrometheusMetrics({ activeSessions: () => 7, defaultMetrics: false });
+  const m = createPrometheusMetrics({ activeSessions: async () => 7, defaultMetrics: false });
   m.request('token.check', 'authorized', 0.0001); // exactly a bound: counted in le="0.0001"
   m.request('token.check', 'authorized', 0.00011);
   m.request('token.check', 'unauthorized', 3); // beyond the last bound: only +Inf

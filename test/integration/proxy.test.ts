@@ -1,53 +1,14 @@
-import { once } from 'node:events';
-import net from 'node:net';
+import type net from 'node:net';
 import t from 'tap';
 import { metricsText } from '../helpers/http.js';
 import type { HellwallClient } from '../../src/client/client.js';
 import { ConfigError, loadConfig } from '../../src/config.js';
 import { MAC, startHarness, type Harness } from '../helpers/harness.js';
+import { closed, rawWithHeader as rawAt, v1, v2, v2Tcp4, v2Tcp6 } from '../helpers/proxy-headers.js';
 import { within } from '../helpers/test-utils.js';
 
 const TRUSTED = { proxy: { trusted: '127.0.0.1' } };
-const SIG = Buffer.from('0d0a0d0a000d0a515549540a', 'hex');
-
-const v1 = (family: 'TCP4' | 'TCP6', client: string, server = family === 'TCP4' ? '127.0.0.1' : '::1'): Buffer =>
-  Buffer.from(`PROXY ${family} ${client} ${server} 50000 7443\r\n`);
-
-/** A v2 header; `addresses` as raw bytes (source, destination, ports), or none for LOCAL/UNSPEC. */
-function v2(command: 'proxy' | 'local', fam: number, addresses: Buffer = Buffer.alloc(0)): Buffer {
-  const fixed = Buffer.from([command === 'proxy' ? 0x21 : 0x20, fam, 0, 0]);
-  fixed.writeUInt16BE(addresses.length, 2);
-  return Buffer.concat([SIG, fixed, addresses]);
-}
-
-const v2Tcp4 = (client: string): Buffer =>
-  v2('proxy', 0x11, Buffer.from([...client.split('.').map(Number), 127, 0, 0, 1, 0xc3, 0x50, 0x1d, 0x13]));
-
-/** `groups`: the eight 16-bit groups of the client's IPv6 address. */
-const v2Tcp6 = (groups: number[]): Buffer => {
-  const body = Buffer.alloc(36);
-  groups.forEach((g, i) => body.writeUInt16BE(g, 2 * i));
-  body.writeUInt16BE(1, 30); // destination ::1
-  body.writeUInt16BE(50000, 32);
-  body.writeUInt16BE(7443, 34);
-  return v2('proxy', 0x21, body);
-};
-
-/** A TCP connection to the server from `localAddress`, with `header` written first (the balancer's part). */
-async function rawWithHeader(h: Harness, header: Buffer, localAddress = '127.0.0.1'): Promise<net.Socket> {
-  const socket = net.connect({ host: '127.0.0.1', port: h.port, localAddress });
-  // The server may reset connections it refuses; the tests look at 'close', not at the error.
-  socket.on('error', () => {});
-  await once(socket, 'connect');
-  socket.write(header);
-  return socket;
-}
-
-/** Resolves when the socket closes, reset or not (events.once would reject on the reset's 'error'). */
-function closed(socket: net.Socket): Promise<void> {
-  socket.resume();
-  return new Promise((resolve) => socket.once('close', () => resolve()));
-}
+const rawWithHeader = (h: Harness, header: Buffer, localAddress?: string): Promise<net.Socket> => rawAt(h.port, header, localAddress);
 
 /** A client whose connection starts with `header`, as if a balancer had forwarded it. */
 async function viaBalancer(h: Harness, header: Buffer, localAddress?: string): Promise<HellwallClient> {

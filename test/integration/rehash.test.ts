@@ -14,7 +14,7 @@ const BOB = { email: 'bob@example.com', phone: '+1 555 0101', password: 'tangeri
 async function addWeakUser(h: Harness): Promise<{ id: number; hash: string }> {
   const weak = new PasswordHasher({ concurrency: 1, queueMax: 1, random: randomBytes, params: WEAK_SCRYPT });
   const hash = await weak.hash(BOB.password);
-  const user = h.app.store.createUser({ email: BOB.email, phone: BOB.phone, role: BOB.role, passwordHash: hash, createdAt: h.clock.now });
+  const user = (await h.app.store.createUser({ email: BOB.email, phone: BOB.phone, role: BOB.role, passwordHash: hash, createdAt: h.clock.now }));
   return { id: user.id, hash };
 }
 
@@ -36,7 +36,7 @@ async function settle(h: Harness): Promise<void> {
   await sleep(50);
 }
 
-const storedHash = (h: Harness): string => h.app.store.findUserByEmail(BOB.email)!.passwordHash;
+const storedHash = async (h: Harness): Promise<string> => (await h.app.store.findUserByEmail(BOB.email))!.passwordHash;
 
 t.test('a login over a hash with weaker parameters stores one with the current parameters, and logging in still works', async (t) => {
   const h = await startHarness(t);
@@ -49,7 +49,7 @@ t.test('a login over a hash with weaker parameters stores one with the current p
   const line = await waitForRehash(h, 'rehashed');
   t.match(line, { level: 30, userId: bob.id, from: WEAK_SCRYPT, to: TEST_SCRYPT });
 
-  const rehashed = storedHash(h);
+  const rehashed = await storedHash(h);
   t.not(rehashed, bob.hash, 'a new hash was stored');
   t.same(hashParams(rehashed), TEST_SCRYPT, 'the stored hash encodes the current parameters');
   t.same(hashParams(rehashed), h.app.hasher.params);
@@ -65,7 +65,7 @@ t.test('a login over a hash with weaker parameters stores one with the current p
   t.equal(second.status, 'ok', 'the login works over the new hash');
   await settle(h);
   t.equal(rehashLines(h).length, 1, 'a current hash is not rehashed again');
-  t.equal(storedHash(h), rehashed);
+  t.equal(await storedHash(h), rehashed);
 
   const alice = await h.login(client, ALICE);
   t.equal(alice.status, 'ok');
@@ -88,19 +88,19 @@ t.test('a wrong password never triggers a rehash', async (t) => {
   await settle(h);
   t.equal(h.logs.find({ event: 'passcode.request', outcome: 'refused', reason: 'bad-password' }).length, 3);
   t.same(rehashLines(h), [], 'no rehash attempted');
-  t.equal(storedHash(h), bob.hash, 'the weak hash is untouched');
+  t.equal(await storedHash(h), bob.hash, 'the weak hash is untouched');
 
   // The right password then does rehash: the test above could not pass by never rehashing.
   await h.requestPasscode(client, BOB);
   await waitForRehash(h, 'rehashed');
-  t.same(hashParams(storedHash(h)), TEST_SCRYPT);
+  t.same(hashParams(await storedHash(h)), TEST_SCRYPT);
 });
 
 t.test('passcode.auth accepts the right password when a rehash lands during its password check', async (t) => {
   const h = await startHarness(t);
   const client = await h.connect();
   const { hasher, store } = h.app;
-  const alice = store.findUserByEmail(ALICE.email)!;
+  const alice = (await store.findUserByEmail(ALICE.email))!;
   const passcode = await h.requestPasscode(client);
   await settle(h);
 
@@ -110,7 +110,7 @@ t.test('passcode.auth accepts the right password when a rehash lands during its 
   let verifications = 0;
   hasher.verify = async (encoded, password) => {
     const ok = await verify(encoded, password);
-    if (verifications++ === 0) t.ok(store.setPasswordHash(alice.id, newHash, alice.passwordHash), 'the rehash lands');
+    if (verifications++ === 0) t.ok((await store.setPasswordHash(alice.id, newHash, alice.passwordHash)), 'the rehash lands');
     return ok;
   };
   t.teardown(() => {
@@ -120,14 +120,14 @@ t.test('passcode.auth accepts the right password when a rehash lands during its 
   const res = await client.login({ email: ALICE.email, phone: ALICE.phone, password: ALICE.password, passcode, mac: MAC });
   t.equal(res.status, 'ok', 'the login succeeds');
   t.equal(verifications, 2, 'the password was checked again, against the new hash');
-  t.equal(store.findUserByEmail(ALICE.email)!.passwordHash, newHash);
+  t.equal((await store.findUserByEmail(ALICE.email))!.passwordHash, newHash);
 });
 
 t.test('passcode.auth still refuses when the password changes during its check', async (t) => {
   const h = await startHarness(t);
   const client = await h.connect();
   const { hasher, store } = h.app;
-  const alice = store.findUserByEmail(ALICE.email)!;
+  const alice = (await store.findUserByEmail(ALICE.email))!;
   const passcode = await h.requestPasscode(client);
   await settle(h);
 
@@ -137,7 +137,7 @@ t.test('passcode.auth still refuses when the password changes during its check',
   let verifications = 0;
   hasher.verify = async (encoded, password) => {
     const ok = await verify(encoded, password);
-    if (verifications++ === 0) store.setPasswordHash(alice.id, changed);
+    if (verifications++ === 0) await store.setPasswordHash(alice.id, changed);
     return ok;
   };
   t.teardown(() => {
@@ -157,8 +157,8 @@ t.test('a rehash never overwrites a password changed while it was being computed
   const changed = await hasher.hash('a new password chosen meanwhile');
   const hashIfIdle = hasher.hashIfIdle.bind(hasher);
   hasher.hashIfIdle = (password) =>
-    hashIfIdle(password)?.then((rehash) => {
-      store.setPasswordHash(bob.id, changed);
+    hashIfIdle(password)?.then(async (rehash) => {
+      await store.setPasswordHash(bob.id, changed);
       return rehash;
     }) ?? null;
   t.teardown(() => {
@@ -167,7 +167,7 @@ t.test('a rehash never overwrites a password changed while it was being computed
 
   await h.requestPasscode(client, BOB);
   await waitForRehash(h, 'superseded');
-  t.equal(storedHash(h), changed, 'the changed password stands');
+  t.equal(await storedHash(h), changed, 'the changed password stands');
   t.same(rehashLines(h, { outcome: 'rehashed' }), []);
 });
 
@@ -190,25 +190,25 @@ t.test('a rehash is skipped, not queued, while every hashing slot is busy, and h
   t.equal(res.status, 'ok');
   await waitForRehash(h, 'skipped-busy');
   t.equal(hasher.limiter.queued, 0, 'nothing waits in the queue');
-  t.equal(storedHash(h), bob.hash, 'not rehashed yet');
+  t.equal(await storedHash(h), bob.hash, 'not rehashed yet');
   hasher.verify = verify;
   release();
   await busy;
 
   await h.requestPasscode(client, BOB);
   await waitForRehash(h, 'rehashed');
-  t.same(hashParams(storedHash(h)), TEST_SCRYPT);
+  t.same(hashParams(await storedHash(h)), TEST_SCRYPT);
 });
 
 t.test('setPasswordHash replaces only the expected hash when told which', async (t) => {
   const h = await startHarness(t);
   const { store } = h.app;
-  const alice = store.findUserByEmail(ALICE.email)!;
-  t.notOk(store.setPasswordHash(alice.id, 'x', 'not the stored hash'), 'compare-and-set refuses a stale expectation');
-  t.equal(store.findUserByEmail(ALICE.email)!.passwordHash, alice.passwordHash);
-  t.ok(store.setPasswordHash(alice.id, 'y', alice.passwordHash));
-  t.equal(store.findUserByEmail(ALICE.email)!.passwordHash, 'y');
-  t.ok(store.setPasswordHash(alice.id, 'z'), 'unconditional');
-  t.equal(store.findUserByEmail(ALICE.email)!.passwordHash, 'z');
-  t.notOk(store.setPasswordHash(alice.id + 1000, 'z'), 'no such user');
+  const alice = (await store.findUserByEmail(ALICE.email))!;
+  t.notOk((await store.setPasswordHash(alice.id, 'x', 'not the stored hash')), 'compare-and-set refuses a stale expectation');
+  t.equal((await store.findUserByEmail(ALICE.email))!.passwordHash, alice.passwordHash);
+  t.ok((await store.setPasswordHash(alice.id, 'y', alice.passwordHash)));
+  t.equal((await store.findUserByEmail(ALICE.email))!.passwordHash, 'y');
+  t.ok((await store.setPasswordHash(alice.id, 'z')), 'unconditional');
+  t.equal((await store.findUserByEmail(ALICE.email))!.passwordHash, 'z');
+  t.notOk((await store.setPasswordHash(alice.id + 1000, 'z')), 'no such user');
 });

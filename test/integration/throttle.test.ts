@@ -39,7 +39,8 @@ t.test('passcode requests per address: a token bucket, refused before any passwo
 t.test('failures for one account from one address back off, doubling; the owner elsewhere is not held back', async (t) => {
   const h = await startHarness(t, limits({ freeFailures: 3 }));
   const attacker = await h.connect();
-  for (let i = 0; i < 4; i++) t.match(await attacker.requestPasscode(WRONG), { status: 'ok' }, `failure ${i + 1} answers like any request`);
+  // Each attempt is counted when admitted: once 3 are outstanding, the next must wait.
+  for (let i = 0; i < 3; i++) t.match(await attacker.requestPasscode(WRONG), { status: 'ok' }, `failure ${i + 1} answers like any request`);
   t.match(await attacker.requestPasscode(WRONG), { error: 'E_RATE_LIMITED', retryAfterSeconds: 1 }, 'after 3 free failures: wait 1 s');
   h.clock.advance(1 * SEC);
   t.match(await attacker.requestPasscode(WRONG), { status: 'ok' });
@@ -48,7 +49,7 @@ t.test('failures for one account from one address back off, doubling; the owner 
   t.match(await attacker.requestPasscode(WRONG), { status: 'ok' });
   t.match(await attacker.requestPasscode(WRONG), { error: 'E_RATE_LIMITED', retryAfterSeconds: 4 }, 'then 4 s');
 
-  // The owner, from another address, logs in at once; success resets the account's counters.
+  // The owner, from another address, logs in at once; the completed login releases the account's counts.
   const owner = await h.connect({ localAddress: '127.0.0.2' });
   const login = await h.login(owner);
   t.equal(login.status, 'ok', 'the attacker did not lock the owner out');
@@ -74,7 +75,7 @@ t.test('an unknown account is throttled exactly like a real one (no enumeration)
   t.ok(real.some((a) => (a as { error?: string }).error === 'E_RATE_LIMITED'), 'and the sequence does include throttling');
 });
 
-t.test('100 consecutive failures from anywhere lock the account for the cool-down, then one try per cool-down', async (t) => {
+t.test('100 consecutive failures from anywhere lock the account for the cool-down; after it the count starts afresh', async (t) => {
   const h = await startHarness(t, limits({ lockoutFailures: 100, lockoutSeconds: 900 }));
   const addresses = ['127.0.0.1', '127.0.0.3', '127.0.0.4', '127.0.0.5'];
   const clients = await Promise.all(addresses.map((a) => h.connect({ localAddress: a })));
@@ -85,17 +86,25 @@ t.test('100 consecutive failures from anywhere lock the account for the cool-dow
   const right = { email: ALICE.email, password: ALICE.password, mac: MAC };
   t.match(await owner.requestPasscode(right), { error: 'E_RATE_LIMITED', retryAfterSeconds: 900 }, 'even the right password waits');
   t.ok(h.logs.find({ msg: 'request throttled', scope: 'account', lockedOut: true }).length >= 1);
+  // After the cool-down the count starts afresh: it takes as many attempts again to lock it.
   h.clock.advance(900 * SEC);
   t.match(await clients[0]!.requestPasscode(WRONG), { status: 'ok' }, 'after the cool-down one more try');
-  t.match(await owner.requestPasscode(right), { error: 'E_RATE_LIMITED', retryAfterSeconds: 900 }, 'which failed and locked it again');
+  t.match(await owner.requestPasscode(right), { status: 'ok' }, 'which does not lock it again');
+  for (let i = 2; i < 100; i++) t.equal((await clients[i % clients.length]!.requestPasscode(WRONG)).status, 'ok');
+  t.match(await owner.requestPasscode(right), { error: 'E_RATE_LIMITED', retryAfterSeconds: 900 }, 'the 100th attempt since the cool-down locked it again');
   h.clock.advance(900 * SEC);
   const login = await h.login(owner);
   t.equal(login.status, 'ok', 'the owner gets in after the cool-down');
-  t.match(await clients[0]!.requestPasscode(WRONG), { status: 'ok' }, 'and the success reset the count');
+  t.match(await clients[0]!.requestPasscode(WRONG), { status: 'ok' }, 'and the completed login released the count');
+  // An address the account completed a login from is not held by the lockout.
+  for (let i = 1; i < 100; i++) await clients[i % clients.length]!.requestPasscode(WRONG);
+  t.match(await clients[1]!.requestPasscode(WRONG), { error: 'E_RATE_LIMITED', retryAfterSeconds: 900 }, 'locked again');
+  t.match(await owner.requestPasscode(right), { status: 'ok' }, "but not for the owner's own address");
 });
 
 t.test('passcode guesses back off too, and a throttled guess does not count against the passcode', async (t) => {
-  const h = await startHarness(t, limits({ freeFailures: 2 }));
+  // The passcode request is one of the 4 (a right password releases nothing; only a completed login does).
+  const h = await startHarness(t, limits({ freeFailures: 4 }));
   const client = await h.connect();
   const passcode = await h.requestPasscode(client);
   const guess = (code: string) =>
@@ -104,10 +113,10 @@ t.test('passcode guesses back off too, and a throttled guess does not count agai
   t.match(await guess(wrong), { error: 'E_AUTH_FAILED' });
   t.match(await guess(wrong), { error: 'E_AUTH_FAILED' });
   t.match(await guess(wrong), { error: 'E_AUTH_FAILED' });
-  const attempts = h.app.store.getPasscode(1)?.attempts;
+  const attempts = (await h.app.store.getPasscode(1))?.attempts;
   t.equal(attempts, 3);
   t.match(await guess(passcode), { error: 'E_RATE_LIMITED', retryAfterSeconds: 1 }, 'even the right passcode waits out the backoff');
-  t.equal(h.app.store.getPasscode(1)?.attempts, 3, 'nothing was tried: the guess count is unchanged');
+  t.equal((await h.app.store.getPasscode(1))?.attempts, 3, 'nothing was tried: the guess count is unchanged');
   h.clock.advance(1 * SEC);
   t.match(await guess(passcode), { status: 'ok' }, 'after the wait the right passcode works');
 });

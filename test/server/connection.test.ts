@@ -3,7 +3,8 @@ import t, { type Test } from 'tap';
 import { FrameDecoder, parseFrame } from '../../src/codec/frame-decoder.js';
 import { encodeFrame, frameBytes } from '../../src/codec/frame-encoder.js';
 import { createLogger } from '../../src/log.js';
-import { Connection } from '../../src/server/connection.js';
+import { BufferBudget } from '../../src/server/buffer-budget.js';
+import { Connection, type ConnectionOptions } from '../../src/server/connection.js';
 import type { DispatchFn, Response } from '../../src/server/dispatcher.js';
 import { LogSink } from '../helpers/log-sink.js';
 import { header, within } from '../helpers/test-utils.js';
@@ -53,7 +54,15 @@ interface Rig {
 function rig(
   t: Test,
   dispatch: (msg: Msg) => Response | Promise<Response>,
-  opts: { maxInflight?: number; maxFrameBytes?: number; closeTimeoutMs?: number; highWaterMark?: number; readPeer?: boolean } = {},
+  opts: {
+    maxInflight?: number;
+    maxFrameBytes?: number;
+    closeTimeoutMs?: number;
+    highWaterMark?: number;
+    readPeer?: boolean;
+    budget?: BufferBudget;
+    onOverBudget?: ConnectionOptions['onOverBudget'];
+  } = {},
 ): Rig {
   const [server, peer] = duplexPair(opts.highWaterMark === undefined ? {} : { highWaterMark: opts.highWaterMark });
   const logs = new LogSink();
@@ -78,6 +87,8 @@ function rig(
     maxFrameBytes: opts.maxFrameBytes ?? 1024,
     maxInflight: opts.maxInflight ?? 64,
     closeTimeoutMs: opts.closeTimeoutMs ?? 200,
+    ...(opts.budget && { budget: opts.budget }),
+    ...(opts.onOverBudget && { onOverBudget: opts.onOverBudget }),
   });
   const responses: Msg[] = [];
   const decoder = new FrameDecoder(1 << 20);
@@ -413,4 +424,46 @@ t.test('past a few refusals per connection, refusals are logged at debug and tot
   await within(conn.closed, 2000);
   t.equal(logs.find({ msg: 'request refused' }).length, REFUSALS_LOGGED, 'only the first ones one by one at info');
   t.same(logs.find({ msg: 'requests refused on this connection' }).map((l) => l.refusals), [50], 'the total at close');
+});
+
+t.test('a partial frame the shared budget has no room for closes the connection after the answers owed, without a message [P-1.8]', async (t) => {
+  const budget = new BufferBudget(1000);
+  const other = rig(t, ok, { budget });
+  other.peer.write(Buffer.concat([header(900), Buffer.from('{"id":')]));
+  await settle();
+  t.equal(budget.used, 900, 'another connection holds most of the budget');
+  const refusals: number[] = [];
+  const slow = deferred();
+  const r = rig(t, (msg) => (msg.id === 'owed' ? slow.promise : ok(msg)), { budget, onOverBudget: (refusal) => refusals.push(refusal.bytes) });
+  r.peer.write(Buffer.concat([encodeFrame({ id: 'owed' }), encodeFrame({ id: 'sync' }), header(200), Buffer.from('{"id":"too-much"')]));
+  await settle();
+  t.same(r.dispatched.map((m) => m.id), ['owed', 'sync'], 'the whole frames before it were taken');
+  t.same(refusals, [200], 'the listener is told, with the size that did not fit');
+  t.equal(budget.used, 900, 'nothing was reserved for the refused frame');
+  t.notOk(r.server.writableEnded, 'the answer still owed holds the close');
+  slow.resolve({ id: 'owed', status: 'ok' });
+  t.equal(await within(r.peerGotEnd, 1000), undefined, 'then the server ends its side');
+  t.same(r.responses.map((m) => m.id), ['owed', 'sync'], 'both answered, and no error frame: the client did nothing wrong');
+  t.equal(r.logs.find({ msg: 'no room to buffer a partial frame; closing connection' }).length, 1, 'logged (at debug: the listener rate-limits the warning)');
+  r.send({ id: 'late' });
+  await settle();
+  t.equal(r.dispatched.length, 2, 'nothing is read after the refusal');
+
+  other.peer.write(Buffer.from('"held"}').subarray(0, 3));
+  other.peer.end();
+  t.equal(await within(other.conn.closed, 2000), undefined);
+  t.equal(budget.used, 0, 'a connection that closes mid-frame gives its share back');
+});
+
+t.test('with a budget, frames that arrive whole are served however full the budget is', async (t) => {
+  const budget = new BufferBudget(100);
+  const hog = rig(t, ok, { budget });
+  hog.peer.write(header(100));
+  await settle();
+  t.equal(budget.used, 100, 'the budget is full');
+  const r = rig(t, ok, { budget });
+  r.send({ id: 'small' }, { id: 'big', pad: 'x'.repeat(800) });
+  await settle();
+  t.same(r.responses.map((m) => m.id), ['small', 'big'], 'answered: they never needed buffering');
+  t.notOk(r.server.writableEnded);
 });

@@ -11,16 +11,17 @@ import { hashPasscode } from '../../src/auth/passcodes.js';
 import { masterToken, newBaseToken, rotatedToken } from '../../src/auth/tokens.js';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
-import { MIGRATIONS } from '../../src/store/migrations.js';
+import { MIGRATIONS, type Migration } from '../../src/store/migrations.js';
 import { migrate, openSqliteStore } from '../../src/store/sqlite-store.js';
-import { DuplicateUserError } from '../../src/store/store.js';
+import { DuplicateUserError, type StoreChange } from '../../src/store/store.js';
 
 const tmp = () => path.join(mkdtempSync(path.join(os.tmpdir(), 'hellwall-db-')), 'hellwall.db');
 
 t.test('migrations run once and record the schema version', async (t) => {
   const file = tmp();
   const store = openSqliteStore(file);
-  store.close();
+  t.equal(await store.schemaVersion(), MIGRATIONS.at(-1)!.version);
+  await store.close();
   const db = new Database(file);
   t.equal(db.pragma('user_version', { simple: true }), MIGRATIONS.at(-1)!.version);
   t.equal(migrate(db), MIGRATIONS.at(-1)!.version, 'running again changes nothing');
@@ -30,89 +31,100 @@ t.test('migrations run once and record the schema version', async (t) => {
 
 t.test('the database file is private', async (t) => {
   const file = tmp();
-  openSqliteStore(file).close();
+  await openSqliteStore(file).close();
   t.equal(statSync(file).mode & 0o077, 0, 'no group or other access');
 });
 
 t.test('data survives closing and reopening', async (t) => {
   const file = tmp();
   let store = openSqliteStore(file);
-  const user = store.createUser({ email: 'a@b.c', phone: '+1555', role: 'user', passwordHash: 'h', createdAt: 1 });
-  const id = store.createSession({ userId: user.id, master: Buffer.alloc(32, 7), mac: 'm', ip: 'i', createdAt: 1, expiresAt: 2, absoluteExpiresAt: 3, keyId: 1 });
-  store.close();
+  const user = await store.createUser({ email: 'a@b.c', phone: '+1555', role: 'user', passwordHash: 'h', createdAt: 1 });
+  const id = await store.createSession({ userId: user.id, master: Buffer.alloc(32, 7), mac: 'm', ip: 'i', createdAt: 1, expiresAt: 2, absoluteExpiresAt: 3, keyId: 1 });
+  await store.close();
   store = openSqliteStore(file);
-  t.equal(store.findUserByEmail('a@b.c')?.id, user.id);
-  t.equal(store.findSessionByMaster(Buffer.alloc(32, 7))?.id, id);
-  t.equal(store.findSessionByMaster(Buffer.alloc(32, 7))?.userEmail, 'a@b.c', 'the owner is joined in');
-  store.close();
+  t.equal((await store.findUserByEmail('a@b.c'))?.id, user.id);
+  t.equal((await store.findUserById(user.id))?.email, 'a@b.c');
+  t.equal((await store.findSessionByMaster(Buffer.alloc(32, 7)))?.id, id);
+  t.equal((await store.findSessionByMaster(Buffer.alloc(32, 7)))?.userEmail, 'a@b.c', 'the owner is joined in');
+  await store.close();
 });
 
 t.test('a duplicate email is a DuplicateUserError', async (t) => {
   const store = openSqliteStore(tmp());
   const u = { email: 'a@b.c', phone: '+1555', role: 'user', passwordHash: 'h', createdAt: 1 };
-  store.createUser(u);
-  t.throws(() => store.createUser(u), DuplicateUserError);
-  store.close();
+  await store.createUser(u);
+  await t.rejects(store.createUser(u), DuplicateUserError);
+  await store.close();
 });
 
 t.test('a rotation applies only to the generation it was computed from', async (t) => {
   const store = openSqliteStore(tmp());
-  const user = store.createUser({ email: 'a@b.c', phone: '+1555', role: 'user', passwordHash: 'h', createdAt: 1 });
+  const user = await store.createUser({ email: 'a@b.c', phone: '+1555', role: 'user', passwordHash: 'h', createdAt: 1 });
   const old = Buffer.alloc(32, 1);
-  const sessionId = store.createSession({ userId: user.id, master: old, mac: 'm', ip: 'i', createdAt: 1, expiresAt: 2, absoluteExpiresAt: 3, keyId: 1 });
+  const sessionId = await store.createSession({ userId: user.id, master: old, mac: 'm', ip: 'i', createdAt: 1, expiresAt: 2, absoluteExpiresAt: 3, keyId: 1 });
   const rotation = { sessionId, oldMaster: old, newMaster: Buffer.alloc(32, 2), generation: 0, now: 5, expiresAt: 9, graceUntil: 6, nonce: Buffer.alloc(16), keyId: 1, oldKeyId: 1 };
-  t.ok(store.rotateSession(rotation));
-  t.notOk(store.rotateSession({ ...rotation, newMaster: Buffer.alloc(32, 3) }), 'a second rotation from the same state loses');
-  t.equal(store.findSessionById(sessionId)?.generation, 1);
-  t.equal(store.findRetiredToken(old)?.sessionId, sessionId);
-  store.revokeSession(sessionId, 7, 'test');
-  t.notOk(store.rotateSession({ ...rotation, oldMaster: Buffer.alloc(32, 2), generation: 1 }), 'a revoked session is not rotated');
-  store.close();
+  t.ok(await store.rotateSession(rotation));
+  t.notOk(await store.rotateSession({ ...rotation, newMaster: Buffer.alloc(32, 3) }), 'a second rotation from the same state loses');
+  t.equal((await store.findSessionById(sessionId))?.generation, 1);
+  t.equal((await store.findRetiredToken(old))?.sessionId, sessionId);
+  t.ok(await store.revokeSession(sessionId, 7, 'test'));
+  t.notOk(await store.rotateSession({ ...rotation, oldMaster: Buffer.alloc(32, 2), generation: 1 }), 'a revoked session is not rotated');
+  await store.close();
 });
 
-t.test('the session cache never hides a change committed by another connection', async (t) => {
+// The session cache has left the store (src/auth/session-cache.ts): the store reads the database
+// every time, and announces changes so a cache in front of it can stay correct.
+t.test('a change committed by another connection is read at once, and announced by refresh()', async (t) => {
   const file = tmp();
   const store = openSqliteStore(file);
-  const user = store.createUser({ email: 'a@b.c', phone: '+1555', role: 'user', passwordHash: 'h', createdAt: 1 });
+  const changes: StoreChange[] = [];
+  store.onChange((c) => changes.push(c));
+  const user = await store.createUser({ email: 'a@b.c', phone: '+1555', role: 'user', passwordHash: 'h', createdAt: 1 });
   const master = Buffer.alloc(32, 9);
-  const id = store.createSession({ userId: user.id, master, mac: 'm', ip: 'i', createdAt: 1, expiresAt: 2, absoluteExpiresAt: 3, keyId: 1 });
-  t.equal(store.findSessionByMaster(master)?.revokedAt, null, 'looked up (and cached)');
-  t.equal(store.readBatch(() => store.findSessionByMaster(master)?.revokedAt), null);
+  const id = await store.createSession({ userId: user.id, master, mac: 'm', ip: 'i', createdAt: 1, expiresAt: 2, absoluteExpiresAt: 3, keyId: 1 });
+  t.equal((await store.findSessionByMaster(master))?.revokedAt, null, 'looked up');
 
   // Another process (the CLI, a cluster worker) revokes the session and disables the user.
   const other = new Database(file);
   other.prepare('UPDATE sessions SET revoked_at = 5 WHERE id = ?').run(id);
-  t.equal(store.findSessionByMaster(master)?.revokedAt, 5, 'seen outside a batch');
+  t.equal((await store.findSessionByMaster(master))?.revokedAt, 5, 'seen by the next lookup');
+  store.refresh();
+  t.same(changes, [{ kind: 'all' }], 'and announced to caches by the next refresh');
   other.prepare('UPDATE users SET disabled = 1').run();
-  t.equal(store.readBatch(() => store.findSessionByMaster(master)?.userDisabled), true, 'seen in the next batch');
+  store.refresh();
+  t.equal((await store.findSessionByMaster(master))?.userDisabled, true, 'seen');
+  t.same(changes, [{ kind: 'all' }, { kind: 'all' }], 'announced');
   other.prepare('DELETE FROM sessions').run();
-  t.equal(store.findSessionByMaster(master), undefined, 'a deleted session is gone');
+  store.refresh();
+  t.equal(await store.findSessionByMaster(master), undefined, 'a deleted session is gone');
+  t.equal(changes.length, 3);
   other.close();
-  store.close();
+  await store.close();
 });
 
-t.test('the session cache follows this connection\'s own writes', async (t) => {
+t.test("this connection's own writes are read back at once and announced as they commit", async (t) => {
   const store = openSqliteStore(tmp());
-  const user = store.createUser({ email: 'a@b.c', phone: '+1555', role: 'user', passwordHash: 'h', createdAt: 1 });
+  const changes: StoreChange[] = [];
+  store.onChange((c) => changes.push(c));
+  const user = await store.createUser({ email: 'a@b.c', phone: '+1555', role: 'user', passwordHash: 'h', createdAt: 1 });
   const master = Buffer.alloc(32, 4);
-  const id = store.createSession({ userId: user.id, master, mac: 'm', ip: 'i', createdAt: 1, expiresAt: 2, absoluteExpiresAt: 3, keyId: 1 });
-  store.readBatch(() => {
-    t.equal(store.findSessionByMaster(master)?.lastSeenAt, 1);
-    store.touchSession(id, 50);
-    t.equal(store.findSessionByMaster(master)?.lastSeenAt, 50, 'touch is visible in the same batch');
-    store.revokeSession(id, 60, 'test');
-    t.equal(store.findSessionByMaster(master)?.revokedAt, 60, 'revocation is visible in the same batch');
-  });
+  const id = await store.createSession({ userId: user.id, master, mac: 'm', ip: 'i', createdAt: 1, expiresAt: 2, absoluteExpiresAt: 3, keyId: 1 });
+  t.equal((await store.findSessionByMaster(master))?.lastSeenAt, 1);
+  await store.touchSession(id, 50);
+  t.equal((await store.findSessionByMaster(master))?.lastSeenAt, 50, 'a touch is visible at once');
+  t.same(changes, [], 'and not announced (a cache records its own touches)');
+  await store.revokeSession(id, 60, 'test');
+  t.equal((await store.findSessionByMaster(master))?.revokedAt, 60, 'a revocation is visible at once');
+  t.same(changes, [{ kind: 'session', id }], 'and announced');
   const newMaster = Buffer.alloc(32, 5);
-  const user2 = store.createUser({ email: 'b@b.c', phone: '+1555', role: 'user', passwordHash: 'h', createdAt: 1 });
-  const id2 = store.createSession({ userId: user2.id, master: newMaster, mac: 'm', ip: 'i', createdAt: 1, expiresAt: 2, absoluteExpiresAt: 3, keyId: 1 });
-  store.readBatch(() => {
-    t.ok(store.findSessionByMaster(newMaster));
-    t.ok(store.rotateSession({ sessionId: id2, oldMaster: newMaster, newMaster: Buffer.alloc(32, 6), generation: 0, now: 5, expiresAt: 9, graceUntil: 6, nonce: Buffer.alloc(16), keyId: 1, oldKeyId: 1 }));
-    t.equal(store.findSessionByMaster(newMaster), undefined, 'the rotated-out master no longer finds the session');
-    t.equal(store.findSessionByMaster(Buffer.alloc(32, 6))?.id, id2, 'the new one does');
-  });
-  store.close();
+  const user2 = await store.createUser({ email: 'b@b.c', phone: '+1555', role: 'user', passwordHash: 'h', createdAt: 1 });
+  const id2 = await store.createSession({ userId: user2.id, master: newMaster, mac: 'm', ip: 'i', createdAt: 1, expiresAt: 2, absoluteExpiresAt: 3, keyId: 1 });
+  t.ok(await store.findSessionByMaster(newMaster));
+  t.ok(await store.rotateSession({ sessionId: id2, oldMaster: newMaster, newMaster: Buffer.alloc(32, 6), generation: 0, now: 5, expiresAt: 9, graceUntil: 6, nonce: Buffer.alloc(16), keyId: 1, oldKeyId: 1 }));
+  t.equal(await store.findSessionByMaster(newMaster), undefined, 'the rotated-out master no longer finds the session');
+  t.equal((await store.findSessionByMaster(Buffer.alloc(32, 6)))?.id, id2, 'the new one does');
+  t.same(changes, [{ kind: 'session', id }, { kind: 'session', id: id2 }], 'the rotation is announced');
+  await store.close();
 });
 
 t.test('a v1 database upgrades to key ids: its user and session survive and the old token still checks authorized', async (t) => {
@@ -142,11 +154,11 @@ t.test('a v1 database upgrades to key ids: its user and session survive and the 
   t.equal(upgraded.pragma('user_version', { simple: true }), MIGRATIONS.at(-1)!.version, 'upgraded to the latest schema');
   t.same(upgraded.prepare('SELECT key_id FROM sessions').pluck().all(), [1], 'the old session is recorded as made with key 1');
   upgraded.close();
-  t.equal(app.store.findUserByEmail('old@example.com')?.id, userId, 'the user survives');
-  t.equal(app.store.getPasscode(userId)?.keyId, 1, 'the pending passcode too, under key 1');
-  t.same([...app.store.countSessionsByKey(now)], [[1, 1]]);
+  t.equal((await app.store.findUserByEmail('old@example.com'))?.id, userId, 'the user survives');
+  t.equal((await app.store.getPasscode(userId))?.keyId, 1, 'the pending passcode too, under key 1');
+  t.same([...(await app.store.countSessionsByKey(now))], [[1, 1]]);
   t.equal(app.keys.current.id, 1, 'server.key is key 1 of the ring');
-  const check = app.services.tokens.check({ token, mac, seenIp: '127.0.0.1', request: 'r' }, log);
+  const check = await app.services.tokens.check({ token, mac, seenIp: '127.0.0.1', request: 'r' }, log);
   t.equal(check.status, 'authorized', 'the token issued before the upgrade still checks authorized');
 });
 
@@ -183,8 +195,8 @@ function schemaOf(file: string): unknown {
 
 // Every released schema after v1 (v1 is the test above), upgraded to whatever is latest now. Each
 // fixture holds rows only in the columns its version had: key ids since v2 (with key rotation, so
-// a second key), the session's device since v4.
-for (const from of [2, 3, 4]) {
+// a second key), the session's device since v4, the audit trail since v5.
+for (const from of [2, 3, 4, 5]) {
   t.test(`a v${from} database upgrades to the latest schema with users, sessions, passcodes and retired tokens intact`, async (t) => {
     const latest = MIGRATIONS.at(-1)!.version;
     const dataDir = mkdtempSync(path.join(os.tmpdir(), `hellwall-v${from}-`));
@@ -238,6 +250,10 @@ for (const from of [2, 3, 4]) {
       user_id: opsId, hash: hashPasscode(key2.passcode, opsId, 'ABC234'), mac: macA, seen_ip: ip, reported_ip: '192.0.2.10',
       created_at: now - 500, expires_at: now + 179_500, attempts: 2, key_id: 2,
     });
+    if (from >= 5) {
+      insert(db, 'audit', { at: now - 4000, action: 'login', outcome: 'success', user_id: opsId, email: 'ops@example.com', ip, mac: macA, session_id: sessionA, detail: '{"device":null,"evicted":0}' });
+      insert(db, 'audit', { at: now - 1000, action: 'session.logout', outcome: 'success', user_id: adminId, email: 'admin@example.com', session_id: sessionC });
+    }
     db.close();
 
     const app = buildApp({ config: loadConfig({}, { dataDir, port: 0, ops: { enabled: false } }, undefined), log, clock: () => now + 1000 });
@@ -247,45 +263,51 @@ for (const from of [2, 3, 4]) {
     t.equal(upgraded.pragma('user_version', { simple: true }), latest, 'upgraded to the latest schema');
     const count = (table: string): unknown => upgraded.prepare(`SELECT count(*) FROM ${table}`).pluck().get();
     t.same(
-      { users: count('users'), sessions: count('sessions'), passcodes: count('passcodes'), retiredTokens: count('retired_tokens') },
-      { users: 3, sessions: 3, passcodes: 1, retiredTokens: 1 },
+      { users: count('users'), sessions: count('sessions'), passcodes: count('passcodes'), retiredTokens: count('retired_tokens'), audit: count('audit'), counters: count('counters') },
+      { users: 3, sessions: 3, passcodes: 1, retiredTokens: 1, audit: from >= 5 ? 2 : 0, counters: 0 },
       'no row lost or added',
     );
     t.same(upgraded.pragma('integrity_check'), [{ integrity_check: 'ok' }], 'integrity_check is clean');
     t.same(upgraded.pragma('foreign_key_check'), [], 'foreign_key_check is clean');
     upgraded.close();
     const fresh = path.join(mkdtempSync(path.join(os.tmpdir(), 'hellwall-fresh-')), 'hellwall.db');
-    openSqliteStore(fresh).close();
+    await openSqliteStore(fresh).close();
     t.same(schemaOf(file), schemaOf(fresh), 'the schema is exactly that of a database created at the latest version');
 
     const { store } = app;
-    t.match(store.findUserByEmail('ops@example.com'), { id: opsId, role: 'user', phone: '+1 555 0100', passwordHash: 'hash-of-ops@example.com', disabled: false, createdAt: now - 5000 });
-    t.match(store.findUserByEmail('admin@example.com'), { id: adminId, role: 'admin', disabled: false });
-    t.match(store.findUserByEmail('gone@example.com'), { id: goneId, disabled: true });
+    t.match(await store.findUserByEmail('ops@example.com'), { id: opsId, role: 'user', phone: '+1 555 0100', passwordHash: 'hash-of-ops@example.com', disabled: false, createdAt: now - 5000 });
+    t.match(await store.findUserByEmail('admin@example.com'), { id: adminId, role: 'admin', disabled: false });
+    t.match(await store.findUserByEmail('gone@example.com'), { id: goneId, disabled: true });
 
-    const a = store.findSessionById(sessionA);
+    const a = await store.findSessionById(sessionA);
     t.match(a, { userId: opsId, mac: macA, ip, keyId: 2, generation: 1, device: null, revokedAt: null, userEmail: 'ops@example.com', userRole: 'user' });
     t.same(a?.master, masterToken(key2.master, tokenA, macA, ip), 'session A keeps its master token');
-    t.match(store.findSessionById(sessionB), { userId: opsId, mac: macB, keyId: 1, generation: 0, device: from >= 4 ? device : null, revokedAt: null });
-    t.match(store.findSessionById(sessionC), { userId: adminId, keyId: 2, revokedAt: now - 1000, revokeReason: 'logout', userRole: 'admin' });
+    t.match(await store.findSessionById(sessionB), { userId: opsId, mac: macB, keyId: 1, generation: 0, device: from >= 4 ? device : null, revokedAt: null });
+    t.match(await store.findSessionById(sessionC), { userId: adminId, keyId: 2, revokedAt: now - 1000, revokeReason: 'logout', userRole: 'admin' });
 
-    const passcode = store.getPasscode(opsId);
+    const passcode = await store.getPasscode(opsId);
     t.match(passcode, { userId: opsId, mac: macA, seenIp: ip, reportedIp: '192.0.2.10', attempts: 2, keyId: 2, expiresAt: now + 179_500 });
     t.same(passcode?.hash, hashPasscode(key2.passcode, opsId, 'ABC234'), 'the passcode hash is unchanged');
 
-    const retired = store.findRetiredToken(oldMasterA);
+    const retired = await store.findRetiredToken(oldMasterA);
     t.match(retired, { sessionId: sessionA, generation: 0, retiredAt: now - 2000, graceUntil: now + 28_000, keyId: 1, rotateKeyId: 2 });
     t.same(retired?.nonce, nonce, 'the rotation nonce survives, so the grace can hand out the same token');
-    t.same([...store.countSessionsByKey(now)].sort(), [[1, 1], [2, 1]], 'one live session per key');
+    t.same([...(await store.countSessionsByKey(now))].sort(), [[1, 1], [2, 1]], 'one live session per key');
+    if (from >= 5) {
+      t.match((await store.queryAudit({ limit: 10 })).map((r) => [r.action, r.userId, r.sessionId, r.detail]), [
+        ['session.logout', adminId, sessionC, null],
+        ['login', opsId, sessionA, { device: null, evicted: 0 }],
+      ], 'the audit trail survives');
+    }
 
     // The same tokens work through the service as before the upgrade.
     t.equal(app.keys.current.id, 2);
-    const check = (token: string, mac: string) => app.services.tokens.check({ token, mac, seenIp: ip, request: 'inventory.read' }, log);
-    t.match(check(oldTokenA, macA), { status: 'renew', token: tokenA }, "session A's rotated-out token, inside its grace, gets the same successor");
-    t.match(check(tokenA, macA), { status: 'authorized', user: { email: 'ops@example.com', role: 'user' }, expiresAt: now + 3_600_000 });
-    t.match(check(tokenB, macB), { status: 'authorized', user: { email: 'ops@example.com' } }, 'a session under the older key still checks');
-    t.same(check(tokenC, macC), { status: 'unauthorized' }, 'a logged-out session stays logged out');
-    const listed = app.services.sessions.list({ token: tokenB, mac: macB, seenIp: ip }, log);
+    const check = async (token: string, mac: string) => app.services.tokens.check({ token, mac, seenIp: ip, request: 'inventory.read' }, log);
+    t.match(await check(oldTokenA, macA), { status: 'renew', token: tokenA }, "session A's rotated-out token, inside its grace, gets the same successor");
+    t.match(await check(tokenA, macA), { status: 'authorized', user: { email: 'ops@example.com', role: 'user' }, expiresAt: now + 3_600_000 });
+    t.match(await check(tokenB, macB), { status: 'authorized', user: { email: 'ops@example.com' } }, 'a session under the older key still checks');
+    t.same(await check(tokenC, macC), { status: 'unauthorized' }, 'a logged-out session stays logged out');
+    const listed = await app.services.sessions.list({ token: tokenB, mac: macB, seenIp: ip }, log);
     t.same(
       listed.map((s) => ({ id: s.id, device: s.device, current: s.current })),
       [
@@ -298,10 +320,120 @@ for (const from of [2, 3, 4]) {
     // Opening it again migrates nothing: same version, schema and rows.
     await app.close(100);
     const before = snapshot(file);
-    openSqliteStore(file, log).close();
+    await openSqliteStore(file, log).close();
     t.same(snapshot(file), before, 'reopening changes nothing');
     const again = new Database(file);
     t.equal(migrate(again), latest, 'migrate has nothing left to apply');
     again.close();
   });
 }
+
+/** sqlite_sequence as a map: the last id each AUTOINCREMENT table handed out. */
+function sequences(file: string): Record<string, number> {
+  const db = new Database(file, { readonly: true });
+  try {
+    return Object.fromEntries((db.prepare('SELECT name, seq FROM sqlite_sequence').all() as Array<{ name: string; seq: number }>).map((r) => [r.name, r.seq]));
+  } finally {
+    db.close();
+  }
+}
+
+t.test('a v5 database upgrades to v6: rows and ids kept, counters added, and no id is ever handed out twice', async (t) => {
+  const file = tmp();
+  const now = Date.UTC(2026, 0, 1);
+  const db = new Database(file);
+  t.equal(migrate(db, MIGRATIONS.filter((m) => m.version <= 5)), 5, 'the fixture is at v5');
+  const user = (email: string): number => insert(db, 'users', { email, phone: '+1555', role: 'user', password_hash: `hash-of-${email}`, created_at: now });
+  const session = (userId: number, fill: number): number =>
+    insert(db, 'sessions', {
+      user_id: userId, master: Buffer.alloc(32, fill), mac: 'm', ip: 'i', created_at: now, last_seen_at: now, expires_at: now + 1000, absolute_expires_at: now + 9000, key_id: 1,
+    });
+  const a = user('a@example.com');
+  const b = user('b@example.com');
+  const c = user('c@example.com');
+  const sa = session(a, 1);
+  const sb = session(b, 2);
+  const sc = session(c, 3);
+  insert(db, 'retired_tokens', { master: Buffer.alloc(32, 33), session_id: sc, generation: 0, retired_at: now, grace_until: now + 30_000, nonce: Buffer.alloc(16), key_id: 1, rotate_key_id: 1 });
+  insert(db, 'passcodes', { user_id: a, hash: Buffer.alloc(32), mac: 'm', seen_ip: 'i', created_at: now, expires_at: now + 180_000, key_id: 1 });
+  // The newest account, with a session, logged in and then deleted before the upgrade: only the
+  // audit trail still names its ids, and SQLite (before v6) would have handed them out again.
+  const d = user('d@example.com');
+  const sd = session(d, 4);
+  insert(db, 'audit', { at: now, action: 'login', outcome: 'success', user_id: d, email: 'd@example.com', session_id: sd });
+  insert(db, 'audit', { at: now + 1, action: 'admin.user.delete', outcome: 'success', user_id: d, email: 'd@example.com', actor: 'cli:root' });
+  db.prepare('DELETE FROM users WHERE id = ?').run(d);
+  t.same([a, b, c, d, sa, sb, sc, sd], [1, 2, 3, 4, 1, 2, 3, 4]);
+  t.equal(db.prepare('SELECT count(*) FROM sessions').pluck().get(), 3, 'the deleted account\'s session went with it');
+  db.close();
+
+  const store = openSqliteStore(file);
+  t.teardown(() => store.close());
+  t.equal(await store.schemaVersion(), 6);
+  const check = new Database(file, { readonly: true });
+  t.same(check.pragma('integrity_check'), [{ integrity_check: 'ok' }], 'integrity_check is clean');
+  t.same(check.pragma('foreign_key_check'), [], 'foreign_key_check is clean');
+  const schema = Object.fromEntries((check.prepare("SELECT name, sql FROM sqlite_master WHERE type = 'table'").all() as Array<{ name: string; sql: string }>).map((r) => [r.name, r.sql]));
+  check.close();
+  t.match(schema.users, /id\s+INTEGER PRIMARY KEY AUTOINCREMENT/);
+  t.match(schema.sessions, /id\s+INTEGER PRIMARY KEY AUTOINCREMENT/);
+  t.match(schema.counters, /WITHOUT ROWID/);
+  t.notOk(schema.users_v6 ?? schema.sessions_v6, 'no rebuild table is left');
+  t.same(sequences(file), { users: 4, sessions: 4 }, 'the id counters start above every id the audit trail names');
+
+  t.same((await store.listUsers()).map((u) => [u.id, u.email]), [[a, 'a@example.com'], [b, 'b@example.com'], [c, 'c@example.com']], 'users keep their ids');
+  t.same((await store.listAllOpenSessions()).map((s) => [s.id, s.userId, s.master[0]]), [[sa, a, 1], [sb, b, 2], [sc, c, 3]], 'sessions keep their ids and owners');
+  t.equal((await store.findRetiredToken(Buffer.alloc(32, 33)))?.sessionId, sc, 'the retired token still points at its session');
+  t.equal((await store.getPasscode(a))?.userId, a);
+
+  // The foreign keys still cascade, and are on again on the store's connection.
+  t.ok(await store.deleteUser(c));
+  t.equal(await store.findSessionById(sc), undefined, 'deleting a user deletes their sessions');
+  t.equal(await store.findRetiredToken(Buffer.alloc(32, 33)), undefined, 'and, through them, their retired tokens');
+
+  const e = await store.createUser({ email: 'e@example.com', phone: '+1555', role: 'user', passwordHash: 'h', createdAt: now });
+  t.equal(e.id, 5, 'a new account does not take the id the audit trail names for the deleted one');
+  const se = await store.createSession({ userId: e.id, master: Buffer.alloc(32, 5), mac: 'm', ip: 'i', createdAt: now, expiresAt: now + 1, absoluteExpiresAt: now + 2, keyId: 1 });
+  t.equal(se, 5, 'nor a new session');
+  t.same((await store.queryAudit({ email: 'd@example.com', limit: 10 })).map((r) => r.userId), [d, d], 'and the trail still names the deleted account alone');
+});
+
+t.test('delete the account with the highest id, add one: the new id is larger (a fresh database too)', async (t) => {
+  const file = tmp();
+  let store = openSqliteStore(file);
+  t.teardown(() => store.close());
+  const add = async (email: string) => (await store.createUser({ email, phone: '+1555', role: 'user', passwordHash: 'h', createdAt: 1 })).id;
+  const session = (userId: number, fill: number) =>
+    store.createSession({ userId, master: Buffer.alloc(32, fill), mac: 'm', ip: 'i', createdAt: 1, expiresAt: 2, absoluteExpiresAt: 3, keyId: 1 });
+  const first = await add('a@example.com');
+  const newest = await add('b@example.com');
+  const newestSession = await session(newest, 1);
+  t.ok(await store.deleteUser(newest));
+  const next = await add('c@example.com');
+  t.ok(next > newest, `${next} > ${newest}`);
+  t.ok((await session(next, 2)) > newestSession, 'the same for sessions');
+  t.ok(first < newest);
+  // And across a restart: the counter is in the database, not in memory.
+  t.ok(await store.deleteUser(next));
+  await store.close();
+  store = openSqliteStore(file);
+  t.ok((await add('d@example.com')) > next, 'after reopening too');
+  t.ok((await session(first, 3)) > newestSession + 1);
+});
+
+t.test('a migration run with foreign keys off that would break one changes nothing', async (t) => {
+  const file = tmp();
+  const db = new Database(file);
+  t.teardown(() => db.close());
+  t.equal(migrate(db, MIGRATIONS.filter((m) => m.version === 1)), 1);
+  const broken: Migration = {
+    version: 2,
+    name: 'a session of nobody',
+    foreignKeysOff: true,
+    sql: "INSERT INTO sessions (user_id, master, mac, ip, created_at, last_seen_at, expires_at, absolute_expires_at) VALUES (42, x'00', 'm', 'i', 1, 1, 1, 1);",
+  };
+  t.throws(() => migrate(db, [...MIGRATIONS.filter((m) => m.version === 1), broken]), /migration 2 \(a session of nobody\) would leave 1 broken foreign keys/);
+  t.equal(db.pragma('user_version', { simple: true }), 1, 'still at v1');
+  t.equal(db.prepare('SELECT count(*) FROM sessions').pluck().get(), 0, 'rolled back');
+  t.equal(db.pragma('foreign_keys', { simple: true }), 1, 'foreign keys are on again');
+});

@@ -1,0 +1,34 @@
+/**
+ * What a service refuses, by kind. Services throw these and nothing else that a caller is meant
+ * to see: the dispatcher turns each kind into its wire code (src/server/dispatcher.ts) and the CLI
+ * into its exit code, so no service knows either. `message` may reach the client: it must never
+ * carry a secret or say whether an account exists.
+ */
+export type ServiceErrorKind =
+  /** A login failed; which factor is never said [P-4.3]. */
+  | 'auth-failed'
+  /** A token that does not authenticate a session right now [P-3.6]. */
+  | 'unauthenticated'
+  /** A valid caller whose role may not do this. */
+  | 'forbidden'
+  /** The thing named does not exist (or is not the caller's to see). */
+  | 'not-found'
+  /** The request contradicts the current state (already disabled, own account, duplicate). */
+  | 'conflict'
+  /** The request is well-formed but not acceptable (policy, range). */
+  | 'invalid'
+  /** A limit refused the attempt; `retryAfterSeconds` says when to come back. */
+  | 'rate-limited'
+  /** The server cannot take the work now (queue full, database busy or unreachable); retry. */
+  | 'busy';
+
+export class ServiceError extends Error {
+  override name = 'ServiceError';
+  readonly kind: ServiceErrorKind;
+  readonly retryAfterSeconds: number | undefined;
+  constructor(kind: ServiceErrorKind, message: string, retryAfterSeconds?: number) {
+    super(message);
+    this.kind = kind;
+    this.retryAfterSeconds = retryAfterSeconds;
+  }
+}
