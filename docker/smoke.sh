@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Smoke test of the container image, for real: build it, run it, and drive the whole flow through the
-# published port (TLS ping, user add, passcode by mail, login, token check), then healthcheck,
-# `docker stop`, restart on the same volume, and a production-like run (own certificate mounted
-# read-only, SMTP to the sink, read-only root filesystem, no capabilities).
+# published port (TLS ping, user add, passcode by mail, login, token check), then healthcheck, the
+# ops port closed to the container network, `docker stop`, restart on the same volume, and a
+# production-like run (own certificate mounted read-only, SMTP to the sink, read-only root
+# filesystem, no capabilities).
 # Run from anywhere as root (it calls ../shared/docker/prepare.sh); needs the host repo's node_modules
 # (npm ci) for the host-side client. Prints PASS/FAIL per step; exits non-zero on any failure.
 #   usage: bash docker/smoke.sh
@@ -195,6 +196,18 @@ grep -q '^hellwall_requests_total{command="token.check",outcome="authorized"} [1
 grep -q '^hellwall_sessions_active 1$' "$TMP/metrics.txt" || die "hellwall_sessions_active is not 1"
 ok
 
+step "the ops port answers only inside the container (loopback), not on the container network"
+logs_have "$APP" '"host":"127\.0\.0\.1","port":9464,.*"msg":"health and metrics listening"' || die "the ops listener is not on 127.0.0.1:9464"
+exposed=$($DOCKER image inspect --format '{{json .Config.ExposedPorts}}' "$IMAGE")
+[[ "$exposed" != *9464* ]] || die "the image exposes 9464: $exposed"
+app_ip=$($DOCKER inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$APP")
+[ -n "$app_ip" ] || die "no container address"
+# From a neighbour on the same network (where a Prometheus would sit): TLS reachable, ops not.
+probe() { $DOCKER run --rm --entrypoint node "$IMAGE" -e "const s = require('net').connect($2, '$1'); s.setTimeout(3000, () => process.exit(3)); s.on('connect', () => process.exit(0)); s.on('error', () => process.exit(1))"; }
+probe "$app_ip" 7443 || die "the neighbour cannot reach $app_ip:7443 at all: the check below would prove nothing"
+if probe "$app_ip" 9464; then die "$app_ip:9464 (/metrics, /readyz) answers from outside the container"; fi
+ok "$app_ip:7443 open, $app_ip:9464 closed"
+
 step "docker stop: SIGTERM, clean shutdown, exit 0 within ${STOP_LIMIT}s"
 stop_clean "$APP"
 ok "stopped in ${stop_took}s"
@@ -249,7 +262,6 @@ $DOCKER run -d --name "$PROD" --network "$NET" --hostname hellwall.internal \
   --read-only --cap-drop ALL --security-opt no-new-privileges \
   -v "$PVOL:/data" -v "$TMP/certs:/certs:ro" -p 127.0.0.1::7443 \
   -e HELLWALL_TLS_CERT=/certs/fullchain.pem -e HELLWALL_TLS_KEY=/certs/privkey.pem \
-  -e HELLWALL_HEALTHCHECK_CA=/certs/ca.pem -e HELLWALL_HEALTHCHECK_HOST=hellwall.internal \
   -e HELLWALL_SMTP_HOST=smtp-sink -e HELLWALL_SMTP_PORT=1025 -e HELLWALL_SMTP_SECURITY=none \
   "$IMAGE" >/dev/null
 pport=$(host_port "$PROD" 7443)
@@ -275,7 +287,7 @@ HELLWALL_TOKEN=$ptoken client "$pport" "$TMP/certs/ca.pem" check --mac "$MAC" >"
 [ "$(json status <"$TMP/p-check.json")" = authorized ] || die "status $(json status <"$TMP/p-check.json")"
 ok
 
-step "HEALTHCHECK healthy with HELLWALL_HEALTHCHECK_CA/HOST"
+step "HEALTHCHECK healthy with the own certificate (it reads /readyz on loopback, no TLS)"
 retry 120 health_is "$PROD" healthy || die "health is $($DOCKER inspect --format '{{.State.Health.Status}}' "$PROD") after 120s"
 ok
 

@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
+import os from 'node:os';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { AuditLog } from './audit/audit-log.js';
 import { AccountService } from './auth/account-service.js';
 import { AdminService } from './auth/admin-service.js';
-import { KeyRing } from './auth/key-ring.js';
+import { KeyRing, NODE_HEARTBEAT_MS } from './auth/key-ring.js';
 import { PasscodeService } from './auth/passcode-service.js';
 import { PasswordHasher, type ScryptParams } from './auth/passwords.js';
 import { PolicyLoader, type CompiledPolicy } from './auth/policy.js';
@@ -82,6 +83,9 @@ export interface App {
 
 /** Opens the store `store.url` names (StoreConfigError when it cannot), then builds the app on it. */
 export async function createApp(deps: Omit<AppDeps, 'store'>): Promise<App> {
+  // As in buildApp, a malformed policy file stops start-up before anything is opened: checked here
+  // too, since the store is opened first (`serve` must not create or migrate a database and exit 2).
+  new PolicyLoader(deps.config.policy).load();
   const store = await openStore(deps.config, deps.log);
   try {
     return buildApp({ ...deps, store });
@@ -153,6 +157,17 @@ export function buildApp(deps: AppDeps): App {
       batch: config.housekeeping.batchSize,
     },
   });
+  // This process among the nodes on the database: which key it signs with, so that `hellwall key
+  // retire` can refuse a key a running server still uses.
+  const nodeId = `${os.hostname()}:${process.pid}:${random(3).toString('hex')}`;
+  const announceNode = async (): Promise<void> => {
+    try {
+      await store.recordNode({ id: nodeId, currentKeyId: keys.current.id, seenAt: clock() });
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'could not record this node in the database; the next heartbeat retries');
+    }
+  };
+  let heartbeat: NodeJS.Timeout | undefined;
   let listener: TlsListener | undefined;
   let ops: OpsServer | undefined;
   let material: TlsMaterial | undefined;
@@ -249,6 +264,8 @@ export function buildApp(deps: AppDeps): App {
       const address = await listener.listen(config.port, config.host);
       log.info({ host: address.address, port: address.port }, 'hellwall listening');
       housekeeper.start();
+      await announceNode();
+      heartbeat = setInterval(() => void announceNode(), NODE_HEARTBEAT_MS).unref();
       return { address, tls, ops: opsAddress };
     },
     async reload() {
@@ -264,8 +281,9 @@ export function buildApp(deps: AppDeps): App {
       // verifying. Until then the old current key keeps making hashes, which verify after it too.
       const keysOk = await reloadPart(
         'keys',
-        () => {
+        async () => {
           const ring = keys.reload();
+          if (heartbeat) await announceNode();
           return { currentKeyId: ring.current, keyIds: ring.verifying };
         },
         { ok: 'server keys reloaded', failed: 'server key reload failed; the keys loaded before stay in use' },
@@ -289,6 +307,10 @@ export function buildApp(deps: AppDeps): App {
         const deadline = performance.now() + graceMs;
         // First: a pass in progress ends after its current batch, and none starts while draining.
         await housekeeper.stop();
+        if (heartbeat) {
+          clearInterval(heartbeat);
+          await store.forgetNode(nodeId).catch(() => undefined);
+        }
         await listener?.close(graceMs);
         // Mail gets what is left of the grace (at least a moment): shutdown must end within a bound.
         await mail.drain(Math.max(250, deadline - performance.now()));

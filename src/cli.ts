@@ -636,7 +636,9 @@ async function storeCommand(args: string[], env: NodeJS.ProcessEnv): Promise<num
         ? `copied ${report.source} (schema ${report.sqliteSchemaVersion}) into ${report.target} (schema ${report.postgresSchemaVersion})\n` +
             `${table(['table', 'sqlite', 'postgres'], rows)}\nrow counts verified; new ids start at ${next}\n`
         : `${report.source} (schema ${report.sqliteSchemaVersion}) can be copied into ${report.target}, which is empty\n` +
-            `${table(['table', 'rows'], rows)}\nnothing was changed: run again with --yes to copy\n`,
+            `${table(['table', 'rows'], rows)}\n` +
+            (report.sourceInUse ? 'a server (or another hellwall command) has the SQLite database open: stop it before copying\n' : '') +
+            'nothing was changed: run again with --yes to copy\n',
     );
     if (report.copied) {
       process.stderr.write('hellwall: start the nodes with HELLWALL_STORE_URL set to it and this key ring; keep the SQLite file as a backup until they run\n');

@@ -42,7 +42,7 @@ export interface KeyInfo {
 }
 
 // Operator-side codes for the CLI, not protocol error codes (those are E_* in the registry).
-export type KeyRingErrorCode = 'key-unknown' | 'key-current' | 'key-none';
+export type KeyRingErrorCode = 'key-unknown' | 'key-current' | 'key-none' | 'key-in-use';
 
 export class KeyRingError extends Error {
   override name = 'KeyRingError';
@@ -207,8 +207,16 @@ export function rotateKey(dataDir: string, random: RandomBytes, log: Logger): nu
 }
 
 /**
+ * A running server records the key it signs with every NODE_HEARTBEAT_MS; one not heard from for
+ * NODE_SEEN_MS is taken to be gone (killed without a clean stop).
+ */
+export const NODE_HEARTBEAT_MS = 60_000;
+export const NODE_SEEN_MS = 3 * NODE_HEARTBEAT_MS;
+
+/**
  * Retires a key: its hashes stop verifying. Refuses the current key (there must always be one to
- * make new hashes with). The marker is written first (from then on no ring loads the key), then
+ * make new hashes with), and a key any running server still makes new hashes with (it has not
+ * reloaded since the rotation). The marker is written first (from then on no ring loads the key), then
  * the sessions and pending passcodes made with it are revoked in the database so the state is
  * explicit and running servers see it at once, then the key material is deleted. Running it again
  * after a crash finishes the job.
@@ -222,6 +230,14 @@ export async function retireKey(
   if (!info) throw new KeyRingError('key-unknown', `no server key with id ${id}`);
   if (info.status === 'current') throw new KeyRingError('key-current', `key ${id} is the current key; rotate first, then retire it`);
   const alreadyRetired = info.status === 'retired';
+  // The files say what the next reload will use; the database says what running servers use now.
+  const signing = (await store.listNodes(now - NODE_SEEN_MS)).filter((n) => n.currentKeyId === id);
+  if (!alreadyRetired && signing.length > 0) {
+    throw new KeyRingError(
+      'key-in-use',
+      `key ${id} is still the current key of ${signing.length} running server(s) (${signing.map((n) => n.id).join(', ')}): send SIGHUP to each so they use the new key, then retire`,
+    );
+  }
   if (!alreadyRetired) {
     writeFileSync(path.join(dataDir, retiredMarkerName(id)), `retired ${new Date(now).toISOString()}\n`, { flag: 'wx', mode: 0o600 });
     fsyncDir(dataDir);

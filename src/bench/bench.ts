@@ -1,7 +1,10 @@
 // `npm run bench`: token checks per second against the real server, next to a framed echo over the
 // same TLS listener as the ceiling. Usage: bench.js [--json] [--duration <s>] [--warmup <s>] [--quick]
-// [--policy] [--only 1x1,16x32]. --policy also measures the authorization policy's cost: the same
-// checks with nothing evaluated for it (allow-all) and under a 50-rule policy with globs.
+// [--policy] [--only 1x1,16x32] [--skip-postgres | --postgres-only]. --policy also measures the
+// authorization policy's cost: the same checks with nothing evaluated for it (allow-all) and under a
+// 50-rule policy with globs. When PostgreSQL is installed, two nodes on one throwaway PostgreSQL are
+// measured against the SQLite node at 16 × 32, and the revocation propagation between them
+// (postgres-bench.ts); --postgres-only runs just that part.
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -9,8 +12,9 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { CpuSample, ServerMode, ServerReady } from './bench-server.js';
+import type { BenchSession, CpuSample, ServerMode, ServerReady, SessionsReply, SessionsRequest } from './bench-server.js';
 import type { LoadEvent, LoadResult, LoadSpec } from './load-client.js';
+import { postgresErrors, postgresTable, runPostgresBench, type PostgresResult } from './postgres-bench.js';
 
 const CONNS = [1, 16, 256] as const;
 const INFLIGHT = [1, 32] as const;
@@ -51,15 +55,19 @@ export interface PolicyResult {
 interface ServerChild {
   readonly ready: ServerReady;
   cpu(): Promise<CpuSample>;
+  /** More sessions of the bench user (hellwall-pg only). */
+  sessions(count: number): Promise<readonly BenchSession[]>;
   stop(): Promise<void>;
 }
 
-function startServer(mode: ServerMode, dataDir: string): Promise<ServerChild> {
-  const child = spawn(process.execPath, [SERVER_JS, mode, dataDir], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+function startServer(mode: ServerMode, dataDir: string, storeUrl?: string): Promise<ServerChild> {
+  const args = [SERVER_JS, mode, dataDir, ...(storeUrl === undefined ? [] : [storeUrl])];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const waiting: Array<{ resolve(sample: CpuSample): void; reject(err: Error): void }> = [];
+  const waitingSessions: Array<{ resolve(sessions: readonly BenchSession[]): void; reject(err: Error): void }> = [];
   const exited = new Promise<void>((resolve) =>
     child.once('exit', () => {
-      for (const w of waiting.splice(0)) w.reject(new Error(`${mode} server exited during the run`));
+      for (const w of [...waiting.splice(0), ...waitingSessions.splice(0)]) w.reject(new Error(`${mode} server exited during the run`));
       resolve();
     }),
   );
@@ -80,9 +88,15 @@ function startServer(mode: ServerMode, dataDir: string): Promise<ServerChild> {
     };
     child.once('error', fail);
     child.once('exit', (code, signal) => fail(new Error(`${mode} server exited (${signal ?? code})`)));
-    child.on('message', (message: ServerReady | CpuSample) => {
+    child.on('message', (message: ServerReady | CpuSample | SessionsReply) => {
       if (message.type === 'cpu') {
         waiting.shift()?.resolve(message);
+        return;
+      }
+      if (message.type === 'sessions') {
+        const w = waitingSessions.shift();
+        if (message.sessions) w?.resolve(message.sessions);
+        else w?.reject(new Error(`${mode} server: ${message.error ?? 'no sessions'}`));
         return;
       }
       clearTimeout(timer);
@@ -94,25 +108,34 @@ function startServer(mode: ServerMode, dataDir: string): Promise<ServerChild> {
             waiting.push({ resolve: resolveSample, reject: rejectSample });
             child.send('cpu');
           }),
+        sessions: (count) =>
+          new Promise((resolveSessions, rejectSessions) => {
+            if (!child.connected) return rejectSessions(new Error(`${mode} server is gone`));
+            waitingSessions.push({ resolve: resolveSessions, reject: rejectSessions });
+            child.send({ type: 'sessions', count } satisfies SessionsRequest);
+          }),
         stop,
       });
     });
   });
 }
 
-/** One load-client process against one server; samples the server's CPU around the measured window. */
-function runClient(spec: LoadSpec, server: ServerChild): Promise<RunResult> {
+/**
+ * One load-client process against one server (or the nodes of one cluster); samples the servers'
+ * CPU around the measured window (summed: two nodes can use up to two cores).
+ */
+function runClient(spec: LoadSpec, servers: readonly ServerChild[]): Promise<RunResult> {
   const child = spawn(process.execPath, [CLIENT_JS], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, BENCH_SPEC: JSON.stringify(spec) },
   });
   return new Promise((resolve, reject) => {
     const killer = setTimeout(() => child.kill('SIGKILL'), spec.warmupMs + spec.durationMs + 30_000);
-    let before: Promise<CpuSample> | undefined;
-    let after: Promise<CpuSample> | undefined;
+    let before: Promise<CpuSample[]> | undefined;
+    let after: Promise<CpuSample[]> | undefined;
     let result: LoadResult | undefined;
-    const sample = (): Promise<CpuSample> => {
-      const pending = server.cpu();
+    const sample = (): Promise<CpuSample[]> => {
+      const pending = Promise.all(servers.map((server) => server.cpu()));
       // Awaited once the client exits; until then a failure must not count as unhandled.
       pending.catch(() => {});
       return pending;
@@ -132,7 +155,8 @@ function runClient(spec: LoadSpec, server: ServerChild): Promise<RunResult> {
       }
       const done = result;
       Promise.all([before, after]).then(([a, b]) => {
-        resolve({ ...done, serverCpu: (b.cpuMs - a.cpuMs) / (b.atMs - a.atMs) });
+        const serverCpu = a.reduce((sum, s, i) => sum + (b[i]!.cpuMs - s.cpuMs) / (b[i]!.atMs - s.atMs), 0);
+        resolve({ ...done, serverCpu });
       }, reject);
     });
   });
@@ -153,6 +177,8 @@ interface Report {
   readonly durationS: number;
   readonly warmupS: number;
   readonly results: readonly ConfigResult[];
+  /** Two nodes on PostgreSQL against one on SQLite, and revocation propagation; absent with --skip-postgres. */
+  readonly postgres?: PostgresResult;
 }
 
 function table(report: Report): string {
@@ -215,16 +241,23 @@ async function main(): Promise<number> {
       warmup: { type: 'string' },
       policy: { type: 'boolean', default: false },
       only: { type: 'string' },
+      'skip-postgres': { type: 'boolean', default: false },
+      'postgres-only': { type: 'boolean', default: false },
     },
   });
+  if (values['skip-postgres'] && values['postgres-only']) throw new Error('--skip-postgres and --postgres-only exclude each other');
+  const postgresOnly = values['postgres-only'];
   const configs = configurations(values.only);
   const durationS = seconds(values.duration, values.quick ? 1 : 3, 'duration');
   const warmupS = seconds(values.warmup, values.quick ? 0.25 : 1, 'warmup');
   const loadBefore = os.loadavg()[0] ?? 0;
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'hellwall-bench-'));
   const servers: ServerChild[] = [];
+  // Stopped after the servers: the PostgreSQL cluster the nodes use.
+  const stopLast: Array<() => Promise<void>> = [];
   const cleanup = async (): Promise<void> => {
     await Promise.all(servers.map((s) => s.stop()));
+    await Promise.all(stopLast.map((fn) => fn().catch(() => undefined)));
     rmSync(dataDir, { recursive: true, force: true });
   };
   process.once('SIGINT', () => void cleanup().finally(() => process.exit(130)));
@@ -232,58 +265,87 @@ async function main(): Promise<number> {
     // Hellwall first: it generates the dev certificate in dataDir that the echo server then loads.
     const hellwall = await startServer('hellwall', dataDir);
     servers.push(hellwall);
-    const echo = await startServer('echo', dataDir);
-    servers.push(echo);
-    // A data directory of its own: a second service on the same database would find the user taken.
-    const nolimitsDir = path.join(dataDir, 'nolimits');
-    mkdirSync(nolimitsDir, { mode: 0o700 });
-    const nolimits = await startServer('hellwall-nolimits', nolimitsDir);
-    servers.push(nolimits);
-    let policyServers: { allowAll: ServerChild; rules50: ServerChild } | undefined;
-    if (values.policy) {
-      const start = async (mode: ServerMode): Promise<ServerChild> => {
-        const dir = path.join(dataDir, mode);
-        mkdirSync(dir, { mode: 0o700 });
-        const server = await startServer(mode, dir);
-        servers.push(server);
-        return server;
-      };
-      policyServers = { allowAll: await start('hellwall-allowall'), rules50: await start('hellwall-policy50') };
-    }
     const results: ConfigResult[] = [];
-    for (const { conns, inflight } of configs) {
-      const base = { caFile: hellwall.ready.certFile, conns, inflight, warmupMs: warmupS * 1000, durationMs: durationS * 1000 };
-      // Echo and check back to back per configuration, so drift in the machine hits both alike.
-      const checkOn = (server: ServerChild): Promise<RunResult> => {
-        const { certFile, port, token, mac } = server.ready;
-        return runClient({ ...base, caFile: certFile, port, message: { code: 3, token, mac, request: 'bench.read', data: {} }, expect: 'authorized' }, server);
-      };
-      const echoRun = await runClient({ ...base, port: echo.ready.port, message: { code: 0 }, expect: 'ok' }, echo);
-      const checkRun = await checkOn(hellwall);
-      const noLimitsRun = await checkOn(nolimits);
-      let policy: PolicyResult | undefined;
-      if (policyServers) {
-        const allowAll = await checkOn(policyServers.allowAll);
-        const rules50 = await checkOn(policyServers.rules50);
-        policy = { allowAll, rules50, builtinCost: 1 - checkRun.rps / allowAll.rps, rules50Cost: 1 - rules50.rps / allowAll.rps };
-      }
-      results.push({
-        conns,
-        inflight,
-        echo: echoRun,
-        check: checkRun,
-        checkNoLimits: noLimitsRun,
-        ratio: checkRun.rps / echoRun.rps,
-        limitsCost: 1 - checkRun.rps / noLimitsRun.rps,
-        ...(policy && { policy }),
-      });
-      if (!values.json) process.stderr.write(`  done ${conns}x${inflight}\n`);
+    if (!postgresOnly) await runTable(values, configs, { dataDir, warmupS, durationS, hellwall, servers, results });
+    let postgres: PostgresResult | undefined;
+    if (!values['skip-postgres']) {
+      postgres = await runPostgresBench(
+        {
+          sqlite: hellwall,
+          dataDir,
+          startServer: async (mode, dir, storeUrl) => {
+            const server = await startServer(mode, dir, storeUrl);
+            servers.push(server);
+            return server;
+          },
+          runClient,
+          onCleanup: (fn) => stopLast.push(fn),
+        },
+        { warmupMs: warmupS * 1000, durationMs: durationS * 1000, rounds: values.quick ? 1 : 2, propagationN: values.quick ? 50 : 200 },
+      );
+      if (!values.json) process.stderr.write(`  done postgres\n`);
     }
-    const report: Report = { node: process.version, cpus: os.cpus().length, loadBefore, durationS, warmupS, results };
-    process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${table(report)}\n`);
-    return results.some((r) => errors(r) > 0) ? 1 : 0;
+    const report: Report = { node: process.version, cpus: os.cpus().length, loadBefore, durationS, warmupS, results, ...(postgres && { postgres }) };
+    if (values.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+    else process.stdout.write([...(postgresOnly ? [] : [table(report)]), ...(postgres ? [postgresTable(postgres)] : [])].join('\n\n') + '\n');
+    return results.some((r) => errors(r) > 0) || (postgres !== undefined && postgresErrors(postgres) > 0) ? 1 : 0;
   } finally {
     await cleanup();
+  }
+}
+
+/** The main table: every configuration against echo, the service, and the service without limits. */
+async function runTable(
+  values: { policy?: boolean; json?: boolean },
+  configs: ReadonlyArray<{ conns: number; inflight: number }>,
+  ctx: { dataDir: string; warmupS: number; durationS: number; hellwall: ServerChild; servers: ServerChild[]; results: ConfigResult[] },
+): Promise<void> {
+  const { dataDir, warmupS, durationS, hellwall, servers, results } = ctx;
+  const echo = await startServer('echo', dataDir);
+  servers.push(echo);
+  // A data directory of its own: a second service on the same database would find the user taken.
+  const nolimitsDir = path.join(dataDir, 'nolimits');
+  mkdirSync(nolimitsDir, { mode: 0o700 });
+  const nolimits = await startServer('hellwall-nolimits', nolimitsDir);
+  servers.push(nolimits);
+  let policyServers: { allowAll: ServerChild; rules50: ServerChild } | undefined;
+  if (values.policy) {
+    const start = async (mode: ServerMode): Promise<ServerChild> => {
+      const dir = path.join(dataDir, mode);
+      mkdirSync(dir, { mode: 0o700 });
+      const server = await startServer(mode, dir);
+      servers.push(server);
+      return server;
+    };
+    policyServers = { allowAll: await start('hellwall-allowall'), rules50: await start('hellwall-policy50') };
+  }
+  for (const { conns, inflight } of configs) {
+    const base = { caFile: hellwall.ready.certFile, conns, inflight, warmupMs: warmupS * 1000, durationMs: durationS * 1000 };
+    // Echo and check back to back per configuration, so drift in the machine hits both alike.
+    const checkOn = (server: ServerChild): Promise<RunResult> => {
+      const { certFile, port, token, mac } = server.ready;
+      return runClient({ ...base, caFile: certFile, port, message: { code: 3, token, mac, request: 'bench.read', data: {} }, expect: 'authorized' }, [server]);
+    };
+    const echoRun = await runClient({ ...base, port: echo.ready.port, message: { code: 0 }, expect: 'ok' }, [echo]);
+    const checkRun = await checkOn(hellwall);
+    const noLimitsRun = await checkOn(nolimits);
+    let policy: PolicyResult | undefined;
+    if (policyServers) {
+      const allowAll = await checkOn(policyServers.allowAll);
+      const rules50 = await checkOn(policyServers.rules50);
+      policy = { allowAll, rules50, builtinCost: 1 - checkRun.rps / allowAll.rps, rules50Cost: 1 - rules50.rps / allowAll.rps };
+    }
+    results.push({
+      conns,
+      inflight,
+      echo: echoRun,
+      check: checkRun,
+      checkNoLimits: noLimitsRun,
+      ratio: checkRun.rps / echoRun.rps,
+      limitsCost: 1 - checkRun.rps / noLimitsRun.rps,
+      ...(policy && { policy }),
+    });
+    if (!values.json) process.stderr.write(`  done ${conns}x${inflight}\n`);
   }
 }
 

@@ -8,6 +8,11 @@ import { encodeFrame } from '../codec/frame-encoder.js';
 
 export interface LoadSpec {
   readonly port: number;
+  /**
+   * Several servers (nodes of one cluster): connection i goes to `ports[i % ports.length]`, so
+   * each gets an equal share. Absent: every connection goes to `port`.
+   */
+  readonly ports?: readonly number[];
   readonly caFile: string;
   readonly conns: number;
   readonly inflight: number;
@@ -115,9 +120,9 @@ class LoadConnection {
   }
 }
 
-function connect(spec: LoadSpec, ca: Buffer): Promise<tls.TLSSocket> {
+function connect(port: number, ca: Buffer): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
-    const socket = tls.connect({ host: '127.0.0.1', port: spec.port, ca, minVersion: 'TLSv1.2', timeout: 10_000 });
+    const socket = tls.connect({ host: '127.0.0.1', port, ca, minVersion: 'TLSv1.2', timeout: 10_000 });
     socket.setNoDelay(true);
     socket.once('error', reject);
     socket.once('timeout', () => socket.destroy(new Error('connect timeout')));
@@ -141,7 +146,8 @@ function percentile(sorted: Float64Array, q: number): number {
 export async function runLoad(spec: LoadSpec, emit: (event: LoadEvent) => void): Promise<LoadResult> {
   const ca = readFileSync(spec.caFile);
   const rec: Recorder = { measuring: false, stopped: false, errors: 0, latencies: [] };
-  const sockets = await Promise.all(Array.from({ length: spec.conns }, () => connect(spec, ca)));
+  const ports = spec.ports && spec.ports.length > 0 ? spec.ports : [spec.port];
+  const sockets = await Promise.all(Array.from({ length: spec.conns }, (_, i) => connect(ports[i % ports.length]!, ca)));
   const conns = sockets.map((socket) => new LoadConnection(socket, spec, rec));
 
   await sleep(spec.warmupMs);

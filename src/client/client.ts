@@ -3,6 +3,7 @@ import tls from 'node:tls';
 import { FrameDecoder, parseFrame } from '../codec/frame-decoder.js';
 import { encodeFrame } from '../codec/frame-encoder.js';
 import type {
+  PasswordChangeResponse,
   AdminAuditQueryRequest,
   AdminAuditQueryResponse,
   AdminSessionListRequest,
@@ -237,6 +238,11 @@ export class HellwallClient {
   /** session.revoke: ends one active session of this token's operator (by id from session.list). */
   revokeSession(args: { token: string; mac: string; sessionId: number }): Promise<Result<SessionRevokeResponse>> {
     return this.send({ code: 7, ...args });
+  }
+
+  /** password.change [P-4.13]: this token's operator's own password; their other sessions end. */
+  changePassword(args: { token: string; mac: string; password: string; newPassword: string }): Promise<Result<PasswordChangeResponse>> {
+    return this.send({ code: 21, ...args });
   }
 
   /** An admin command [P-4.12], with the token and MAC of an operator with role `admin`. */

@@ -15,6 +15,7 @@ import type { Handler } from './context.js';
 import { hello } from './hello.js';
 import { passcodeAuth } from './passcode-auth.js';
 import { passcodeRequest } from './passcode-request.js';
+import { passwordChange } from './password-change.js';
 import { sessionList } from './session-list.js';
 import { sessionLogout } from './session-logout.js';
 import { sessionLogoutAll } from './session-logout-all.js';
@@ -48,4 +49,5 @@ export const HANDLERS: Readonly<Record<string, Handler<never>>> = Object.freeze(
   'admin.session.revoke_user': adminSessionRevokeUser,
   'admin.stats': adminStats,
   'admin.audit.query': adminAuditQuery,
+  'password.change': passwordChange,
 });

@@ -17,7 +17,7 @@ export interface AdminAuditQueryRequest {
    */
   code: 20;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -65,7 +65,7 @@ export type OkStatus = 'ok';
  */
 export interface AdminAuditQueryResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -139,7 +139,7 @@ export interface AdminSessionListRequest {
    */
   code: 16;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -162,7 +162,7 @@ export interface AdminSessionListRequest {
  */
 export interface AdminSessionListResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -227,7 +227,7 @@ export interface AdminSessionRevokeUserRequest {
    */
   code: 18;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -250,7 +250,7 @@ export interface AdminSessionRevokeUserRequest {
  */
 export interface AdminSessionRevokeUserResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -274,7 +274,7 @@ export interface AdminSessionRevokeRequest {
    */
   code: 17;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -297,7 +297,7 @@ export interface AdminSessionRevokeRequest {
  */
 export interface AdminSessionRevokeResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -318,7 +318,7 @@ export interface AdminStatsRequest {
    */
   code: 19;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -337,7 +337,7 @@ export interface AdminStatsRequest {
  */
 export interface AdminStatsResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -390,7 +390,7 @@ export interface AdminUserAddRequest {
    */
   code: 8;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -425,7 +425,7 @@ export interface AdminUserAddRequest {
  */
 export interface AdminUserAddResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -475,7 +475,7 @@ export interface AdminUserDeleteRequest {
    */
   code: 15;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -498,7 +498,7 @@ export interface AdminUserDeleteRequest {
  */
 export interface AdminUserDeleteResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -519,7 +519,7 @@ export interface AdminUserDisableRequest {
    */
   code: 11;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -542,7 +542,7 @@ export interface AdminUserDisableRequest {
  */
 export interface AdminUserDisableResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -567,7 +567,7 @@ export interface AdminUserEnableRequest {
    */
   code: 12;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -590,7 +590,7 @@ export interface AdminUserEnableRequest {
  */
 export interface AdminUserEnableResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -611,7 +611,7 @@ export interface AdminUserListRequest {
    */
   code: 9;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -630,7 +630,7 @@ export interface AdminUserListRequest {
  */
 export interface AdminUserListResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -654,7 +654,7 @@ export interface AdminUserResetPasswordRequest {
    */
   code: 14;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -681,7 +681,7 @@ export interface AdminUserResetPasswordRequest {
  */
 export interface AdminUserResetPasswordResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -706,7 +706,7 @@ export interface AdminUserSetRoleRequest {
    */
   code: 13;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -733,7 +733,7 @@ export interface AdminUserSetRoleRequest {
  */
 export interface AdminUserSetRoleResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -754,7 +754,7 @@ export interface AdminUserShowRequest {
    */
   code: 10;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -777,7 +777,7 @@ export interface AdminUserShowRequest {
  */
 export interface AdminUserShowResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -823,11 +823,11 @@ export type ErrorCode =
  */
 export interface ErrorResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
-   * The command code of the request this answers, when the request could be read.
+   * The command code of the request this answers, when the request had a valid one (an integer from 0 to 65535) [P-2.4].
    */
   code?: number;
   status: ErrorStatus;
@@ -852,7 +852,7 @@ export interface HelloRequest {
    */
   code: 0;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
 }
@@ -868,7 +868,7 @@ export type ProtocolName = 'hellwall';
  */
 export interface HelloResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -901,11 +901,11 @@ export interface PasscodeAuthRequest {
    */
   code: 2;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
-   * The operator's email address; compared case-insensitively.
+   * The operator's email address; compared case-insensitively. No whitespace, control characters or lone surrogates.
    */
   email: string;
   /**
@@ -925,7 +925,7 @@ export interface PasscodeAuthRequest {
    */
   mac: string;
   /**
-   * Optional, since 1.2: a description of the client device for the operator's session list (e.g. host name and program); printable characters, no control characters. Recorded only; never checked.
+   * Optional, since 1.2: a description of the client device for the operator's session list (e.g. host name and program); printable characters, no control characters or lone surrogates. Recorded only; never checked.
    */
   device?: string;
 }
@@ -936,7 +936,7 @@ export interface PasscodeAuthRequest {
  */
 export interface PasscodeAuthResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -986,11 +986,11 @@ export interface PasscodeRequestRequest {
    */
   code: 1;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
-   * The operator's email address; compared case-insensitively.
+   * The operator's email address; compared case-insensitively. No whitespace, control characters or lone surrogates.
    */
   email: string;
   /**
@@ -1013,7 +1013,7 @@ export interface PasscodeRequestRequest {
  */
 export interface PasscodeRequestResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -1027,6 +1027,57 @@ export interface PasscodeRequestResponse {
   expiresInSeconds: number;
 }
 
+// password-change.request.json
+/**
+ * Changes the caller's own password [P-4.13]. Authenticated by the token and MAC like token.check [P-3.6], and by the current password.
+ */
+export interface PasswordChangeRequest {
+  /**
+   * Command code of this request.
+   */
+  code: 21;
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * A base token as returned by passcode.auth or a renewal: `Awfer_hellwall_` followed by 43 base64url characters [P-3.1].
+   */
+  token: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  mac: string;
+  /**
+   * The current password (E_AUTH_FAILED when wrong; counted like a login attempt [P-2.8]).
+   */
+  password: string;
+  /**
+   * The new password; must pass the password policy (E_INVALID otherwise). Stored only as a hash; never logged or audited.
+   */
+  newPassword: string;
+}
+
+// password-change.response.json
+/**
+ * The password has changed [P-4.13]; every other session of the operator has ended and the caller's goes on.
+ */
+export interface PasswordChangeResponse {
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The command code of the request this answers.
+   */
+  code: 21;
+  status: OkStatus;
+  /**
+   * How many other sessions of the operator ended.
+   */
+  sessionsEnded: number;
+}
+
 // session-list.request.json
 /**
  * Lists the active sessions of the token's operator [P-4.10]. Authenticated by the token and MAC like token.check [P-3.6].
@@ -1037,7 +1088,7 @@ export interface SessionListRequest {
    */
   code: 6;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -1056,7 +1107,7 @@ export interface SessionListRequest {
  */
 export interface SessionListResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -1113,7 +1164,7 @@ export interface SessionLogoutAllRequest {
    */
   code: 5;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -1132,7 +1183,7 @@ export interface SessionLogoutAllRequest {
  */
 export interface SessionLogoutAllResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -1156,7 +1207,7 @@ export interface SessionLogoutRequest {
    */
   code: 4;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -1175,7 +1226,7 @@ export interface SessionLogoutRequest {
  */
 export interface SessionLogoutResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -1195,7 +1246,7 @@ export interface SessionRevokeRequest {
    */
   code: 7;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -1218,7 +1269,7 @@ export interface SessionRevokeRequest {
  */
 export interface SessionRevokeResponse {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -1238,7 +1289,7 @@ export interface TokenCheckRequest {
    */
   code: 3;
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -1279,7 +1330,7 @@ export type TokenCheckUnauthorizedStatus = 'unauthorized';
 
 export interface TokenCheckAuthorized {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -1295,7 +1346,7 @@ export interface TokenCheckAuthorized {
 }
 export interface TokenCheckRenew {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**
@@ -1319,7 +1370,7 @@ export interface TokenCheckRenew {
 }
 export interface TokenCheckUnauthorized {
   /**
-   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4].
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
    */
   id?: string;
   /**

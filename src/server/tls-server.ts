@@ -177,6 +177,7 @@ export class TlsListener {
         key: opts.key,
         cert: opts.cert,
         ...TLS_POLICY,
+        // [P-1.9] A client that connects and never finishes its handshake is cut (see tlsClientError).
         handshakeTimeout: opts.handshakeTimeoutMs,
         // Let a client half-close after its last request and still read the answers.
         allowHalfOpen: true,
@@ -216,7 +217,7 @@ export class TlsListener {
   #acceptFront(raw: Socket, trusted: BlockList | null, opts: ListenerOptions): void {
     const via = normalizeIp(raw.remoteAddress);
     if (!trusted || !isTrustedPeer(trusted, via)) {
-      // A balancer carries many clients: its connections are counted per client, in #accept.
+      // A balancer carries many clients: its connections are counted per client, once its header is read.
       if (this.#admit(via, raw, opts)) this.#server.emit('connection', raw);
       return;
     }
@@ -272,6 +273,8 @@ export class TlsListener {
       } else {
         const key = tupleKey(raw);
         const entry: Proxied = { ip: normalizeIp(header.source.address), via };
+        // [P-1.7] The client's cap, like a direct client's, before any TLS work is done for it.
+        if (!this.#admit(entry.ip, raw, opts)) return;
         this.#proxied.set(key, entry);
         // Only this socket's own entry: after a reset, the same 4-tuple may already be a new connection.
         raw.once('close', () => {
@@ -314,7 +317,6 @@ export class TlsListener {
     // [P-3.4] The address tokens are bound to: the TCP peer's, or the client a trusted balancer named.
     const proxied = this.#trusted ? this.#proxied.get(tupleKey(socket)) : undefined;
     const ip = proxied ? proxied.ip : normalizeIp(socket.remoteAddress);
-    if (proxied && !this.#admit(ip, socket, opts)) return;
     const log = opts.log.child(proxied ? { conn: this.#nextId++, ip, via: proxied.via } : { conn: this.#nextId++, ip });
     socket.setNoDelay(true);
     if (opts.idleTimeoutMs > 0) {

@@ -16,6 +16,16 @@ export const MIGRATED_TABLES = ['users', 'passcodes', 'sessions', 'retired_token
 export type MigratedTable = (typeof MIGRATED_TABLES)[number];
 
 /**
+ * Tables left behind on purpose. `nodes` says which servers run now and the key each signs with:
+ * none runs on the source (the copy requires it), so its rows are stale, and would make a node on
+ * the new database look alive; every node registers itself there when it starts.
+ */
+export const NOT_COPIED_TABLES: readonly string[] = ['nodes'];
+
+/** Tables whose ids the database generates (SQLite's rowids, PostgreSQL's identity columns). */
+const IDENTITY_TABLES: readonly MigratedTable[] = ['users', 'sessions', 'audit'];
+
+/**
  * Ids the new database must never hand out again, beyond each table's own: those the audit trail
  * (and a retired token) still names, as SQLite's own counter does since schema 6.
  */
@@ -91,6 +101,11 @@ export interface MigrateReport {
   readonly nextIds: Readonly<Record<string, number>>;
   /** False for a dry run: nothing was written. */
   readonly copied: boolean;
+  /**
+   * A dry run found the SQLite database open in another process (a running server): the copy
+   * itself will refuse until it is stopped.
+   */
+  readonly sourceInUse: boolean;
 }
 
 const POSTGRES_URL = /^postgres(ql)?:\/\//i;
@@ -117,6 +132,8 @@ function errorMessage(err: unknown): string {
 /** The SQLite side, opened so that nobody else can read or write it until `close`. */
 interface Source {
   readonly file: string;
+  /** Another process has the database open (only a dry run reads it then). */
+  readonly inUse: boolean;
   readonly version: number;
   readonly counts: ReadonlyMap<MigratedTable, number>;
   readonly columns: ReadonlyMap<MigratedTable, readonly string[]>;
@@ -131,30 +148,40 @@ interface Source {
  * connection keeps its lock until it closes, and a database any other connection holds open
  * (every running server and CLI command does, in WAL mode, even when idle) cannot be locked at
  * all: with no wait, that is the test for "a server still runs on it". Refused then, since
- * whatever it wrote after the copy would be lost.
+ * whatever it wrote after the copy would be lost; a check (`allowInUse`) reads beside it instead,
+ * in one read transaction (a snapshot, in WAL mode), and says so.
  */
-function openSource(dataDir: string): Source {
+function openSource(dataDir: string, allowInUse: boolean): Source {
   const file = path.join(dataDir, DATABASE_FILE);
-  let db: Database.Database;
-  try {
-    db = new Database(file, { fileMustExist: true });
-  } catch (err) {
-    throw new StoreMigrateError('source-missing', `no SQLite database at ${file} (${errorMessage(err)}): --data-dir (HELLWALL_DATA_DIR) must name the data directory to migrate`, { cause: err });
-  }
+  const open = (): Database.Database => {
+    try {
+      return new Database(file, { fileMustExist: true });
+    } catch (err) {
+      throw new StoreMigrateError('source-missing', `no SQLite database at ${file} (${errorMessage(err)}): --data-dir (HELLWALL_DATA_DIR) must name the data directory to migrate`, { cause: err });
+    }
+  };
+  let db = open();
+  let inUse = false;
   try {
     db.pragma('busy_timeout = 0');
     db.pragma('locking_mode = EXCLUSIVE');
     try {
       db.exec('BEGIN EXCLUSIVE');
     } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_BUSY') {
+      if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+      if (!allowInUse) {
         throw new StoreMigrateError(
           'source-in-use',
           `the SQLite database ${file} is in use by another process (a running Hellwall server, or a hellwall command): stop the server first, then run store migrate again`,
           { cause: err },
         );
       }
-      throw err;
+      db.close();
+      db = open();
+      // The server's writes are short: wait for one rather than fail.
+      db.pragma('busy_timeout = 1000');
+      db.exec('BEGIN');
+      inUse = true;
     }
     const version = db.pragma('user_version', { simple: true }) as number;
     const latest = MIGRATIONS.at(-1)!.version;
@@ -170,10 +197,15 @@ function openSource(dataDir: string): Source {
         `the SQLite database ${file} is at schema version ${version}, newer than this Hellwall knows (${latest}): run store migrate with the Hellwall version that wrote it`,
       );
     }
+    // A table this code does not name would be left behind silently: refused (a Hellwall defect).
     const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").pluck().all() as string[]).sort();
-    const expected = [...MIGRATED_TABLES].sort();
-    if (tables.join() !== expected.join()) {
-      throw new StoreMigrateError('schema-mismatch', `the SQLite database holds the tables ${tables.join(', ')}; store migrate copies exactly ${expected.join(', ')}`);
+    const unknown = tables.filter((t) => !(MIGRATED_TABLES as readonly string[]).includes(t) && !NOT_COPIED_TABLES.includes(t));
+    const missing = MIGRATED_TABLES.filter((t) => !tables.includes(t));
+    if (unknown.length > 0 || missing.length > 0) {
+      throw new StoreMigrateError(
+        'schema-mismatch',
+        `the SQLite database holds the tables ${tables.join(', ')}; store migrate copies ${MIGRATED_TABLES.join(', ')} and leaves ${NOT_COPIED_TABLES.join(', ')}: this Hellwall cannot copy it`,
+      );
     }
     const counts = new Map<MigratedTable, number>();
     const columns = new Map<MigratedTable, readonly string[]>();
@@ -185,6 +217,7 @@ function openSource(dataDir: string): Source {
     const sequence = db.prepare('SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = ?').pluck();
     return {
       file,
+      inUse,
       version,
       counts,
       columns,
@@ -262,6 +295,14 @@ function columnsToCopy(source: Source, target: ReadonlyMap<MigratedTable, Target
   return out;
 }
 
+/** Checks that the target generates ids in exactly the tables whose sequences the copy advances. */
+function identityColumns(columns: ReadonlyMap<MigratedTable, readonly TargetColumn[]>): void {
+  const generated = MIGRATED_TABLES.filter((t) => columns.get(t)!.some((c) => c.identity));
+  if (generated.join() !== IDENTITY_TABLES.join()) {
+    throw new StoreMigrateError('schema-mismatch', `PostgreSQL generates the ids of ${generated.join(', ')}; store migrate advances those of ${IDENTITY_TABLES.join(', ')}: this Hellwall cannot copy it`);
+  }
+}
+
 async function connect(url: string, connectTimeoutMs: number, target: string): Promise<pg.Client> {
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: connectTimeoutMs, application_name: 'hellwall-store-migrate' });
   // A connection that fails while idle must not end the process; the next query reports it.
@@ -313,28 +354,25 @@ export async function migrateSqliteToPostgres(opts: MigrateOptions): Promise<Mig
     throw new StoreConfigError(`the target of store migrate must be a postgres:// URL, not ${target}`);
   }
   const connectTimeoutMs = opts.connectTimeoutMs ?? 5000;
-  const source = openSource(opts.dataDir);
+  const source = openSource(opts.dataDir, Boolean(opts.dryRun));
   try {
-    log?.info({ source: source.file, target, schemaVersion: source.version, dryRun: Boolean(opts.dryRun) }, 'store migrate: source locked');
-    const identityTables = MIGRATED_TABLES.filter((t) => t === 'users' || t === 'sessions' || t === 'audit');
-    const nextIds = Object.fromEntries(identityTables.map((t) => [t, source.idFloor(t) + 1]));
+    log?.info({ source: source.file, target, schemaVersion: source.version, dryRun: Boolean(opts.dryRun), sourceInUse: source.inUse }, 'store migrate: source open');
+    const nextIds = Object.fromEntries(IDENTITY_TABLES.map((t) => [t, source.idFloor(t) + 1]));
     const sqliteCounts = MIGRATED_TABLES.map((t) => [t, source.counts.get(t)!] as const);
 
     if (opts.dryRun) {
       const client = await connect(url, connectTimeoutMs, target);
       try {
         const exists = await client.query<{ v: string | null }>("SELECT to_regclass('schema_migrations')::text AS v");
-        if (exists.rows[0]!.v !== null) {
-          const v = (await client.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations')).rows[0]!.v ?? 0;
-          if (v > POSTGRES_SCHEMA_VERSION) {
-            throw new StoreConfigError(`the PostgreSQL database ${target} is at schema version ${v}, newer than this Hellwall knows (${POSTGRES_SCHEMA_VERSION}): upgrade Hellwall`);
-          }
+        const version = exists.rows[0]!.v === null ? 0 : ((await client.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations')).rows[0]!.v ?? 0);
+        if (version > POSTGRES_SCHEMA_VERSION) {
+          throw new StoreConfigError(`the PostgreSQL database ${target} is at schema version ${version}, newer than this Hellwall knows (${POSTGRES_SCHEMA_VERSION}): upgrade Hellwall`);
         }
         const present = await targetColumns(client);
         const counts = await targetCounts(client, new Set(present.keys()));
         refuseUnlessEmpty(counts, target);
-        // Tables there already (an earlier start of a node) must take the source's columns.
-        if (present.size > 0) columnsToCopy(source, present);
+        // Tables at the newest schema already (a node started on it) must take the source's columns.
+        if (version === POSTGRES_SCHEMA_VERSION) identityColumns(columnsToCopy(source, present));
         return {
           source: source.file,
           target,
@@ -343,6 +381,7 @@ export async function migrateSqliteToPostgres(opts: MigrateOptions): Promise<Mig
           tables: sqliteCounts.map(([table, sqlite]) => ({ table, sqlite, postgres: counts.get(table)! })),
           nextIds,
           copied: false,
+          sourceInUse: source.inUse,
         };
       } finally {
         await client.end().catch(() => undefined);
@@ -368,6 +407,7 @@ export async function migrateSqliteToPostgres(opts: MigrateOptions): Promise<Mig
         await client.query("SET LOCAL lock_timeout = '10s'");
         await client.query(`LOCK TABLE ${MIGRATED_TABLES.join(', ')} IN EXCLUSIVE MODE`);
         const columns = columnsToCopy(source, await targetColumns(client));
+        identityColumns(columns);
         refuseUnlessEmpty(await targetCounts(client, new Set(MIGRATED_TABLES)), target);
         for (const t of MIGRATED_TABLES) {
           try {
@@ -378,7 +418,7 @@ export async function migrateSqliteToPostgres(opts: MigrateOptions): Promise<Mig
           log?.info({ table: t, rows: source.counts.get(t) }, 'store migrate: table copied');
         }
         // Identity sequences past every id the old database handed out, so no id comes back.
-        for (const t of identityTables) {
+        for (const t of IDENTITY_TABLES) {
           const floor = nextIds[t]! - 1;
           await client.query(`SELECT setval(pg_get_serial_sequence($1, 'id'), $2, $3)`, [t, Math.max(floor, 1), floor > 0]);
         }
@@ -401,6 +441,7 @@ export async function migrateSqliteToPostgres(opts: MigrateOptions): Promise<Mig
           tables: sqliteCounts.map(([table, sqlite]) => ({ table, sqlite, postgres: after.get(table)! })),
           nextIds,
           copied: true,
+          sourceInUse: false,
         };
       } catch (err) {
         if (committing) {

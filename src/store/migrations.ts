@@ -198,4 +198,17 @@ export const MIGRATIONS: readonly Migration[] = [
                          coalesce((SELECT max(session_id) FROM retired_tokens), 0)));
     `,
   },
+  {
+    version: 7,
+    name: 'running nodes and the key each signs with',
+    // So that retiring a key can refuse while any running server still makes new hashes with it:
+    // the files on disk say what the next reload will use, not what a running server uses now.
+    sql: `
+      CREATE TABLE nodes (
+        id             TEXT PRIMARY KEY,
+        current_key_id INTEGER NOT NULL,
+        seen_at        INTEGER NOT NULL
+      ) WITHOUT ROWID;
+    `,
+  },
 ];

@@ -99,6 +99,18 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       CREATE INDEX counters_expires ON counters(expires_at);
     `,
   },
+  {
+    version: 2,
+    name: 'running nodes and the key each signs with',
+    // So that retiring a key can refuse while any running server still makes new hashes with it.
+    sql: `
+      CREATE TABLE nodes (
+        id             TEXT PRIMARY KEY,
+        current_key_id INTEGER NOT NULL,
+        seen_at        BIGINT NOT NULL
+      );
+    `,
+  },
 ];
 
 /** The schema version this code creates and understands. */

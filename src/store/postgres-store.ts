@@ -368,6 +368,29 @@ function statements(channel: string) {
       'read_counters',
       'SELECT key, count, until, expires_at FROM counters WHERE key = ANY($1::text[]) AND expires_at > $2',
     ),
+    // In a transaction, first: a transaction-scoped advisory lock per key, taken whether or not the
+    // key has a row. Row locks alone cannot serialize a decision made on a counter's absence (two
+    // transactions both find no row and both go ahead), nor on a row another transaction deletes
+    // and re-inserts (clear then block: the waiter's FOR UPDATE then finds nothing). Taken in hash
+    // order, each hash once, so two transactions never wait on each other in a cycle. The two-key
+    // form, apart from `exclusive`'s one-key locks and the migration lock (4812023).
+    lockCounterKeys: st(
+      'lock_counter_keys',
+      `SELECT pg_advisory_xact_lock(4812024, h) FROM (
+         SELECT DISTINCT hashtext(k) AS h FROM unnest($1::text[]) AS u(k) ORDER BY h) AS hashes`,
+    ),
+    // In a transaction: the rows found stay locked to commit, in key order (no lock-order cycles).
+    readCountersForUpdate: st(
+      'read_counters_for_update',
+      'SELECT key, count, until, expires_at FROM counters WHERE key = ANY($1::text[]) AND expires_at > $2 ORDER BY key FOR UPDATE',
+    ),
+    recordNode: st(
+      'record_node',
+      `INSERT INTO nodes (id, current_key_id, seen_at) VALUES ($1, $2, $3)
+       ON CONFLICT (id) DO UPDATE SET current_key_id = excluded.current_key_id, seen_at = excluded.seen_at`,
+    ),
+    listNodes: st('list_nodes', 'SELECT id, current_key_id, seen_at FROM nodes WHERE seen_at >= $1 ORDER BY id'),
+    forgetNode: st('forget_node', 'DELETE FROM nodes WHERE id = $1'),
     blockCounter: st(
       'block_counter',
       `INSERT INTO counters AS c (key, count, until, expires_at) VALUES ($1, 0, $2, $2)
@@ -639,7 +662,9 @@ function operations(ctx: Ctx, st: Statements): StoreOps {
     },
     async readCounters(keys, now) {
       if (keys.length === 0) return [];
-      const rows = (await q<CounterRow>({ ...st.readCounters, values: [[...new Set(keys)], now] })).rows;
+      const statement = ctx.inTx ? st.readCountersForUpdate : st.readCounters;
+      if (ctx.inTx) await q({ ...st.lockCounterKeys, values: [[...new Set(keys)]] });
+      const rows = (await q<CounterRow>({ ...statement, values: [[...new Set(keys)], now] })).rows;
       const byKey = new Map(rows.map((r) => [r.key, toCounter(r)]));
       return keys.map((k) => byKey.get(k));
     },
@@ -648,6 +673,17 @@ function operations(ctx: Ctx, st: Statements): StoreOps {
     },
     async clearCounters(keys) {
       if (keys.length > 0) await q({ ...st.clearCounters, values: [[...new Set(keys)]] });
+    },
+
+    async recordNode(node) {
+      await q({ ...st.recordNode, values: [node.id, node.currentKeyId, node.seenAt] });
+    },
+    async listNodes(since) {
+      const rows = (await q<{ id: string; current_key_id: number; seen_at: number }>({ ...st.listNodes, values: [since] })).rows;
+      return rows.map((r) => ({ id: r.id, currentKeyId: Number(r.current_key_id), seenAt: Number(r.seen_at) }));
+    },
+    async forgetNode(id) {
+      await q({ ...st.forgetNode, values: [id] });
     },
   };
 }

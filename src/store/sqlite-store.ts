@@ -399,6 +399,12 @@ export function openSqliteStore(file: string, log?: Logger): Store {
        ON CONFLICT (key) DO UPDATE SET until = max(until, excluded.until), expires_at = max(expires_at, excluded.until)`,
     ),
     clearCounter: db.prepare<[string]>('DELETE FROM counters WHERE key = ?'),
+    recordNode: db.prepare<[{ id: string; currentKeyId: number; seenAt: number }]>(
+      `INSERT INTO nodes (id, current_key_id, seen_at) VALUES (@id, @currentKeyId, @seenAt)
+       ON CONFLICT (id) DO UPDATE SET current_key_id = excluded.current_key_id, seen_at = excluded.seen_at`,
+    ),
+    listNodes: db.prepare<[number]>('SELECT id, current_key_id, seen_at FROM nodes WHERE seen_at >= ? ORDER BY id'),
+    forgetNode: db.prepare<[string]>('DELETE FROM nodes WHERE id = ?'),
     ping: db.prepare('SELECT 1').pluck(),
     // Housekeeping. INDEXED BY makes preparing fail rather than a batch silently scanning the table:
     // without statistics the planner could pick the other range (e.g. absolute_expires_at > ?).
@@ -690,6 +696,20 @@ export function openSqliteStore(file: string, log?: Logger): Store {
     },
     clearCounters(_changes, keys) {
       clearCounters(keys);
+    },
+
+    recordNode(_changes, node) {
+      st.recordNode.run({ id: node.id, currentKeyId: node.currentKeyId, seenAt: node.seenAt });
+    },
+    listNodes(_changes, since) {
+      return (st.listNodes.all(since) as Array<{ id: string; current_key_id: number; seen_at: number }>).map((r) => ({
+        id: r.id,
+        currentKeyId: r.current_key_id,
+        seenAt: r.seen_at,
+      }));
+    },
+    forgetNode(_changes, id) {
+      st.forgetNode.run(id);
     },
   };
 

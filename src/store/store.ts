@@ -344,8 +344,10 @@ export interface StoreOps {
   hitCounters(keys: readonly string[], now: number, expiresAt: number): Promise<CounterRecord[]>;
   /**
    * The counters (undefined where none, or expired at `now`), in the order asked. Inside a
-   * transaction the rows found are locked until commit (SELECT … ORDER BY key FOR UPDATE), so a
-   * decision made on them holds against every other node's transaction on the same counters.
+   * transaction every key asked is locked until commit, whether or not it has a row (PostgreSQL: a
+   * transaction-scoped advisory lock per key, then SELECT … ORDER BY key FOR UPDATE), so a decision
+   * made on them, their absence included, holds against every other node's transaction on the same
+   * counters.
    */
   readCounters(keys: readonly string[], now: number): Promise<Array<CounterRecord | undefined>>;
   /**
@@ -355,6 +357,22 @@ export interface StoreOps {
   blockCounter(key: string, until: number): Promise<void>;
   /** Forgets the counters. */
   clearCounters(keys: readonly string[]): Promise<void>;
+
+  /** Records (or refreshes) a running node and the key it signs with. */
+  recordNode(node: NodeRecord): Promise<void>;
+  /** Nodes seen at or after `since`, by id. */
+  listNodes(since: number): Promise<NodeRecord[]>;
+  /** A node that stopped cleanly removes itself. */
+  forgetNode(id: string): Promise<void>;
+}
+
+/** A running server as the others see it: which server key it makes new hashes with. */
+export interface NodeRecord {
+  /** Chosen by the node at start (host, pid and a random part); unique among running nodes. */
+  readonly id: string;
+  readonly currentKeyId: number;
+  /** When the node last said so (it repeats every minute while running). */
+  readonly seenAt: number;
 }
 
 /** The handle of one open transaction: its operations commit together or not at all. */

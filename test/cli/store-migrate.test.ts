@@ -12,6 +12,7 @@ import { main } from '../../src/cli.js';
 import type { Config } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { migrateSqliteToPostgres, MIGRATED_TABLES, StoreMigrateError } from '../../src/store/migrate-sqlite-to-postgres.js';
+import { POSTGRES_SCHEMA_VERSION } from '../../src/store/postgres-migrations.js';
 import { MIGRATIONS } from '../../src/store/migrations.js';
 import { openPostgresStore } from '../../src/store/postgres-store.js';
 import { migrate, openSqliteStore } from '../../src/store/sqlite-store.js';
@@ -26,6 +27,7 @@ const BOB = { email: 'bob@example.com', phone: '+1 555 0101', password: 'another
 const CAROL = { email: 'carol@example.com', phone: '+1 555 0102', password: 'third horse battery staple', role: 'user' };
 const DAVE = { email: 'dave@example.com', phone: '+1 555 0103', password: 'fourth horse battery staple', role: 'user' };
 const BOB_MAC = '00:1a:2b:3c:4d:5f';
+const SQLITE_SCHEMA = MIGRATIONS.at(-1)!.version;
 
 const cluster = await pgOrSkip(t, { name: 'migrate' });
 
@@ -160,7 +162,7 @@ if (cluster) {
 
     const r = await store(['migrate', '--to', url, '--yes'], cliEnv(h.dataDir));
     t.equal(r.code, 0, r.stderr);
-    t.match(r.stdout, /^copied .*hellwall\.db \(schema 6\) into postgres:\/\/hellwall:\*\*\*@127\.0\.0\.1:\d+\/\w+ \(schema 1\)\n/);
+    t.match(r.stdout, new RegExp(`^copied .*hellwall\\.db \\(schema ${SQLITE_SCHEMA}\\) into postgres://hellwall:\\*\\*\\*@127\\.0\\.0\\.1:\\d+/\\w+ \\(schema ${POSTGRES_SCHEMA_VERSION}\\)\\n`));
     for (const table of MIGRATED_TABLES) {
       const n = before[table]!.length;
       t.match(r.stdout, new RegExp(`\\n${table} +${n} +${n}\\n`), `${table}: ${n} rows on both sides`);
@@ -232,7 +234,7 @@ if (cluster) {
     const url = await cluster.createDatabase();
     const r = await store(['migrate', '--to', url, '--yes'], cliEnv(dataDir));
     t.equal(r.code, 1);
-    t.match(r.stderr, /is at schema version 5, not 6 \(this Hellwall's\): start this version of Hellwall on the data directory once/);
+    t.match(r.stderr, new RegExp(`is at schema version 5, not ${SQLITE_SCHEMA} \\(this Hellwall's\\): start this version of Hellwall on the data directory once`));
     t.notOk(await hasTables(url), 'the target was not even migrated');
     t.equal(new Database(path.join(dataDir, 'hellwall.db')).pragma('user_version', { simple: true }), 5, 'nor the source');
   });
@@ -248,6 +250,10 @@ if (cluster) {
     t.match(r.stderr, /is in use by another process \(a running Hellwall server, or a hellwall command\): stop the server first/);
     t.notOk(await hasTables(url));
     t.ok(await running.findUserByEmail('ops@example.com'), 'the running store is unharmed');
+    const check = await store(['migrate', '--to', url], cliEnv(dataDir));
+    t.equal(check.code, 0, 'the check without --yes reads beside the running server');
+    t.match(check.stdout, /\nusers +1\n(.|\n)*has the SQLite database open: stop it before copying\nnothing was changed/);
+    t.ok(await running.findUserByEmail('ops@example.com'));
     await running.close();
 
     // Another process, as a server is: it holds the file open in WAL mode and does nothing.
@@ -293,7 +299,7 @@ if (cluster) {
     const url = await cluster.createDatabase();
     const r = await store(['migrate'], cliEnv(dataDir, { HELLWALL_STORE_URL: url }));
     t.equal(r.code, 0, r.stderr);
-    t.match(r.stdout, /hellwall\.db \(schema 6\) can be copied into postgres:\/\/hellwall:\*\*\*@.*, which is empty\n/);
+    t.match(r.stdout, new RegExp(`hellwall\\.db \\(schema ${SQLITE_SCHEMA}\\) can be copied into postgres://hellwall:\\*\\*\\*@.*, which is empty\\n`));
     t.match(r.stdout, /\nusers +1\n/);
     t.match(r.stdout, /nothing was changed: run again with --yes to copy\n$/);
     t.notOk(await hasTables(url), 'no schema was created');
@@ -316,8 +322,9 @@ if (cluster) {
     t.notOk(dry.stderr.includes('hunter2secret'));
   });
 
-  t.test('store migrate logs what it does, never the password', async (t) => {
-    const dataDir = await smallDataDir(t);
+  t.test('store migrate logs what it does, never the password, and leaves stale node rows behind', async (t) => {
+    // A server that crashed left its row: on the new database it would look alive.
+    const dataDir = await smallDataDir(t, (s) => s.recordNode({ id: 'crashed-node', currentKeyId: 1, seenAt: 5 }));
     const url = await cluster.createDatabase();
     const sink = new LogSink();
     const report = await migrateSqliteToPostgres({ dataDir, url, log: createLogger('trace', sink) });
@@ -326,6 +333,7 @@ if (cluster) {
     t.ok(sink.find({ msg: 'store migrate: committed' }).length === 1);
     t.ok(sink.text.includes('***@'), 'the URL is logged masked');
     t.notOk(sink.text.includes(cluster.password));
+    t.same(await withPg(url, async (c) => (await c.query('SELECT * FROM nodes')).rows), [], 'no node row is copied');
   });
 }
 

@@ -50,6 +50,9 @@ t.test('user admin commands change what a running server answers', async (t) => 
   t.teardown(() => server.child.kill('SIGKILL'));
   const client = await HellwallClient.connect({ host: '127.0.0.1', port: server.port, ca: readFileSync(path.join(dataDir, 'dev-cert.pem')) });
   t.teardown(() => client.destroy());
+  // One round trip before the CLI runs below block this process (spawnSync): the client's last
+  // handshake message must reach the server within handshakeTimeoutMs, or it cuts the connection.
+  await client.hello();
   const check = async (token: string) => client.check({ token, mac: MAC, request: 'inventory.read' });
 
   // list / show, for people and for scripts; never a password hash.

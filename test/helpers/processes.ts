@@ -61,6 +61,11 @@ export function startServer(e: NodeJS.ProcessEnv): Promise<RunningServer> {
       };
       if (!look()) watchers.push(look);
     });
+  // Kept for the error below: a configuration refused at start-up is explained on stderr only.
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => {
+    if (stderr.length < 10_000) stderr += chunk.toString('utf8');
+  });
   return new Promise((resolve, reject) => {
     let buf = '';
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -75,7 +80,7 @@ export function startServer(e: NodeJS.ProcessEnv): Promise<RunningServer> {
         if (line.msg === 'hellwall listening') resolve({ child, port: line.port as number, opsPort, lines, exited, waitForLog });
       }
     });
-    child.once('exit', (code) => reject(new Error(`server exited with ${code} before listening`)));
+    child.once('exit', (code) => reject(new Error(`server exited with ${code} before listening${stderr ? `: ${stderr.trim()}` : ''}`)));
   });
 }
 

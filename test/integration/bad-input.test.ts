@@ -234,8 +234,13 @@ const REQUEST_CASES: readonly RequestCase[] = [
   { name: 'a 300-character token', send: { ...good.check, id: 'l3', token: LONG(300) }, expect: { status: 'error', error: 'E_SCHEMA', id: 'l3', code: 3 }, message: /^\/token / },
   { name: 'a 60,000-character request name', send: { ...good.check, id: 'l4', request: LONG(60_000) }, expect: { status: 'error', error: 'E_SCHEMA', id: 'l4', code: 3 } },
   { name: 'an unknown command code', send: { code: 99, id: 'u1' }, expect: { status: 'error', error: 'E_UNKNOWN_COMMAND', id: 'u1', code: 99 } },
-  { name: 'a negative command code', send: { code: -1, id: 'u2' }, expect: { status: 'error', error: 'E_UNKNOWN_COMMAND', id: 'u2', code: -1 } },
-  { name: 'a command code beyond 32 bits', send: { code: 2 ** 40, id: 'u3' }, expect: { status: 'error', error: 'E_UNKNOWN_COMMAND', id: 'u3', code: 2 ** 40 } },
+  { name: 'the largest command code (65535)', send: { code: 65535, id: 'u1b' }, expect: { status: 'error', error: 'E_UNKNOWN_COMMAND', id: 'u1b', code: 65535 } },
+  // Issue 12: codes outside 0..65535 were echoed (as 1e+23 or 18446744073709552000 for the larger ones).
+  { name: 'a negative command code', send: { code: -1, id: 'u2' }, expect: { status: 'error', error: 'E_SCHEMA', id: 'u2' }, message: /^\/code must be from 0 to 65535$/ },
+  { name: 'a command code of 65536', send: { code: 65536, id: 'u2b' }, expect: { status: 'error', error: 'E_SCHEMA', id: 'u2b' } },
+  { name: 'a command code beyond 32 bits', send: { code: 2 ** 40, id: 'u3' }, expect: { status: 'error', error: 'E_SCHEMA', id: 'u3' } },
+  { name: 'a command code of 1e23', send: '{"code":1e23,"id":"u4"}', expect: { status: 'error', error: 'E_SCHEMA', id: 'u4' } },
+  { name: 'a command code of 2^64 written out', send: '{"code":18446744073709551616,"id":"u5"}', expect: { status: 'error', error: 'E_SCHEMA', id: 'u5' } },
   { name: 'an id that is a number', send: { code: 0, id: 7 }, expect: { status: 'error', error: 'E_SCHEMA', code: 0 }, message: /^\/id / },
   { name: 'an id that is an object', send: { code: 99, id: { x: 1 } }, expect: { status: 'error', error: 'E_UNKNOWN_COMMAND', code: 99 } },
   { name: 'an empty id', send: { code: 0, id: '' }, expect: { status: 'error', error: 'E_SCHEMA', code: 0 } },
@@ -253,7 +258,29 @@ const REQUEST_CASES: readonly RequestCase[] = [
     send: `{"code":3,"id":"t3","token":"nope","mac":"${MAC}","request":"r","data":${'['.repeat(20_000)}${']'.repeat(20_000)}}`,
     expect: { status: 'unauthorized', id: 't3', code: 3 },
   },
+  // Issue 12: ids the schema refuses were echoed when they had a NUL or a lone surrogate.
+  { name: 'an id with a NUL', send: '{"code":0,"id":"a\\u0000b"}', expect: { status: 'error', error: 'E_SCHEMA', code: 0 }, message: /^\/id must match pattern/ },
+  { name: 'an id that is a lone surrogate', send: '{"code":0,"id":"\\ud800"}', expect: { status: 'error', error: 'E_SCHEMA', code: 0 }, message: /^\/id must match pattern/ },
+  { name: 'an id ending in a lone high surrogate', send: '{"code":0,"id":"abc\\ud83d"}', expect: { status: 'error', error: 'E_SCHEMA', code: 0 } },
+  { name: 'an id with a C1 control character', send: '{"code":0,"id":"\\u009b31m"}', expect: { status: 'error', error: 'E_SCHEMA', code: 0 } },
+  { name: 'an id with a lone surrogate on an unknown command', send: '{"code":99,"id":"x\\udfff"}', expect: { status: 'error', error: 'E_UNKNOWN_COMMAND', code: 99 } },
+  { name: 'an id with a NUL and a code out of range', send: '{"code":-5,"id":"\\u0000"}', expect: { status: 'error', error: 'E_SCHEMA' } },
+  { name: 'an id of one surrogate pair written as escapes', send: '{"code":0,"id":"\\ud83d\\ude00"}', expect: { status: 'ok', id: '😀', code: 0 } },
+  // [P-2.1] Duplicate keys: the last one wins, as JSON.parse reads them.
   { name: 'a duplicate code key (the last one wins)', send: '{"code":0,"id":"d1","code":77}', expect: { status: 'error', error: 'E_UNKNOWN_COMMAND', id: 'd1', code: 77 } },
+  { name: 'a duplicate id key (the last one wins)', send: '{"code":0,"id":"first","id":"second"}', expect: { status: 'ok', id: 'second', code: 0 } },
+  { name: 'a duplicate id whose last value is invalid', send: '{"code":0,"id":"good","id":"\\u0000"}', expect: { status: 'error', error: 'E_SCHEMA', code: 0 } },
+  {
+    name: 'a duplicate field whose last value is valid',
+    send: `{"code":3,"id":"d2","token":"nope","mac":"not a mac","request":"r","mac":"${MAC}"}`,
+    expect: { status: 'unauthorized', id: 'd2', code: 3 },
+  },
+  {
+    name: 'a duplicate field whose last value is invalid',
+    send: `{"code":3,"id":"d3","token":"nope","mac":"${MAC}","request":"r","mac":"not a mac"}`,
+    expect: { status: 'error', error: 'E_SCHEMA', id: 'd3', code: 3 },
+    message: /^\/mac /,
+  },
 ];
 
 t.test('per-request errors are answered and the connection stays open', async (t) => {

@@ -675,6 +675,20 @@ export function storeConformance(t: Test, name: string, factory: ConformanceFact
       t.strictSame(await store.hitCounters(['a'], NOW + MINUTE + 3, NOW + 2 * MINUTE), [{ count: 1, until: 0, expiresAt: NOW + 2 * MINUTE }], 'a cleared counter starts over');
     });
 
+    t.test('records running nodes with their signing key, lists those seen lately, forgets one', async (t) => {
+      const store = await open(t);
+      await store.recordNode({ id: 'b:2', currentKeyId: 1, seenAt: NOW });
+      await store.recordNode({ id: 'a:1', currentKeyId: 1, seenAt: NOW - HOUR });
+      await store.recordNode({ id: 'b:2', currentKeyId: 2, seenAt: NOW + 1 });
+      t.strictSame(await store.listNodes(NOW - 2 * HOUR), [
+        { id: 'a:1', currentKeyId: 1, seenAt: NOW - HOUR },
+        { id: 'b:2', currentKeyId: 2, seenAt: NOW + 1 },
+      ], 'by id, the latest record of each');
+      t.strictSame(await store.listNodes(NOW), [{ id: 'b:2', currentKeyId: 2, seenAt: NOW + 1 }], 'only those seen since');
+      await store.forgetNode('b:2');
+      t.strictSame(await store.listNodes(NOW), []);
+    });
+
     // ----------------------------------------------------------------------------------------------
     // Housekeeping
     // ----------------------------------------------------------------------------------------------
@@ -1287,6 +1301,27 @@ export function storeConformance(t: Test, name: string, factory: ConformanceFact
       if (busy) t.comment(`${busy} losers were busy`);
       // Outside a transaction lockUser is a no-op, not an error.
       await a.lockUser(1);
+    });
+
+    t.test('a decision on counters read in a transaction holds against a second node deciding at once', async (t) => {
+      const a = await open(t);
+      const b = await peerOf(t, a);
+      await a.hitCounters(['gate'], NOW, NOW + HOUR);
+      // Each node admits one attempt only if the counter is below 2, then counts it: read, decide,
+      // hit, in one transaction. Without the read's row lock both would see 1 and both admit.
+      const admit = (s: Store): Promise<boolean> =>
+        s.transaction(async (tx) => {
+          const [c] = await tx.readCounters(['gate'], NOW);
+          if ((c?.count ?? 0) >= 2) return false;
+          await sleep(20);
+          await tx.hitCounters(['gate'], NOW, NOW + HOUR);
+          return true;
+        });
+      const results = await Promise.all([a, b, a, b].map((s) => attempt(() => admit(s))));
+      const admitted = results.filter((r) => r.ok && r.value).length;
+      t.equal(admitted, 1, 'exactly one admitted');
+      t.ok(results.every((r) => r.ok || (factory.busyUnderContention && isBusy(r))), 'the others refused (or busy where that may happen)');
+      t.equal((await a.readCounters(['gate'], NOW))[0]?.count, 2);
     });
 
     t.test('counts 100 concurrent hits from two nodes exactly once each', async (t) => {
