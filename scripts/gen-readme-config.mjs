@@ -1,5 +1,6 @@
-// Rewrites the configuration table in README.md from the option table in src/config.ts (built to
-// dist/), so that documentation and code cannot drift: test/config/config.test.ts checks the rows.
+// Rewrites the configuration table in README.md from the configuration schema (src/config-schema.ts,
+// flattened to OPTIONS by src/config.ts, built to dist/), so that documentation and code cannot
+// drift: test/config/config.test.ts checks that the table is the one this writes.
 //   npm run build && node scripts/gen-readme-config.mjs
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';

@@ -15,11 +15,12 @@ import { TokenService } from './auth/token-service.js';
 import { addUser } from './auth/users.js';
 import type { Config } from './config.js';
 import type { Clock, Logger, RandomBytes } from './deps.js';
+import { parseTrustedProxies } from './net/trusted-proxies.js';
 import type { Services } from './handlers/context.js';
 import { X509Certificate } from 'node:crypto';
 import { Housekeeper } from './ops/housekeeper.js';
 import { OpsServer } from './ops/http.js';
-import { createPrometheusMetrics, type PrometheusMetrics } from './ops/metrics.js';
+import { createPrometheusMetrics, type PrometheusMetrics } from './ops/prometheus.js';
 import { createOutboxMailer, createSmtpMailer, MailQueue, type Mailer } from './mail/mailer.js';
 import { loadProtocol, type Protocol } from './protocol/registry.js';
 import { createDispatcher, type DispatchFn } from './server/dispatcher.js';
@@ -253,7 +254,8 @@ export function buildApp(deps: AppDeps): App {
           return handle();
         },
         metrics,
-        proxyTrusted: config.proxy.trusted,
+        // Valid: loadConfig refused a bad list at start-up with a ConfigError naming the option.
+        trustedProxies: parseTrustedProxies(config.proxy.trusted),
       });
       let opsAddress: AddressInfo | null = null;
       if (config.ops.enabled) {

@@ -1,5 +1,3 @@
-import { isIP } from 'node:net';
-
 /** `AA-BB-CC-DD-EE-FF` and `aa:bb:cc:dd:ee:ff` are the same device [P-3.3]. */
 export function normalizeMac(mac: string): string {
   return mac.toLowerCase().replace(/-/g, ':');
@@ -12,16 +10,4 @@ export function normalizeEmail(email: string): string {
 /** Phone numbers are compared on digits and a leading '+', ignoring layout. */
 export function normalizePhone(phone: string): string {
   return phone.replace(/[\s().-]/g, '');
-}
-
-/**
- * The address the server sees, in one canonical text form: IPv4-mapped IPv6 (`::ffff:192.0.2.1`,
- * what a dual-stack socket reports) becomes plain IPv4, so binding does not depend on the socket
- * family.
- */
-export function normalizeIp(ip: string | undefined): string {
-  if (!ip) return 'unknown';
-  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
-  if (m) return m[1]!;
-  return isIP(ip) === 6 ? ip.toLowerCase() : ip;
 }

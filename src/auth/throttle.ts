@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Config } from '../config.js';
 import type { Clock } from '../deps.js';
-import { addressGroup } from '../server/address-group.js';
+import { addressGroup } from '../net/address-group.js';
 import type { Store, Tx } from '../store/store.js';
 import { ServiceError } from './errors.js';
 

@@ -3,11 +3,11 @@
 // acknowledged by one node takes to be refused by the other (revocation propagation).
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { HellwallClient } from '../client/client.js';
 import type { BenchSession, ServerMode, ServerReady } from './bench-server.js';
 import type { LoadResult, LoadSpec } from './load-client.js';
 import { startPostgres, type PgCluster } from './postgres-cluster.js';
+import { measurePropagation } from './propagation.js';
 
 /** What the orchestrator (bench.ts) lends this part: its server children and its load runner. */
 export interface PostgresBenchDeps<S extends BenchServer> {
@@ -31,7 +31,7 @@ export interface BenchServer {
 export interface PropagationResult {
   /** Logouts measured. */
   readonly n: number;
-  /** Milliseconds from node A's acknowledgement reaching the client to node B's first refusal. */
+  /** Milliseconds from node A's acknowledgement reaching the client to node B's first refusal (see Propagation). */
   readonly p50Ms: number;
   readonly p99Ms: number;
   readonly maxMs: number;
@@ -69,7 +69,7 @@ export async function runPostgresBench<S extends BenchServer>(
   } catch (err) {
     return { available: false, reason: `PostgreSQL did not start: ${(err as Error).message.split('\n')[0]}` };
   }
-  if (!cluster) return { available: false, reason: 'no PostgreSQL binaries (initdb under /usr/lib/postgresql/*/bin)' };
+  if (!cluster) return { available: false, reason: 'no PostgreSQL binaries: no initdb under /usr/lib/postgresql/*/bin' };
   const pg = cluster;
   deps.onCleanup(() => pg.destroy());
 
@@ -79,6 +79,12 @@ export async function runPostgresBench<S extends BenchServer>(
   const a = await deps.startServer('hellwall-pg', dir, pg.url);
   const b = await deps.startServer('hellwall-pg-peer', dir, pg.url);
   const { token, mac, certFile } = a.ready;
+  const ca = readFileSync(certFile);
+  // Node A checked the token once at start-up, as the SQLite node did: B does too, so both nodes
+  // start the load with the session in their cache (a cold cache is a start-up cost, not a rate).
+  const onB = await HellwallClient.connect({ host: '127.0.0.1', port: b.ready.port, ca });
+  const first = await onB.check({ token: token ?? '', mac: mac ?? '', request: 'bench.read', data: {} }).finally(() => onB.close());
+  if (first.status !== 'authorized') throw new Error(`node B does not authorize node A's token: ${JSON.stringify(first)}`);
 
   const base = { conns: PG_CONNS, inflight: PG_INFLIGHT, warmupMs: opts.warmupMs, durationMs: opts.durationMs, expect: 'authorized' };
   const rounds: Array<{ sqlite: Run; postgres: Run }> = [];
@@ -99,44 +105,35 @@ export async function runPostgresBench<S extends BenchServer>(
   const ratio = mean(rounds.map((r) => r.postgres.rps)) / mean(rounds.map((r) => r.sqlite.rps));
 
   const sessions = await a.sessions(opts.propagationN);
-  const propagation = await measurePropagation(a.ready, b.ready, readFileSync(certFile), sessions);
+  const propagation = await propagationFigures(a.ready, b.ready, ca, sessions);
   return { available: true, conns: PG_CONNS, inflight: PG_INFLIGHT, rounds, ratio, propagation };
 }
 
 /**
  * For each session in turn: a check on B (so B has it cached, as a live session would be), then a
- * logout on A while B is checked back to back; the time from A's acknowledgement to B's first
- * `unauthorized`. One at a time, so nothing else runs on either node meanwhile.
+ * logout on A while B is checked back to back (propagation.ts). One at a time, so nothing else
+ * runs on either node meanwhile.
  */
-async function measurePropagation(a: ServerReady, b: ServerReady, ca: Buffer, sessions: readonly BenchSession[]): Promise<PropagationResult> {
+async function propagationFigures(a: ServerReady, b: ServerReady, ca: Buffer, sessions: readonly BenchSession[]): Promise<PropagationResult> {
   const onA = await HellwallClient.connect({ host: '127.0.0.1', port: a.port, ca });
   const onB = await HellwallClient.connect({ host: '127.0.0.1', port: b.port, ca });
   const figures: number[] = [];
   let staleAnswers = 0;
   try {
     for (const s of sessions) {
-      const check = (): ReturnType<HellwallClient['check']> => onB.check({ token: s.token, mac: s.mac, request: 'bench.read' });
+      const check = (): Promise<{ status: string }> => onB.check({ token: s.token, mac: s.mac, request: 'bench.read' });
       const warm = await check();
       if (warm.status !== 'authorized') throw new Error(`propagation: a fresh session is not authorized on node B: ${JSON.stringify(warm)}`);
-      let acked: number | undefined;
-      const poll = (async (): Promise<number> => {
-        for (;;) {
-          const sent = performance.now();
-          const res = await check();
-          const at = performance.now();
-          if (res.status === 'unauthorized') return at;
-          if (res.status !== 'authorized') throw new Error(`propagation: node B answered ${JSON.stringify(res)}`);
-          if (acked !== undefined && sent >= acked) staleAnswers++;
-          if (acked !== undefined && at - acked > 5000) throw new Error('propagation: node B still authorizes 5 s after the logout');
-        }
-      })();
-      const out = await onA.logout({ token: s.token, mac: s.mac });
-      acked = performance.now();
-      if (out.status !== 'ok') {
-        await poll.catch(() => undefined);
-        throw new Error(`propagation: logout on node A answered ${JSON.stringify(out)}`);
-      }
-      figures.push(Math.max(0, (await poll) - acked));
+      const p = await measurePropagation(
+        check,
+        async () => {
+          const out = await onA.logout({ token: s.token, mac: s.mac });
+          if (out.status !== 'ok') throw new Error(`propagation: logout on node A answered ${JSON.stringify(out)}`);
+        },
+        5000,
+      );
+      figures.push(p.ms);
+      staleAnswers += p.staleAnswers;
     }
   } finally {
     await Promise.all([onA.close(), onB.close()]);

@@ -1,30 +1,25 @@
 import type { Config } from '../config.js';
-import type { Logger } from '../deps.js';
 import type { AccountService } from '../auth/account-service.js';
 import type { AdminService } from '../auth/admin-service.js';
 import type { PasscodeService } from '../auth/passcode-service.js';
 import type { SessionService } from '../auth/session-service.js';
 import type { TokenService } from '../auth/token-service.js';
 import type { Protocol } from '../protocol/registry.js';
+import type { RequestContext } from '../protocol/request-context.js';
+
+// Re-exported so that a handler's whole signature comes from this one module.
+export type { RequestContext };
 
 /** What a handler may use: the services, and facts about the connection the request came on. */
 export interface Services {
-  readonly config: Config;
+  /** The limits `hello` announces [P-4.1]; each service holds its own part of the configuration. */
+  readonly config: Pick<Config, 'maxFrameBytes' | 'maxInflight'>;
   readonly protocol: Protocol;
   readonly passcodes: PasscodeService;
   readonly tokens: TokenService;
   readonly sessions: SessionService;
   readonly admin: AdminService;
   readonly account: AccountService;
-}
-
-export interface RequestContext {
-  /** The peer address the server sees, normalized [P-3.4]. */
-  readonly ip: string;
-  /** The connection's child logger. */
-  readonly log: Logger;
-  /** Requests refused on this connection so far; bounds how many are logged one by one. */
-  refusals: number;
 }
 
 /** A response body without `id` and `code`; the dispatcher adds those [P-2.4]. */

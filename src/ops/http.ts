@@ -1,7 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../deps.js';
-import type { PrometheusMetrics } from './metrics.js';
+import type { MetricsExposition } from './metrics.js';
 
 /** One readiness check: a name and a function that throws (or returns a reason) when not ready. */
 export interface ReadinessCheck {
@@ -10,7 +10,7 @@ export interface ReadinessCheck {
 }
 
 export interface OpsServerOptions {
-  readonly metrics: PrometheusMetrics;
+  readonly metrics: MetricsExposition;
   readonly checks: readonly ReadinessCheck[];
   readonly log: Logger;
 }
@@ -57,7 +57,7 @@ export class OpsServer {
         return send(res, ready ? 200 : 503, 'application/json', `${JSON.stringify({ ready, failing })}\n`);
       }
       if (url === '/metrics') {
-        return send(res, 200, this.#opts.metrics.registry.contentType, await this.#opts.metrics.render());
+        return send(res, 200, this.#opts.metrics.contentType, await this.#opts.metrics.render());
       }
       return send(res, 404, 'text/plain', 'not found\n');
     } catch (err) {

@@ -2,8 +2,8 @@ import type { Duplex } from 'node:stream';
 import { EMPTY, FrameDecoder, parseFrame, type BudgetRefusal, type DecodeFailure, type FrameBudget, type FrameErrorCode } from '../codec/frame-decoder.js';
 import { encodeFrame } from '../codec/frame-encoder.js';
 import type { Logger } from '../deps.js';
-import type { RequestContext } from '../handlers/context.js';
 import { toErrorResponse } from '../protocol/errors.js';
+import type { RequestContext } from '../protocol/request-context.js';
 import type { DispatchFn, Response } from './dispatcher.js';
 
 export interface ConnectionOptions {

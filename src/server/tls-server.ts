@@ -1,15 +1,16 @@
 import net, { type AddressInfo, type BlockList, type Socket } from 'node:net';
 import { constants as cryptoConstants } from 'node:crypto';
 import tls from 'node:tls';
-import { normalizeIp } from '../auth/normalize.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../deps.js';
-import { addressGroup } from './address-group.js';
+import { addressGroup } from '../net/address-group.js';
 import { BufferBudget } from './buffer-budget.js';
 import { Connection } from './connection.js';
 import type { DispatchFn } from './dispatcher.js';
+import { normalizeIp } from '../net/ip.js';
+import { isTrustedPeer } from '../net/trusted-proxies.js';
 import { NO_METRICS, type Metrics } from '../ops/metrics.js';
-import { isTrustedPeer, parseTrustedProxies, ProxyHeaderParser, type ProxyHeaderError } from './proxy-protocol.js';
+import { ProxyHeaderParser, type ProxyHeaderError } from './proxy-protocol.js';
 
 // TLS 1.3 suites first, then TLS 1.2 with forward secrecy and AEAD only (Mozilla "intermediate").
 export const CIPHERS = [
@@ -80,10 +81,10 @@ export interface ListenerOptions {
   readonly aroundRead?: <T>(handle: () => T) => T;
   readonly metrics?: Metrics;
   /**
-   * `proxy.trusted`: the peers that must start each connection with a PROXY protocol header naming
-   * the client (validated by loadConfig). Empty or absent: PROXY protocol off.
+   * `proxy.trusted`, parsed once by the caller (parseTrustedProxies): the peers that must start each
+   * connection with a PROXY protocol header naming the client. Null or absent: PROXY protocol off.
    */
-  readonly proxyTrusted?: string;
+  readonly trustedProxies?: BlockList | null;
 }
 
 /** A connection whose client address came from a PROXY header. */
@@ -114,8 +115,21 @@ type ConfigLimits = Pick<
   | 'frameTimeoutMs'
 >;
 
+/** The parts of the configuration the listener's settings come from. */
+export type ListenerConfig = Pick<
+  Config,
+  | 'maxFrameBytes'
+  | 'maxInflight'
+  | 'maxConnections'
+  | 'maxConnectionsPerIp'
+  | 'maxBufferedBytes'
+  | 'frameTimeoutMs'
+  | 'idleTimeoutMs'
+  | 'handshakeTimeoutMs'
+> & { readonly limits: Pick<Config['limits'], 'ipv6Prefix'> };
+
 /** The listener settings that come from config: the service and the benchmark's echo share them. */
-export function listenerLimits(config: Config): ConfigLimits {
+export function listenerLimits(config: ListenerConfig): ConfigLimits {
   return {
     maxFrameBytes: config.maxFrameBytes,
     maxInflight: config.maxInflight,
@@ -132,7 +146,7 @@ export function listenerLimits(config: Config): ConfigLimits {
 /**
  * The TLS listener: one Connection per socket, tracked so shutdown can drain them.
  *
- * With PROXY protocol on (`proxyTrusted`), a plain TCP server owns the port instead and hands each
+ * With PROXY protocol on (`trustedProxies`), a plain TCP server owns the port instead and hands each
  * socket to the TLS server (`emit('connection')`, the documented way to give a tls.Server a socket
  * it did not accept); from a trusted peer, only after reading the PROXY header off the raw stream
  * and putting back whatever followed it. TLS itself (handshake timeout, handshake-failure logging,
@@ -184,7 +198,7 @@ export class TlsListener {
       },
       (socket) => this.#accept(socket, opts),
     );
-    const trusted = opts.proxyTrusted ? parseTrustedProxies(opts.proxyTrusted) : null;
+    const trusted = opts.trustedProxies ?? null;
     this.#trusted = trusted;
     this.#front = net.createServer({ allowHalfOpen: true }, (raw) => this.#acceptFront(raw, trusted, opts));
     // The server that accepts TCP connections owns the connection limit and the socket tracking.

@@ -19,7 +19,7 @@ export interface TlsMaterial {
  * a self-signed development certificate in the data directory, generated on first start. The dev
  * certificate is announced loudly: clients must be told to trust it, and production must not use it.
  */
-export async function loadTlsMaterial(config: Config, log: Logger): Promise<TlsMaterial> {
+export async function loadTlsMaterial(config: Pick<Config, 'dataDir' | 'tls'>, log: Logger): Promise<TlsMaterial> {
   if (config.tls.certFile) {
     const key = readChecked(config.tls.keyFile, (file, st) => {
       if (!keyModeIsSafe(st.mode, st.uid)) {

@@ -83,11 +83,11 @@ t.test('retire marks the key, deletes its material, revokes its sessions and dro
   const ring = KeyRing.open(dataDir, randomBytes, log);
   rotateKey(dataDir, randomBytes, log);
   ring.reload();
-  const user = (await store.createUser({ email: 'a@b.c', phone: '1', role: 'user', passwordHash: 'h', createdAt: 1 }));
-  const other = (await store.createUser({ email: 'b@b.c', phone: '1', role: 'user', passwordHash: 'h', createdAt: 1 }));
+  const user = await store.createUser({ email: 'a@b.c', phone: '1', role: 'user', passwordHash: 'h', createdAt: 1 });
+  const other = await store.createUser({ email: 'b@b.c', phone: '1', role: 'user', passwordHash: 'h', createdAt: 1 });
   const base = { mac: 'm', ip: 'i', createdAt: 1, expiresAt: 10, absoluteExpiresAt: 100 };
-  const old = (await store.createSession({ ...base, userId: user.id, master: Buffer.alloc(32, 1), keyId: 1 }));
-  const fresh = (await store.createSession({ ...base, userId: user.id, master: Buffer.alloc(32, 2), keyId: 2 }));
+  const old = await store.createSession({ ...base, userId: user.id, master: Buffer.alloc(32, 1), keyId: 1 });
+  const fresh = await store.createSession({ ...base, userId: user.id, master: Buffer.alloc(32, 2), keyId: 2 });
   const passcode = { hash: Buffer.alloc(32), mac: 'm', seenIp: 'i', reportedIp: null, createdAt: 1, expiresAt: 10, attempts: 0 };
   await store.putPasscode({ ...passcode, userId: user.id, keyId: 1 });
   await store.putPasscode({ ...passcode, userId: other.id, keyId: 2 });
@@ -99,7 +99,7 @@ t.test('retire marks the key, deletes its material, revokes its sessions and dro
   t.equal(mode(path.join(dataDir, 'server.key.1.retired')), 0o600, 'the marker is 0600');
   t.equal((await store.findSessionById(old))?.revokeReason, 'key-retired');
   t.equal((await store.findSessionById(fresh))?.revokedAt, null, 'sessions under other keys are untouched');
-  t.equal((await store.getPasscode(user.id)), undefined);
+  t.equal(await store.getPasscode(user.id), undefined);
   t.equal((await store.getPasscode(other.id))?.keyId, 2);
   t.same([...(await store.countSessionsByKey(5))], [[2, 1]]);
   t.same(listKeys(dataDir).map((k) => [k.id, k.status, k.createdAt === null]), [[1, 'retired', true], [2, 'current', false]]);

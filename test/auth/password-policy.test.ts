@@ -103,7 +103,7 @@ t.test('addUser applies the policy: a listed password is refused and nothing is 
   const input = { email: 'ops@example.com', phone: '+15550100', role: 'user' };
   await t.rejects(addUser(deps, { ...input, password: 'Baseball1' }), new UserInputError('password is on a list of commonly used passwords; choose another'));
   await t.rejects(addUser(deps, { ...input, password: 'OPS@example.com' }), UserInputError);
-  t.equal((await store.findUserByEmail('ops@example.com')), undefined, 'no user was created');
+  t.equal(await store.findUserByEmail('ops@example.com'), undefined, 'no user was created');
   const user = await addUser(deps, { ...input, password: 'correct horse battery staple' });
   t.ok(await hasher.verify(user.passwordHash, 'correct horse battery staple'));
 });

@@ -7,7 +7,8 @@ import { constantEquals, constantEqualsBytes } from '../../src/auth/constant-equ
 import { ServiceError } from '../../src/auth/errors.js';
 import { deriveKeys, loadOrCreateServerKey } from '../../src/auth/keys.js';
 import { Limiter } from '../../src/auth/limiter.js';
-import { normalizeIp, normalizeMac, normalizePhone } from '../../src/auth/normalize.js';
+import { normalizeMac, normalizePhone } from '../../src/auth/normalize.js';
+import { normalizeIp } from '../../src/net/ip.js';
 import { generatePasscode, hashPasscode, PASSCODE_ALPHABET } from '../../src/auth/passcodes.js';
 import { DEFAULT_SCRYPT, PasswordHasher, passwordPolicyError } from '../../src/auth/passwords.js';
 import { isWellFormedToken, masterToken, newBaseToken, rotatedToken, TOKEN_PREFIX } from '../../src/auth/tokens.js';

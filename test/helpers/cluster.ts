@@ -4,10 +4,13 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import type { Test } from 'tap';
+import { measurePropagation, type Propagation } from '../../src/bench/propagation.js';
 import { HellwallClient } from '../../src/client/client.js';
 import { pgOrSkip, type PgCluster } from './postgres.js';
 import { CLI, env, startServer, type RunningServer } from './processes.js';
 import { passcodeFrom, SMTP_PASS, SMTP_USER, SmtpSink, type ReceivedMail } from './smtp-sink.js';
+
+export type { Propagation };
 
 /** An operator the cluster tests log in as. */
 export interface ClusterUser {
@@ -99,7 +102,8 @@ export async function startCluster(t: Test, opts: ClusterOptions = {}): Promise<
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'hellwall-cluster-'));
   const clients: HellwallClient[] = [];
   const nodes = new Map<NodeName, RunningServer>();
-  // Teardown runs last-registered first: processes and clients go before the database does.
+  // Registered before anything starts, so a failed start-up leaves no process behind either. The
+  // database itself goes in pgOrSkip's teardown.
   t.teardown(async () => {
     for (const c of clients) c.destroy();
     await Promise.all(
@@ -207,6 +211,10 @@ export async function startCluster(t: Test, opts: ClusterOptions = {}): Promise<
     const client = await connect('A');
     for (const u of users) {
       if (u === firstAdmin) continue;
+      // Each add hashes a password: with a test's short token TTL the admin token may expire
+      // meanwhile, and admin commands take no renewal [P-3.6]; a check renews it.
+      const renewed = await check(client, admin);
+      if (renewed.status === 'renew') admin = { ...admin, token: renewed.token };
       const res = await client.admin('admin.user.add', admin, { email: u.email, phone: u.phone, role: u.role, password: u.password });
       if (res.status !== 'ok') throw new Error(`admin.user.add ${u.email}: ${JSON.stringify(res)}`);
     }
@@ -261,49 +269,13 @@ export function check(client: HellwallClient, held: Held, request = 'inventory.r
   return client.check({ token: held.token, mac: held.mac, request });
 }
 
-/** How long another node went on answering `authorized` after a revocation was acknowledged. */
-export interface Propagation {
-  /**
-   * Milliseconds from the acknowledgement reaching the test to the first `unauthorized` answer
-   * from the other node (0 when that node refused before the acknowledgement arrived).
-   */
-  readonly ms: number;
-  /** `authorized` answers to checks the other node was sent after the acknowledgement. */
-  readonly staleAnswers: number;
-}
-
 /**
  * Checks `held` through `observer` (a client of the other node, from the held address) back to
- * back while `revoke` runs, until the observer answers `unauthorized`. `revoke` resolves when the
- * revoking node acknowledged. Throws on any answer but authorized/unauthorized, or when the
- * observer still authorizes `timeoutMs` after the acknowledgement.
+ * back while `revoke` runs, until the observer answers `unauthorized` (src/bench/propagation.ts).
+ * `revoke` resolves when the revoking node acknowledged.
  */
-export async function propagation(observer: HellwallClient, held: Held, revoke: () => Promise<void>, timeoutMs = 2000): Promise<Propagation> {
-  let acked: number | undefined;
-  let staleAnswers = 0;
-  let abandoned = false;
-  const poll = (async (): Promise<number> => {
-    while (!abandoned) {
-      const sent = performance.now();
-      const res = await check(observer, held);
-      const at = performance.now();
-      if (res.status === 'unauthorized') return at;
-      if (res.status !== 'authorized') throw new Error(`unexpected answer while polling: ${JSON.stringify(res)}`);
-      if (acked !== undefined && sent >= acked) staleAnswers++;
-      if (acked !== undefined && at - acked > timeoutMs) throw new Error(`still authorized ${timeoutMs} ms after the revocation was acknowledged`);
-    }
-    return NaN;
-  })();
-  try {
-    await revoke();
-  } catch (err) {
-    abandoned = true;
-    await poll.catch(() => undefined);
-    throw err;
-  }
-  acked = performance.now();
-  const refusedAt = await poll;
-  return { ms: Math.max(0, refusedAt - acked), staleAnswers };
+export function propagation(observer: HellwallClient, held: Held, revoke: () => Promise<void>, timeoutMs = 2000): Promise<Propagation> {
+  return measurePropagation(() => check(observer, held), revoke, timeoutMs);
 }
 
 /** Nearest-rank percentile. */

@@ -37,9 +37,9 @@ const check = async (client: HellwallClient, auth: Auth): Promise<Res> => client
 /** Everything an admin command could change: accounts (with password hashes), open sessions, passcodes. */
 async function snapshot(h: Harness): Promise<unknown> {
   return {
-    users: (await h.app.store.listUsers()),
-    sessions: (await h.app.store.listAllOpenSessions()),
-    passcodes: (await h.app.store.countPendingPasscodes(h.clock.now)),
+    users: await h.app.store.listUsers(),
+    sessions: await h.app.store.listAllOpenSessions(),
+    passcodes: await h.app.store.countPendingPasscodes(h.clock.now),
   };
 }
 
@@ -149,12 +149,12 @@ t.test('an administrator runs the account and session commands over the wire, an
 
   // admin.user.delete
   t.match(await send(client, { code: 15, ...root, email: carol.email }), { status: 'ok', user: { email: carol.email } });
-  t.equal((await h.app.store.findUserByEmail(carol.email)), undefined, 'the account is gone');
+  t.equal(await h.app.store.findUserByEmail(carol.email), undefined, 'the account is gone');
   t.equal((await check(client, carolAuth)).status, 'unauthorized', 'with its session');
   t.match(await send(client, { code: 10, ...root, email: carol.email }), { status: 'error', error: 'E_NOT_FOUND' });
 
   // Each success is in the audit trail, with the administrator as actor and the account concerned.
-  const rows = (await h.auditRows({ action: 'admin.*', outcome: 'success' }));
+  const rows = await h.auditRows({ action: 'admin.*', outcome: 'success' });
   const expected: Array<[string, string | null]> = [
     ['admin.user.add', carol.email],
     ['admin.user.list', null],
@@ -209,7 +209,7 @@ t.test('admin.stats counts active and expired sessions, pending passcodes and se
       { email: ROOT.email, sessions: 1 },
     ],
   });
-  const reads = (await h.auditRows({ action: 'admin.stats' }));
+  const reads = await h.auditRows({ action: 'admin.stats' });
   t.equal(reads.length, 1);
   t.match(reads[0], { outcome: 'success', actor: `admin:${ROOT.email}` }, 'the read is audited');
 });
@@ -347,7 +347,7 @@ t.test("every admin command with a plain operator's token answers E_FORBIDDEN, i
   t.match(await check(client, alice), { status: 'authorized', user: { role: 'user' } }, 'Alice is still a plain operator');
   t.equal((await check(client, bob)).status, 'authorized', "Bob's session goes on");
 
-  const denied = (await h.auditRows({ outcome: 'denied' }));
+  const denied = await h.auditRows({ outcome: 'denied' });
   t.equal(denied.length, requests.length, 'one denied event per attempt');
   for (const r of requests) {
     t.match(
@@ -356,7 +356,7 @@ t.test("every admin command with a plain operator's token answers E_FORBIDDEN, i
       `${NAMES.get(r.code)} is audited as denied`,
     );
   }
-  t.same((await h.auditRows({ action: 'admin.*', outcome: 'success' })), [], 'no admin action succeeded');
+  t.same(await h.auditRows({ action: 'admin.*', outcome: 'success' }), [], 'no admin action succeeded');
   t.same(h.logs.find({ outcome: 'denied', reason: 'not-admin' }).length, requests.length, 'and each is logged');
 });
 
@@ -378,10 +378,10 @@ t.test("session.revoke ends one of the caller's own sessions, and never another 
   t.match(await send(client, { code: 7, ...a1, sessionId: 9999 }), notFound, 'no such session: the same answer');
   t.same(await snapshot(h), before, 'nothing changed');
   t.equal((await check(client, bob)).status, 'authorized', "Bob's session is still authorized");
-  const denied = (await h.auditRows({ action: 'session.revoke', outcome: 'denied' }));
+  const denied = await h.auditRows({ action: 'session.revoke', outcome: 'denied' });
   t.equal(denied.length, 1);
   t.match(denied[0], { userId: (await h.app.store.findUserByEmail(ALICE.email))!.id, email: ALICE.email, sessionId: a1Id, detail: { target: bobId, reason: 'another-operator' } });
-  const failed = (await h.auditRows({ action: 'session.revoke', outcome: 'failure' }));
+  const failed = await h.auditRows({ action: 'session.revoke', outcome: 'failure' });
   t.equal(failed.length, 1);
   t.match(failed[0], { email: ALICE.email, detail: { target: 9999, reason: 'no-such-session' } });
 
@@ -390,7 +390,7 @@ t.test("session.revoke ends one of the caller's own sessions, and never another 
   t.equal((await check(client, a2)).status, 'unauthorized', 'the revoked session is refused');
   t.equal((await check(client, a1)).status, 'authorized', "the caller's session goes on");
   t.equal((await h.app.store.findSessionById(a2Id))?.revokeReason, 'revoked-by-owner');
-  const revoked = (await h.auditRows({ action: 'session.revoke', outcome: 'success' }));
+  const revoked = await h.auditRows({ action: 'session.revoke', outcome: 'success' });
   t.equal(revoked.length, 1);
   t.match(revoked[0], { email: ALICE.email, sessionId: a1Id, detail: { target: a2Id, targetMac: macOf(2) } });
   t.match(await send(client, { code: 7, ...a1, sessionId: a2Id }), notFound, 'an ended session is not found either');
@@ -426,7 +426,7 @@ t.test('accounts and sessions that do not exist answer E_NOT_FOUND, audited as f
   }
   t.match(await send(client, { code: 17, ...root, sessionId: 424242 }), { status: 'error', error: 'E_NOT_FOUND', message: 'no session with id 424242' });
   t.same(await snapshot(h), before, 'nothing changed');
-  const failures = (await h.auditRows({ outcome: 'failure' }));
+  const failures = await h.auditRows({ outcome: 'failure' });
   for (const r of requests) {
     t.match(failures.find((f) => f.action === NAMES.get(r.code)), { email: ghost, actor: `admin:${ROOT.email}`, detail: { reason: 'not-found' } }, `${NAMES.get(r.code)} failure audited`);
   }
@@ -464,7 +464,7 @@ t.test('conflicts: a duplicate account, disabling or enabling twice, an ended se
   t.match(await send(client, { code: 10, ...root, email: ROOT.email }), { status: 'ok', user: { role: 'admin', disabled: false } });
   t.match(await send(client, { code: 13, ...root, email: ROOT.email, role: 'admin' }), { status: 'ok', user: { role: 'admin' } }, 'keeping the admin role is no demotion');
 
-  const failures = (await h.auditRows({ outcome: 'failure' }));
+  const failures = await h.auditRows({ outcome: 'failure' });
   t.equal(failures.length, 7, 'each conflict is audited');
   t.ok(failures.every((f) => f.detail?.reason === 'conflict'));
   t.match(failures.find((f) => f.action === 'admin.user.delete'), { email: ROOT.email, actor: `admin:${ROOT.email}` });
@@ -492,7 +492,7 @@ t.test('E_INVALID: a password the policy refuses, an unknown role, a phone witho
   t.match(await send(client, { code: 14, ...root, email: ALICE.email, password: 'short' }), invalid(/at least 8 characters/));
   t.same(await snapshot(h), before, 'no account, password, role or session changed');
   t.equal((await check(client, alice)).status, 'authorized', "Alice's session survives the refused reset");
-  const failures = (await h.auditRows({ outcome: 'failure' }));
+  const failures = await h.auditRows({ outcome: 'failure' });
   t.equal(failures.length, 7);
   t.ok(failures.every((f) => f.detail?.reason === 'invalid'), 'each audited as invalid');
 
@@ -529,7 +529,7 @@ t.test('an admin command with a token that does not authenticate is E_UNAUTHENTI
   t.match(await send(client, { code: 19, token: root.token, mac: macOf(7) }), unauthenticated, 'another MAC');
   t.match(await send(client, { code: 15, token: 'junk', mac: ROOT_MAC, email: ALICE.email }), unauthenticated, 'not a token at all');
   t.match(await send(client, { code: 9, ...root }), { status: 'error', error: 'E_RATE_LIMITED', retryAfterSeconds: Number }, 'the address limit applies');
-  t.ok((await h.app.store.findUserByEmail(ALICE.email)), 'nothing was deleted');
+  t.ok(await h.app.store.findUserByEmail(ALICE.email), 'nothing was deleted');
   h.clock.advance(60_000);
   t.match(await send(client, { code: 9, ...root }), { status: 'ok' });
   h.clock.advance(2 * HOUR);
@@ -560,7 +560,7 @@ t.test('passwords sent with admin.user.add and admin.user.reset_password are nev
   await loginAs(h, client, { ...eve, password: secrets.reset }, macOf(5));
 
   await client.close();
-  const rows = JSON.stringify((await h.auditRows()));
+  const rows = JSON.stringify(await h.auditRows());
   t.ok(rows.includes('admin.user.reset_password') && rows.includes('admin.user.add'), 'the audit rows were read');
   t.ok(h.logs.find({ error: 'E_INVALID' }).length > 0 && h.logs.find({ error: 'E_CONFLICT' }).length > 0, 'the refusals were logged');
   const files = readdirSync(h.dataDir, { recursive: true, encoding: 'utf8' }).map((f) => path.join(h.dataDir, f)).filter((f) => statSync(f).isFile());

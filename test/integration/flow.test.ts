@@ -130,7 +130,7 @@ t.test('a passcode expires after 3 minutes', async (t) => {
   const res = await client.login(auth(passcode));
   t.same(res, { id: '2', code: 2, status: 'error', error: 'E_AUTH_FAILED', message: 'authentication failed' });
   t.equal(h.validate(res), null);
-  t.equal((await h.app.store.getPasscode(1)), undefined, 'the expired passcode is deleted');
+  t.equal(await h.app.store.getPasscode(1), undefined, 'the expired passcode is deleted');
 });
 
 t.test('a passcode still works just before it expires', async (t) => {

@@ -144,7 +144,7 @@ t.test('the ops listener can be turned off', async (t) => {
 });
 
 t.test('the request histogram follows Prometheus semantics (le is inclusive, buckets cumulative)', async (t) => {
-  const { createPrometheusMetrics } = await import('../../src/ops/metrics.js');
+  const { createPrometheusMetrics } = await import('../../src/ops/prometheus.js');
   const m = createPrometheusMetrics({ activeSessions: async () => 7, defaultMetrics: false });
   m.request('token.check', 'authorized', 0.0001); // exactly a bound: counted in le="0.0001"
   m.request('token.check', 'authorized', 0.00011);

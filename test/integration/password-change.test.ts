@@ -33,6 +33,7 @@ t.test('a wrong current password, a weak new one, and a bad token each change no
   t.match(await client.changePassword({ token, mac: MAC, password: 'not my password', newPassword: NEW }), { status: 'error', error: 'E_AUTH_FAILED' });
   t.match(await client.changePassword({ token, mac: MAC, password: ALICE.password, newPassword: 'password1' }), { status: 'error', error: 'E_INVALID' });
   t.match(await client.changePassword({ token: token.slice(0, -2) + 'xx', mac: MAC, password: ALICE.password, newPassword: NEW }), { status: 'error', error: 'E_UNAUTHENTICATED' });
+  t.match(await client.send({ code: 21, token, mac: MAC, password: ALICE.password }), { status: 'error', error: 'E_SCHEMA' }, 'newPassword is required');
   t.equal((await h.login(client)).status, 'ok', 'the old password still works');
   t.match((await h.auditRows({ action: 'password.change', outcome: 'failure' }))[0], { detail: { reason: 'wrong-password' } });
 });

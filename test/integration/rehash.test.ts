@@ -14,7 +14,7 @@ const BOB = { email: 'bob@example.com', phone: '+1 555 0101', password: 'tangeri
 async function addWeakUser(h: Harness): Promise<{ id: number; hash: string }> {
   const weak = new PasswordHasher({ concurrency: 1, queueMax: 1, random: randomBytes, params: WEAK_SCRYPT });
   const hash = await weak.hash(BOB.password);
-  const user = (await h.app.store.createUser({ email: BOB.email, phone: BOB.phone, role: BOB.role, passwordHash: hash, createdAt: h.clock.now }));
+  const user = await h.app.store.createUser({ email: BOB.email, phone: BOB.phone, role: BOB.role, passwordHash: hash, createdAt: h.clock.now });
   return { id: user.id, hash };
 }
 
@@ -110,7 +110,7 @@ t.test('passcode.auth accepts the right password when a rehash lands during its 
   let verifications = 0;
   hasher.verify = async (encoded, password) => {
     const ok = await verify(encoded, password);
-    if (verifications++ === 0) t.ok((await store.setPasswordHash(alice.id, newHash, alice.passwordHash)), 'the rehash lands');
+    if (verifications++ === 0) t.ok(await store.setPasswordHash(alice.id, newHash, alice.passwordHash), 'the rehash lands');
     return ok;
   };
   t.teardown(() => {
@@ -204,11 +204,11 @@ t.test('setPasswordHash replaces only the expected hash when told which', async 
   const h = await startHarness(t);
   const { store } = h.app;
   const alice = (await store.findUserByEmail(ALICE.email))!;
-  t.notOk((await store.setPasswordHash(alice.id, 'x', 'not the stored hash')), 'compare-and-set refuses a stale expectation');
+  t.notOk(await store.setPasswordHash(alice.id, 'x', 'not the stored hash'), 'compare-and-set refuses a stale expectation');
   t.equal((await store.findUserByEmail(ALICE.email))!.passwordHash, alice.passwordHash);
-  t.ok((await store.setPasswordHash(alice.id, 'y', alice.passwordHash)));
+  t.ok(await store.setPasswordHash(alice.id, 'y', alice.passwordHash));
   t.equal((await store.findUserByEmail(ALICE.email))!.passwordHash, 'y');
-  t.ok((await store.setPasswordHash(alice.id, 'z')), 'unconditional');
+  t.ok(await store.setPasswordHash(alice.id, 'z'), 'unconditional');
   t.equal((await store.findUserByEmail(ALICE.email))!.passwordHash, 'z');
-  t.notOk((await store.setPasswordHash(alice.id + 1000, 'z')), 'no such user');
+  t.notOk(await store.setPasswordHash(alice.id + 1000, 'z'), 'no such user');
 });

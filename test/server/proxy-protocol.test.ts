@@ -1,8 +1,6 @@
 import t from 'tap';
 import {
   crc32c,
-  isTrustedPeer,
-  parseTrustedProxies,
   ProxyHeaderParser,
   V1_MAX_BYTES,
   V2_MAX_BYTES,
@@ -10,6 +8,7 @@ import {
   type ProxyHeaderErrorCode,
   type ProxyParseResult,
 } from '../../src/server/proxy-protocol.js';
+import { isTrustedPeer, parseTrustedProxies } from '../../src/net/trusted-proxies.js';
 import { mulberry32 } from '../helpers/test-utils.js';
 
 const SIG = Buffer.from('0d0a0d0a000d0a515549540a', 'hex');

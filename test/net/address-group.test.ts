@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import t from 'tap';
-import { addressGroup, formatIpv6, parseIpv6 } from '../../src/server/address-group.js';
+import { addressGroup, formatIpv6, parseIpv6 } from '../../src/net/address-group.js';
 import { mulberry32 } from '../helpers/test-utils.js';
 
 t.test('IPv4 addresses are their own group, whatever the prefix', async (t) => {
