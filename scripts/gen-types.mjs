@@ -38,7 +38,33 @@ export async function generate() {
     });
     parts.push(`// ${file}`, ts.trim(), '');
   }
+  parts.push(...commandTable());
   return parts.join('\n');
+}
+
+/** A schema's type name as json-schema-to-typescript makes it from the title. */
+function typeName(file) {
+  const { title } = JSON.parse(readFileSync(path.join(schemaDir, file), 'utf8'));
+  return title
+    .split(/[^A-Za-z0-9]+/)
+    .filter(Boolean)
+    .map((w) => w[0].toUpperCase() + w.slice(1))
+    .join('');
+}
+
+/**
+ * protocol/index.json as code: every command's code, and its request and response types by name,
+ * so no client or test writes a code by hand.
+ */
+function commandTable() {
+  const index = JSON.parse(readFileSync(path.join(root, 'protocol', 'index.json'), 'utf8'));
+  const lines = ['// protocol/index.json', '/** Every command\'s code, by name. */', 'export const COMMAND_CODES = {'];
+  for (const c of index.commands) lines.push(`  '${c.name}': ${c.code},`);
+  lines.push('} as const;', '', 'export type CommandName = keyof typeof COMMAND_CODES;', '');
+  lines.push('/** Every command\'s request and response types, by name. */', 'export interface Commands {');
+  for (const c of index.commands) lines.push(`  '${c.name}': [${typeName(c.request)}, ${typeName(c.response)}];`);
+  lines.push('}', '');
+  return lines;
 }
 
 const text = await generate();

@@ -31,6 +31,7 @@ import {
 import { describeUser } from './auth/users.js';
 import { ServiceError } from './auth/errors.js';
 import { DEV_CERT_FILE } from './tls/tls-files.js';
+import { COMMAND_CODES } from './protocol/messages.gen.js';
 
 const USAGE = `Usage: hellwall <command> [options]
 
@@ -680,11 +681,11 @@ async function clientCommand(args: string[], env: NodeJS.ProcessEnv): Promise<nu
   let message: Record<string, unknown>;
   switch (sub) {
     case 'hello':
-      message = { code: 0 };
+      message = { code: COMMAND_CODES.hello };
       break;
     case 'passcode':
       message = {
-        code: 1,
+        code: COMMAND_CODES['passcode.request'],
         email: need(values, 'email'),
         mac: need(values, 'mac'),
         password: await readSecret(env, 'Password: '),
@@ -693,7 +694,7 @@ async function clientCommand(args: string[], env: NodeJS.ProcessEnv): Promise<nu
       break;
     case 'login':
       message = {
-        code: 2,
+        code: COMMAND_CODES['passcode.auth'],
         email: need(values, 'email'),
         phone: need(values, 'phone'),
         mac: need(values, 'mac'),
@@ -711,7 +712,7 @@ async function clientCommand(args: string[], env: NodeJS.ProcessEnv): Promise<nu
       } catch {
         throw new UsageError('--data must be JSON');
       }
-      message = { code: 3, token, mac: need(values, 'mac'), request: values.request, ...(data !== undefined && { data }) };
+      message = { code: COMMAND_CODES['token.check'], token, mac: need(values, 'mac'), request: values.request, ...(data !== undefined && { data }) };
       break;
     }
     default:

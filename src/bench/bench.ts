@@ -5,6 +5,7 @@
 // 50-rule policy with globs. When PostgreSQL is installed, two nodes on one throwaway PostgreSQL are
 // measured against the SQLite node at 16 × 32, and the revocation propagation between them
 // (postgres-bench.ts); --postgres-only runs just that part.
+import { COMMAND_CODES } from '../protocol/messages.gen.js';
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -324,9 +325,9 @@ async function runTable(
     // Echo and check back to back per configuration, so drift in the machine hits both alike.
     const checkOn = (server: ServerChild): Promise<RunResult> => {
       const { certFile, port, token, mac } = server.ready;
-      return runClient({ ...base, caFile: certFile, port, message: { code: 3, token, mac, request: 'bench.read', data: {} }, expect: 'authorized' }, [server]);
+      return runClient({ ...base, caFile: certFile, port, message: { code: COMMAND_CODES['token.check'], token, mac, request: 'bench.read', data: {} }, expect: 'authorized' }, [server]);
     };
-    const echoRun = await runClient({ ...base, port: echo.ready.port, message: { code: 0 }, expect: 'ok' }, [echo]);
+    const echoRun = await runClient({ ...base, port: echo.ready.port, message: { code: COMMAND_CODES.hello }, expect: 'ok' }, [echo]);
     const checkRun = await checkOn(hellwall);
     const noLimitsRun = await checkOn(nolimits);
     let policy: PolicyResult | undefined;

@@ -1,6 +1,7 @@
 // The multi-node part of `npm run bench`: token checks through two Hellwall nodes on one PostgreSQL
 // next to one node on SQLite, measured back to back in the same run, and how long a logout
 // acknowledged by one node takes to be refused by the other (revocation propagation).
+import { COMMAND_CODES } from '../protocol/messages.gen.js';
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { HellwallClient } from '../client/client.js';
@@ -91,12 +92,12 @@ export async function runPostgresBench<S extends BenchServer>(
   for (let i = 0; i < opts.rounds; i++) {
     const s = deps.sqlite.ready;
     const sqlite = await deps.runClient(
-      { ...base, port: s.port, caFile: s.certFile, message: { code: 3, token: s.token, mac: s.mac, request: 'bench.read', data: {} } },
+      { ...base, port: s.port, caFile: s.certFile, message: { code: COMMAND_CODES['token.check'], token: s.token, mac: s.mac, request: 'bench.read', data: {} } },
       [deps.sqlite],
     );
     // Half the connections to each node, with the one token: the session lives in the database.
     const postgres = await deps.runClient(
-      { ...base, port: a.ready.port, ports: [a.ready.port, b.ready.port], caFile: certFile, message: { code: 3, token, mac, request: 'bench.read', data: {} } },
+      { ...base, port: a.ready.port, ports: [a.ready.port, b.ready.port], caFile: certFile, message: { code: COMMAND_CODES['token.check'], token, mac, request: 'bench.read', data: {} } },
       [a, b],
     );
     rounds.push({ sqlite, postgres });

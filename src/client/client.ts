@@ -2,34 +2,9 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { FrameDecoder, parseFrame } from '../codec/frame-decoder.js';
 import { encodeFrame } from '../codec/frame-encoder.js';
+import { COMMAND_CODES, type CommandName, type Commands } from '../protocol/messages.gen.js';
 import type {
   PasswordChangeResponse,
-  AdminAuditQueryRequest,
-  AdminAuditQueryResponse,
-  AdminSessionListRequest,
-  AdminSessionListResponse,
-  AdminSessionRevokeRequest,
-  AdminSessionRevokeResponse,
-  AdminSessionRevokeUserRequest,
-  AdminSessionRevokeUserResponse,
-  AdminStatsRequest,
-  AdminStatsResponse,
-  AdminUserAddRequest,
-  AdminUserAddResponse,
-  AdminUserDeleteRequest,
-  AdminUserDeleteResponse,
-  AdminUserDisableRequest,
-  AdminUserDisableResponse,
-  AdminUserEnableRequest,
-  AdminUserEnableResponse,
-  AdminUserListRequest,
-  AdminUserListResponse,
-  AdminUserResetPasswordRequest,
-  AdminUserResetPasswordResponse,
-  AdminUserSetRoleRequest,
-  AdminUserSetRoleResponse,
-  AdminUserShowRequest,
-  AdminUserShowResponse,
   ErrorResponse,
   HelloResponse,
   PasscodeAuthResponse,
@@ -71,40 +46,14 @@ type Result<T> = T | ErrorResponse;
 /** An admin command's fields besides the envelope and the caller's token and MAC. */
 type AdminArgs<Req> = Omit<Req, 'code' | 'id' | 'token' | 'mac'>;
 
-/** The admin commands [P-4.12] by name: code, request fields and response. */
-interface AdminCommands {
-  'admin.user.add': [AdminArgs<AdminUserAddRequest>, AdminUserAddResponse];
-  'admin.user.list': [AdminArgs<AdminUserListRequest>, AdminUserListResponse];
-  'admin.user.show': [AdminArgs<AdminUserShowRequest>, AdminUserShowResponse];
-  'admin.user.disable': [AdminArgs<AdminUserDisableRequest>, AdminUserDisableResponse];
-  'admin.user.enable': [AdminArgs<AdminUserEnableRequest>, AdminUserEnableResponse];
-  'admin.user.set_role': [AdminArgs<AdminUserSetRoleRequest>, AdminUserSetRoleResponse];
-  'admin.user.reset_password': [AdminArgs<AdminUserResetPasswordRequest>, AdminUserResetPasswordResponse];
-  'admin.user.delete': [AdminArgs<AdminUserDeleteRequest>, AdminUserDeleteResponse];
-  'admin.session.list': [AdminArgs<AdminSessionListRequest>, AdminSessionListResponse];
-  'admin.session.revoke': [AdminArgs<AdminSessionRevokeRequest>, AdminSessionRevokeResponse];
-  'admin.session.revoke_user': [AdminArgs<AdminSessionRevokeUserRequest>, AdminSessionRevokeUserResponse];
-  'admin.stats': [AdminArgs<AdminStatsRequest>, AdminStatsResponse];
-  'admin.audit.query': [AdminArgs<AdminAuditQueryRequest>, AdminAuditQueryResponse];
-}
-export type AdminCommand = keyof AdminCommands;
+/** The admin commands [P-4.12] by name. */
+export type AdminCommand = Extract<CommandName, `admin.${string}`>;
+type AdminCommands = { [K in AdminCommand]: [AdminArgs<Commands[K][0]>, Commands[K][1]] };
 
-/** protocol/index.json's codes for the admin commands. */
-export const ADMIN_CODES: Readonly<Record<AdminCommand, number>> = Object.freeze({
-  'admin.user.add': 8,
-  'admin.user.list': 9,
-  'admin.user.show': 10,
-  'admin.user.disable': 11,
-  'admin.user.enable': 12,
-  'admin.user.set_role': 13,
-  'admin.user.reset_password': 14,
-  'admin.user.delete': 15,
-  'admin.session.list': 16,
-  'admin.session.revoke': 17,
-  'admin.session.revoke_user': 18,
-  'admin.stats': 19,
-  'admin.audit.query': 20,
-});
+/** protocol/index.json's codes for the admin commands (generated from the index, never by hand). */
+export const ADMIN_CODES: Readonly<Record<AdminCommand, number>> = Object.freeze(
+  Object.fromEntries(Object.entries(COMMAND_CODES).filter(([name]) => name.startsWith('admin.'))) as Record<AdminCommand, number>,
+);
 
 interface Pending {
   resolve(res: AnyResponse): void;
@@ -205,44 +154,52 @@ export class HellwallClient {
   }
 
   hello(): Promise<Result<HelloResponse>> {
-    return this.send({ code: 0 });
+    return this.send({ code: COMMAND_CODES.hello });
   }
 
   requestPasscode(args: { email: string; password: string; mac: string; ip?: string }): Promise<Result<PasscodeRequestResponse>> {
-    return this.send({ code: 1, ...args });
+    return this.send({ code: COMMAND_CODES['passcode.request'], ...args });
   }
 
   login(args: { email: string; phone: string; password: string; passcode: string; mac: string; device?: string }): Promise<Result<PasscodeAuthResponse>> {
-    return this.send({ code: 2, ...args });
+    return this.send({ code: COMMAND_CODES['passcode.auth'], ...args });
   }
 
   check(args: { token: string; mac: string; request: string; data?: unknown }): Promise<Result<TokenCheckResponse>> {
-    return this.send({ code: 3, ...args });
+    return this.send({ code: COMMAND_CODES['token.check'], ...args });
   }
 
   /** session.logout: ends this token's session. */
   logout(args: { token: string; mac: string }): Promise<Result<SessionLogoutResponse>> {
-    return this.send({ code: 4, ...args });
+    return this.send({ code: COMMAND_CODES['session.logout'], ...args });
   }
 
   /** session.logout_all: ends every session of this token's operator. */
   logoutAll(args: { token: string; mac: string }): Promise<Result<SessionLogoutAllResponse>> {
-    return this.send({ code: 5, ...args });
+    return this.send({ code: COMMAND_CODES['session.logout_all'], ...args });
   }
 
   /** session.list: this token's operator's active sessions. */
   listSessions(args: { token: string; mac: string }): Promise<Result<SessionListResponse>> {
-    return this.send({ code: 6, ...args });
+    return this.send({ code: COMMAND_CODES['session.list'], ...args });
   }
 
   /** session.revoke: ends one active session of this token's operator (by id from session.list). */
   revokeSession(args: { token: string; mac: string; sessionId: number }): Promise<Result<SessionRevokeResponse>> {
-    return this.send({ code: 7, ...args });
+    return this.send({ code: COMMAND_CODES['session.revoke'], ...args });
   }
 
   /** password.change [P-4.13]: this token's operator's own password; their other sessions end. */
   changePassword(args: { token: string; mac: string; password: string; newPassword: string }): Promise<Result<PasswordChangeResponse>> {
-    return this.send({ code: 21, ...args });
+    return this.send({ code: COMMAND_CODES['password.change'], ...args });
+  }
+
+  /**
+   * Any command by name (codes come from protocol/index.json): the request's fields besides `code`
+   * and `id`. The typed methods above are this with names; a new command needs no new method.
+   */
+  command<K extends CommandName>(name: K, fields: Omit<Commands[K][0], 'code' | 'id'>): Promise<Result<Commands[K][1]>> {
+    return this.send({ ...fields, code: COMMAND_CODES[name] });
   }
 
   /** An admin command [P-4.12], with the token and MAC of an operator with role `admin`. */

@@ -1379,3 +1379,58 @@ export interface TokenCheckUnauthorized {
   code: 3;
   status: TokenCheckUnauthorizedStatus;
 }
+
+// protocol/index.json
+/** Every command's code, by name. */
+export const COMMAND_CODES = {
+  'hello': 0,
+  'passcode.request': 1,
+  'passcode.auth': 2,
+  'token.check': 3,
+  'session.logout': 4,
+  'session.logout_all': 5,
+  'session.list': 6,
+  'session.revoke': 7,
+  'admin.user.add': 8,
+  'admin.user.list': 9,
+  'admin.user.show': 10,
+  'admin.user.disable': 11,
+  'admin.user.enable': 12,
+  'admin.user.set_role': 13,
+  'admin.user.reset_password': 14,
+  'admin.user.delete': 15,
+  'admin.session.list': 16,
+  'admin.session.revoke': 17,
+  'admin.session.revoke_user': 18,
+  'admin.stats': 19,
+  'admin.audit.query': 20,
+  'password.change': 21,
+} as const;
+
+export type CommandName = keyof typeof COMMAND_CODES;
+
+/** Every command's request and response types, by name. */
+export interface Commands {
+  'hello': [HelloRequest, HelloResponse];
+  'passcode.request': [PasscodeRequestRequest, PasscodeRequestResponse];
+  'passcode.auth': [PasscodeAuthRequest, PasscodeAuthResponse];
+  'token.check': [TokenCheckRequest, TokenCheckResponse];
+  'session.logout': [SessionLogoutRequest, SessionLogoutResponse];
+  'session.logout_all': [SessionLogoutAllRequest, SessionLogoutAllResponse];
+  'session.list': [SessionListRequest, SessionListResponse];
+  'session.revoke': [SessionRevokeRequest, SessionRevokeResponse];
+  'admin.user.add': [AdminUserAddRequest, AdminUserAddResponse];
+  'admin.user.list': [AdminUserListRequest, AdminUserListResponse];
+  'admin.user.show': [AdminUserShowRequest, AdminUserShowResponse];
+  'admin.user.disable': [AdminUserDisableRequest, AdminUserDisableResponse];
+  'admin.user.enable': [AdminUserEnableRequest, AdminUserEnableResponse];
+  'admin.user.set_role': [AdminUserSetRoleRequest, AdminUserSetRoleResponse];
+  'admin.user.reset_password': [AdminUserResetPasswordRequest, AdminUserResetPasswordResponse];
+  'admin.user.delete': [AdminUserDeleteRequest, AdminUserDeleteResponse];
+  'admin.session.list': [AdminSessionListRequest, AdminSessionListResponse];
+  'admin.session.revoke': [AdminSessionRevokeRequest, AdminSessionRevokeResponse];
+  'admin.session.revoke_user': [AdminSessionRevokeUserRequest, AdminSessionRevokeUserResponse];
+  'admin.stats': [AdminStatsRequest, AdminStatsResponse];
+  'admin.audit.query': [AdminAuditQueryRequest, AdminAuditQueryResponse];
+  'password.change': [PasswordChangeRequest, PasswordChangeResponse];
+}
