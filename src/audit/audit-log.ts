@@ -96,6 +96,7 @@ export class AuditLog implements AuditSink {
   #scheduled: NodeJS.Immediate | NodeJS.Timeout | undefined;
   #draining: Promise<void> | undefined;
   #budget = { start: 0, used: 0, suppressed: 0 };
+  #summaryTimer: NodeJS.Timeout | undefined;
   #closed = false;
 
   constructor(deps: { store: Store; clock: Clock; log: Logger; metrics: Pick<Metrics, 'audit'> }) {
@@ -127,8 +128,13 @@ export class AuditLog implements AuditSink {
     // whoever controls the database cannot rewrite.
     this.#log.info({ event: 'audit', audit: event }, 'audit');
     if (this.#closed) {
-      // After close (the CLI's last act, a late mail callback): write at once or not at all.
-      void this.#write([event]);
+      // After close (the CLI's last act, a late mail callback): write at once or not at all, and a
+      // refusal by the database is a loss, counted as one.
+      void this.#write([event]).then((written) => {
+        if (written) return;
+        this.#metrics.audit('dropped', 1);
+        this.#log.error({ event: 'audit', dropped: 1 }, 'audit event lost after shutdown: the database refused it');
+      });
       return;
     }
     this.#pending.push(event);
@@ -149,20 +155,31 @@ export class AuditLog implements AuditSink {
   #overBudget(at: number): boolean {
     const w = this.#budget;
     if (at - w.start >= COALESCE_MS) {
-      const suppressed = w.suppressed;
-      const since = w.start;
+      this.#summarize(at);
       this.#budget = { start: at, used: 0, suppressed: 0 };
-      if (suppressed > 0) this.record({ action: 'audit.suppressed', outcome: 'success', at, detail: { suppressed, since } });
       return this.#overBudget(at);
     }
     if (w.used >= REFUSALS_PER_MINUTE) {
-      w.suppressed++;
+      // The count is written when the minute ends (a timer, should no refusal come after it) or
+      // at close, whichever is first: a flood that stops still leaves its row.
+      if (w.suppressed++ === 0) this.#summaryTimer = setTimeout(() => this.#summarize(this.#clock()), COALESCE_MS - (at - w.start)).unref();
       this.#metrics.audit('suppressed', 1);
       return true;
     }
     w.used++;
     return false;
   }
+
+  /** Writes the `audit.suppressed` row for the budget's minute, once, if it suppressed anything. */
+  #summarize(at: number): void {
+    clearTimeout(this.#summaryTimer);
+    this.#summaryTimer = undefined;
+    const { suppressed, start: since } = this.#budget;
+    if (suppressed === 0) return;
+    this.#budget.suppressed = 0;
+    this.record({ action: 'audit.suppressed', outcome: 'success', at, detail: { suppressed, since } });
+  }
+
 
   async recordIn(tx: Tx, input: AuditInput): Promise<void> {
     const event: AuditEvent = { ...input, at: input.at ?? this.#clock(), detail: clip(input.detail) };
@@ -215,6 +232,7 @@ export class AuditLog implements AuditSink {
 
   /** Flushes and stops queueing (shutdown); what the database still refuses is logged as lost. */
   async close(): Promise<void> {
+    this.#summarize(this.#clock());
     this.#closed = true;
     await this.flush();
     if (this.#pending.length > 0) {
@@ -231,7 +249,8 @@ export class AuditLog implements AuditSink {
       return true;
     } catch (err) {
       if (err instanceof StoreBusyError || err instanceof StoreUnavailableError) {
-        this.#log.warn({ event: 'audit', pending: events.length, err: (err as Error).message }, 'audit write postponed: database busy or unreachable');
+        // Postponed while running; after close nothing retries, and the caller counts the loss.
+        if (!this.#closed) this.#log.warn({ event: 'audit', pending: events.length, err: (err as Error).message }, 'audit write postponed: database busy or unreachable');
         return false;
       }
       // Not retryable (closed database, disk full): say so loudly; the service keeps answering.

@@ -141,7 +141,9 @@ export class MailQueue {
 
   /**
    * Resolves when every queued message is delivered or has failed for good, or when `timeoutMs`
-   * passed (used at shutdown, which must end within a bound). Returns how many were left.
+   * passed (used at shutdown, which must end within a bound). Returns how many were left. Retry
+   * delays do not keep the process alive: a caller that must wait through them without a deadline
+   * keeps the process alive itself (the server does, with its listener or shutdown timer).
    */
   async drain(timeoutMs = Infinity): Promise<number> {
     let timer: NodeJS.Timeout | undefined;

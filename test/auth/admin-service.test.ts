@@ -1,7 +1,7 @@
 import t from 'tap';
 import type { Actor } from '../../src/auth/admin-service.js';
 import type { Store, UserRecord } from '../../src/store/store.js';
-import { ALICE, BOB, buildKit, IP, MAC, ROOT, SECOND, T0, type Kit } from '../helpers/services.js';
+import { ALICE, BOB, buildKit, IP, MAC, ROOT, SECOND, T0, type Kit, refusal, type Refusal } from '../helpers/services.js';
 
 const CLI: Actor = { name: 'cli:root', auditReads: false };
 const CAROL = { email: 'carol@example.com', phone: '+15550103', role: 'user', password: 'carol has a long passphrase' };
@@ -44,7 +44,7 @@ t.test('authorize: an admin token is a wire actor; another role is forbidden and
   t.equal(rows.length, 1, 'repeats coalesced');
   t.match(rows[0], { action: 'admin.user.disable', outcome: 'denied', actor: `admin:${ALICE.email}`, email: ALICE.email, sessionId: alice.id });
   t.same(rows[0]!.detail, { reason: 'not-admin', role: 'user' });
-  await t.rejects(kit.actor({ ...root.caller, token: 'x' }), { kind: 'unauthenticated' });
+  await t.rejects(kit.actor({ ...root.caller, token: 'x' }), refusal('unauthenticated'));
 });
 
 t.test('each change is audited with who did it and what changed', async (t) => {
@@ -121,15 +121,15 @@ t.test('refusals change nothing and are audited as failures with the reason', as
   const { kit, actor } = await adminKit(t);
   const ended = await kit.openSession(ALICE.email);
   await kit.raw.revokeSession(ended.id, kit.clock.now, 'logout');
-  const refusals: Array<[string, () => Promise<unknown>, Record<string, unknown>]> = [
-    ['unknown user', () => kit.admin.disableUser(actor, 'Nobody@Example.com'), { kind: 'not-found', message: 'no user with email nobody@example.com' }],
-    ['already enabled', () => kit.admin.enableUser(actor, ALICE.email), { kind: 'conflict' }],
+  const refusals: Array<[string, () => Promise<unknown>, Refusal]> = [
+    ['unknown user', () => kit.admin.disableUser(actor, 'Nobody@Example.com'), refusal('not-found', { message: 'no user with email nobody@example.com' })],
+    ['already enabled', () => kit.admin.enableUser(actor, ALICE.email), refusal('conflict')],
     ['duplicate', () => kit.admin.addUser(actor, { ...CAROL, email: ALICE.email }), { name: 'DuplicateUserError' }],
-    ['bad email', () => kit.admin.addUser(actor, { ...CAROL, email: 'not-an-email' }), { kind: 'invalid', message: 'email is not a valid address' }],
-    ['unknown role', () => kit.admin.setRole(actor, ALICE.email, 'wizard'), { kind: 'invalid', message: 'role must be one of user, admin' }],
-    ['weak password', () => kit.admin.resetPassword(actor, ALICE.email, 'password'), { kind: 'invalid' }],
-    ['unknown session', () => kit.admin.revokeSession(actor, 4242), { kind: 'not-found' }],
-    ['ended session', () => kit.admin.revokeSession(actor, ended.id), { kind: 'conflict', message: `session ${ended.id} had already ended (logout)` }],
+    ['bad email', () => kit.admin.addUser(actor, { ...CAROL, email: 'not-an-email' }), refusal('invalid', { message: 'email is not a valid address' })],
+    ['unknown role', () => kit.admin.setRole(actor, ALICE.email, 'wizard'), refusal('invalid', { message: 'role must be one of user, admin' })],
+    ['weak password', () => kit.admin.resetPassword(actor, ALICE.email, 'password'), refusal('invalid')],
+    ['unknown session', () => kit.admin.revokeSession(actor, 4242), refusal('not-found')],
+    ['ended session', () => kit.admin.revokeSession(actor, ended.id), refusal('conflict', { message: `session ${ended.id} had already ended (logout)` })],
   ];
   for (const [what, attempt, expected] of refusals) await t.rejects(attempt(), expected, what);
 
@@ -195,27 +195,27 @@ t.test('a command in flight is checked again at commit: revoked, demoted, expire
 
   const demoted = kit.admin.resetPassword(actor, ALICE.email, NEW_PASSWORD);
   await kit.raw.setUserRole(kit.users[ROOT.email]!.id, 'user');
-  await t.rejects(demoted, { kind: 'forbidden', message: 'this command needs the admin role' }, 'demoted meanwhile');
+  await t.rejects(demoted, refusal('forbidden', { message: 'this command needs the admin role' }), 'demoted meanwhile');
   await kit.raw.setUserRole(kit.users[ROOT.email]!.id, 'admin');
 
   pending = kit.admin.resetPassword(actor, ALICE.email, NEW_PASSWORD);
   await kit.raw.revokeSession(root.id, kit.clock.now, 'admin-revoked');
-  await t.rejects(pending, { kind: 'unauthenticated' }, 'the session was revoked meanwhile');
+  await t.rejects(pending, refusal('unauthenticated'), 'the session was revoked meanwhile');
   t.equal((await user(ALICE.email)).passwordHash, hash, 'the password never changed');
 
   const fresh = await kit.openSession(ROOT.email, { mac: '00:00:00:00:00:07' });
   const later = await kit.actor(fresh.caller);
   kit.clock.now = T0 + 3600 * SECOND;
-  await t.rejects(kit.admin.disableUser(later, ALICE.email), { kind: 'unauthenticated' }, 'the session expired since it was authorized');
+  await t.rejects(kit.admin.disableUser(later, ALICE.email), refusal('unauthenticated'), 'the session expired since it was authorized');
   t.equal((await user(ALICE.email)).disabled, false);
   t.same((await adminRows(kit)).map((r) => [r.action, r.outcome, r.detail?.reason]), [['admin.user.reset_password', 'denied', 'reauth-required']]);
 });
 
 t.test('over the wire an administrator cannot disable, demote or delete their own account; the CLI can', async (t) => {
   const { kit, actor, user } = await adminKit(t);
-  await t.rejects(kit.admin.disableUser(actor, ROOT.email), { kind: 'conflict', message: 'an administrator cannot disable their own account over the wire' });
-  await t.rejects(kit.admin.setRole(actor, ROOT.email, 'user'), { kind: 'conflict', message: 'an administrator cannot demote their own account over the wire' });
-  await t.rejects(kit.admin.deleteUser(actor, ROOT.email), { kind: 'conflict', message: 'an administrator cannot delete their own account over the wire' });
+  await t.rejects(kit.admin.disableUser(actor, ROOT.email), refusal('conflict', { message: 'an administrator cannot disable their own account over the wire' }));
+  await t.rejects(kit.admin.setRole(actor, ROOT.email, 'user'), refusal('conflict', { message: 'an administrator cannot demote their own account over the wire' }));
+  await t.rejects(kit.admin.deleteUser(actor, ROOT.email), refusal('conflict', { message: 'an administrator cannot delete their own account over the wire' }));
   await kit.audit.flush(); // refusals are group-committed; the change below commits its own row at once
   t.match(await kit.admin.setRole(actor, ROOT.email, 'admin'), { role: 'admin' }, 'keeping the admin role is no demotion');
   t.match(await user(ROOT.email), { role: 'admin', disabled: false });

@@ -2,7 +2,7 @@ import t from 'tap';
 import { ServiceError } from '../../src/auth/errors.js';
 import { RateLimited } from '../../src/auth/throttle.js';
 import { isWellFormedToken } from '../../src/auth/tokens.js';
-import { ALICE, BOB, buildKit, IP, MAC, SECOND, T0, type Kit, type Person } from '../helpers/services.js';
+import { ALICE, BOB, buildKit, IP, MAC, SECOND, T0, type Kit, type Person, refusal } from '../helpers/services.js';
 
 const request = (kit: Kit, who: { email: string; password: string }, o: { mac?: string; ip?: string } = {}) =>
   kit.passcodes.request({ email: who.email, password: who.password, mac: o.mac ?? MAC, reportedIp: null, seenIp: o.ip ?? IP }, kit.log);
@@ -162,7 +162,7 @@ t.test('a throttled attempt tries nothing; a completed login releases what was c
 
   const refused = await auth(kit, ALICE, passcode).catch((err: unknown) => err);
   t.ok(refused instanceof RateLimited);
-  t.match(refused, { kind: 'rate-limited', retryAfterSeconds: 1, scope: 'account' });
+  t.match(refused, refusal('rate-limited', { retryAfterSeconds: 1, scope: 'account' }));
   t.equal((await kit.raw.getPasscode(id))!.attempts, 1, 'the refused attempt was not tried against the passcode');
   t.equal((await kit.auditRows({ action: 'login', outcome: 'success' })).length, 0);
   const [denied] = await kit.auditRows({ action: 'login', outcome: 'denied' });
@@ -171,7 +171,7 @@ t.test('a throttled attempt tries nothing; a completed login releases what was c
   kit.clock.now += SECOND;
   t.equal((await auth(kit, ALICE, passcode)).user.email, ALICE.email, 'after the wait the right factors log in');
   for (let i = 0; i < 2; i++) t.same(await request(kit, ALICE), { expiresInSeconds: 180 }, `released: attempt ${i + 1} goes at once`);
-  await t.rejects(request(kit, ALICE), { kind: 'rate-limited' }, 'and the count starts over');
+  await t.rejects(request(kit, ALICE), refusal('rate-limited'), 'and the count starts over');
   t.same(await request(kit, ALICE, { ip: '192.0.2.200' }), { expiresInSeconds: 180 }, 'another address has its own pair count');
 });
 

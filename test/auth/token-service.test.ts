@@ -10,7 +10,7 @@ import type { Caller } from '../../src/auth/session-service.js';
 import type { CheckResult } from '../../src/auth/token-service.js';
 import { openSqliteStore } from '../../src/store/sqlite-store.js';
 import type { Store } from '../../src/store/store.js';
-import { ALICE, BOB, buildKit, countingStore, incoherentStore, MINUTE, policyOf, SECOND, T0, type Kit } from '../helpers/services.js';
+import { ALICE, BOB, buildKit, countingStore, incoherentStore, MINUTE, policyOf, SECOND, T0, type Kit, refusal } from '../helpers/services.js';
 
 const input = (c: Caller, request = 'orders.read') => ({ token: c.token, mac: c.mac, seenIp: c.seenIp, request });
 const check = (kit: Kit, c: Caller, request?: string) => kit.tokens.check(input(c, request), kit.log);
@@ -264,10 +264,10 @@ t.test('authenticate() answers the live session and refuses everything else as u
   }
 
   kit.clock.now = T0 + 3600 * SECOND;
-  await t.rejects(authenticate(kit, alice.caller), { kind: 'unauthenticated' }, 'expired: not renewed by a session command');
+  await t.rejects(authenticate(kit, alice.caller), refusal('unauthenticated'), 'expired: not renewed by a session command');
   t.equal((await kit.raw.findSessionById(alice.id))!.generation, 0);
   const token = renewed(await check(kit, alice.caller));
-  await t.rejects(authenticate(kit, alice.caller), { kind: 'unauthenticated' }, 'a rotated-out token, even within its grace');
+  await t.rejects(authenticate(kit, alice.caller), refusal('unauthenticated'), 'a rotated-out token, even within its grace');
   t.equal((await authenticate(kit, { ...alice.caller, token })).id, alice.id, 'the successor authenticates');
   t.same(
     kit.logs.find({ event: 'session.auth' }).map((l) => l.reason),
@@ -286,4 +286,16 @@ t.test('a session made under an older key still checks, and its renewal moves it
   const token = renewed(await check(kit, caller));
   t.equal((await kit.raw.findSessionById(id))!.keyId, 2);
   t.equal((await check(kit, { ...caller, token })).status, 'authorized');
+});
+
+t.test('two checks racing to renew one expired token both get the one successor', async (t) => {
+  const kit = await buildKit(t);
+  const { caller, id } = await kit.openSession(ALICE.email);
+  t.equal((await check(kit, caller)).status, 'authorized', 'cached, so both start from the same copy');
+  kit.clock.now = T0 + 3600 * SECOND;
+  const [one, two] = await Promise.all([check(kit, caller), check(kit, caller)]);
+  t.equal(renewed(one), renewed(two), "the loser is handed the winner's successor");
+  t.equal((await kit.raw.findSessionById(id))!.generation, 1, 'rotated once');
+  t.equal((await kit.raw.queryAudit({ action: 'token.renew', limit: 10 })).length, 1);
+  t.equal(kit.metrics.counts.renewal, 1);
 });

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { AuditLog } from '../../src/audit/audit-log.js';
 import { AccountService } from '../../src/auth/account-service.js';
+import type { ServiceErrorKind } from '../../src/auth/errors.js';
 import { AdminService, type Actor } from '../../src/auth/admin-service.js';
 import { KeyRing } from '../../src/auth/key-ring.js';
 import { PasscodeService, type LoginResult } from '../../src/auth/passcode-service.js';
@@ -56,7 +57,7 @@ export function seededRandom(seed: number): RandomBytes {
 /** A Mailer that keeps every message; `fail` makes the next sends throw (each call takes one). */
 export class RecordingMailer implements Mailer {
   readonly sent: MailMessage[] = [];
-  /** Send attempts, successful or not, with the clock time of the attempt. */
+  /** Send attempts, successful or not, with when each was made (performance.now(): retry delays are real time). */
   readonly attempts: Array<{ to: string; at: number }> = [];
   fail = 0;
   closed = false;
@@ -305,4 +306,12 @@ export async function buildKit(t: Teardown, opts: KitOptions = {}): Promise<Kit>
 /** A policy for tests, compiled as a policy file would be (default deny). */
 export function policyOf(doc: ConstructorParameters<typeof CompiledPolicy>[0]): CompiledPolicy {
   return new CompiledPolicy(doc, { defaultDeny: true, source: 'test' });
+}
+
+/** What `t.rejects` matches a refusal by: `name` and, for a typed service error, the fields it must have. */
+export type Refusal = { readonly name: string | RegExp; readonly [field: string]: unknown };
+
+/** A ServiceError (or one of its subclasses) of this kind, with these fields. */
+export function refusal(kind: ServiceErrorKind, fields: Record<string, unknown> = {}): Refusal {
+  return { name: /^(ServiceError|UserInputError|RateLimited|ReauthRequired)$/, kind, ...fields };
 }
