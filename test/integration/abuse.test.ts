@@ -166,7 +166,10 @@ t.test('the hashing queue is shared fairly: five busy addresses do not starve a 
   t.equal((await mine).status, 'ok', 'the sixth address is served, not told E_BUSY');
   t.ok(count(answers, (a) => a.error === 'E_BUSY') > 0, 'the flooding addresses are held to their share');
   const position = order.indexOf('victim');
-  t.ok(position >= 0 && position <= 6, `served within one job per busy address (position ${position} of ${order.length})`);
+  // Served first come, first served, the sixth address would be last of 12 (after the 11 queued
+  // before it). Fair: after at most one job per busy address (5), the one running, and the one or
+  // two that finish while its own admission is written.
+  t.ok(position >= 0 && position <= 8, `served within one job per busy address (position ${position} of ${order.length})`);
 });
 
 t.test('an admin change still in flight when the admin loses the role does not commit', async (t) => {
