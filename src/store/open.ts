@@ -1,3 +1,4 @@
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config.js';
 import type { Logger } from '../deps.js';
@@ -26,7 +27,12 @@ export function describeStore(config: Pick<Config, 'dataDir' | 'store'>): string
  */
 export async function openStore(config: Pick<Config, 'dataDir' | 'store'>, log?: Logger): Promise<Store> {
   const { url } = config.store;
-  if (!url) return openSqliteStore(path.join(config.dataDir, DATABASE_FILE), log);
+  if (!url) {
+    // The first start on a fresh machine: the data directory does not exist yet (0700: it holds
+    // the server key and password hashes; the key ring makes it the same way).
+    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+    return openSqliteStore(path.join(config.dataDir, DATABASE_FILE), log);
+  }
   if (!POSTGRES_URL.test(url)) {
     throw new StoreConfigError(`store.url (HELLWALL_STORE_URL) must be empty for SQLite or a postgres:// URL, not ${maskUrl(url)}`);
   }

@@ -1,9 +1,9 @@
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, statSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { MAIN, env } from '../helpers/processes.js';
+import { MAIN, env, startServer } from '../helpers/processes.js';
 import { spawnSync } from 'node:child_process';
 import pg from 'pg';
 import { POSTGRES_SCHEMA_VERSION } from '../../src/store/postgres-migrations.js';
@@ -64,4 +64,13 @@ t.test('a refused password and a newer schema say so', async (t) => {
   t.equal(newer.code, 2);
   t.match(newer.stderr, /99/, 'names the newer version');
   t.match(newer.stderr, new RegExp(String(POSTGRES_SCHEMA_VERSION)), 'and the one this code knows');
+});
+
+t.test('the first start on a fresh machine makes the data directory (0700) with its database', async (t) => {
+  const parent = mkdtempSync(path.join(os.tmpdir(), 'hellwall-fresh-'));
+  const dir = path.join(parent, 'data');
+  const server = await startServer(env(dir, { HELLWALL_PORT: '0' }));
+  t.teardown(() => server.child.kill('SIGKILL'));
+  t.ok(existsSync(path.join(dir, 'hellwall.db')), 'the database is there');
+  t.equal(statSync(dir).mode & 0o777, 0o700, 'and only its owner can read the directory');
 });
