@@ -1,6 +1,6 @@
 // Prints the imports under src/ that run against the layering
 //   transport -> dispatch -> handlers -> services -> store/mail/audit
-// with a shared base (config, deps, log, protocol, codec, net, the metrics interface) that every
+// with a shared base (config, deps, errors, log, protocol, codec, net, the metrics interface) that every
 // layer may use and that uses nothing above it, and the wiring (main, cli, app, bench) that may use
 // everything. Type-only imports count: they tie the layers together just the same.
 //   node scripts/import-layers.mjs [ROOT]      ROOT: a checkout (default: this one), e.g. an old
@@ -24,11 +24,11 @@ const LAYERS = [
   { name: 'dispatch', rank: 2, test: (f) => f === 'server/dispatcher.ts' },
   { name: 'transport', rank: 1, test: (f) => f.startsWith('server/') || f.startsWith('tls/') || f === 'ops/http.ts' },
   { name: 'handlers', rank: 3, test: (f) => f.startsWith('handlers/') },
-  { name: 'services', rank: 4, test: (f) => f.startsWith('auth/') || f === 'ops/housekeeper.ts' },
+  { name: 'services', rank: 4, test: (f) => /^(services|primitives|keys)\//.test(f) || f === 'ops/housekeeper.ts' },
   { name: 'store/mail/audit', rank: 5, test: (f) => /^(store|mail|audit)\//.test(f) },
   {
     name: 'base',
-    test: (f) => ['config.ts', 'config-schema.ts', 'deps.ts', 'log.ts', 'ops/metrics.ts'].includes(f) || /^(protocol|codec|net)\//.test(f),
+    test: (f) => ['config.ts', 'config-schema.ts', 'deps.ts', 'errors.ts', 'log.ts', 'ops/metrics.ts'].includes(f) || /^(protocol|codec|net)\//.test(f),
   },
 ];
 const SERVICE = /-service\.ts$/;

@@ -6,11 +6,11 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import type { AuditAction } from './audit/audit-log.js';
-import { checkAuditQuery, type Actor, type AdminService } from './auth/admin-service.js';
-import { normalizeEmail } from './auth/normalize.js';
-import { passwordPolicyWarning } from './auth/passwords.js';
+import { checkAuditQuery, type Actor, type AdminService } from './services/admin-service.js';
+import { normalizeEmail } from './primitives/normalize.js';
+import { passwordPolicyWarning } from './primitives/passwords.js';
 import { createApp, type App } from './app.js';
-import { KeyRingError, listKeys, retireKey, rotateKey } from './auth/key-ring.js';
+import { KeyRingError, listKeys, retireKey, rotateKey } from './keys/key-ring.js';
 import { HellwallClient } from './client/client.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import type { Logger } from './deps.js';
@@ -28,8 +28,8 @@ import {
   type SessionRecord,
   type Store,
 } from './store/store.js';
-import { describeUser } from './auth/users.js';
-import { ServiceError } from './auth/errors.js';
+import { describeUser } from './services/users.js';
+import { ServiceError } from './errors.js';
 import { DEV_CERT_FILE } from './tls/tls-files.js';
 import { COMMAND_CODES } from './protocol/messages.gen.js';
 

@@ -1,6 +1,6 @@
 // Authorization policies the benchmarks compare (`bench.js --policy`, `policy-bench.js`). Importing
 // this module does nothing.
-import { CompiledPolicy, type PolicyDocument } from '../auth/policy.js';
+import { CompiledPolicy, type PolicyDocument } from '../services/policy.js';
 
 export const POLICY_DOMAINS = ['bench', 'inventory', 'billing', 'reports', 'users', 'network', 'devices', 'tickets', 'deploy', 'metrics'] as const;
 

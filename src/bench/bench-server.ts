@@ -5,7 +5,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import pino from 'pino';
 import { buildApp, createApp } from '../app.js';
-import type { CompiledPolicy } from '../auth/policy.js';
+import type { CompiledPolicy } from '../services/policy.js';
 import { HellwallClient } from '../client/client.js';
 import { loadConfig, type Config } from '../config.js';
 import type { Logger } from '../deps.js';

@@ -4,7 +4,7 @@
 // without the cache, i.e. what a request name seen for the first time costs.
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { PolicyLoader, type CompiledPolicy } from '../auth/policy.js';
+import { PolicyLoader, type CompiledPolicy } from '../services/policy.js';
 import { AllowAllPolicy, POLICY_DOMAINS as DOMAINS, realisticPolicy } from './bench-policies.js';
 
 type Loop = (policy: CompiledPolicy, role: string, names: readonly string[], calls: number) => number;

@@ -1,4 +1,4 @@
-import { AUDIT_PAGE_DEFAULT } from '../auth/admin-service.js';
+import { AUDIT_PAGE_DEFAULT } from '../services/admin-service.js';
 import type { AdminAuditQueryRequest } from '../protocol/messages.gen.js';
 import { asAdmin, auditView } from './admin-common.js';
 import type { Handler } from './context.js';

@@ -1,9 +1,9 @@
 import type { Config } from '../config.js';
-import type { AccountService } from '../auth/account-service.js';
-import type { AdminService } from '../auth/admin-service.js';
-import type { PasscodeService } from '../auth/passcode-service.js';
-import type { SessionService } from '../auth/session-service.js';
-import type { TokenService } from '../auth/token-service.js';
+import type { AccountService } from '../services/account-service.js';
+import type { AdminService } from '../services/admin-service.js';
+import type { PasscodeService } from '../services/passcode-service.js';
+import type { SessionService } from '../services/session-service.js';
+import type { TokenService } from '../services/token-service.js';
 import type { Protocol } from '../protocol/registry.js';
 import type { RequestContext } from '../protocol/request-context.js';
 

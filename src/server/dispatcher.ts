@@ -5,8 +5,7 @@ import { ProtocolError, toErrorResponse, type ErrorCode } from '../protocol/erro
 import { NO_METRICS, type Metrics } from '../ops/metrics.js';
 import { commandCode, MAX_COMMAND_CODE, requestId } from '../protocol/envelope.js';
 import { describeSchemaError, type Protocol } from '../protocol/registry.js';
-import { ServiceError, type ServiceErrorKind } from '../auth/errors.js';
-import { DuplicateUserError, StoreBusyError, StoreUnavailableError } from '../store/store.js';
+import { ServiceError, StoreFailure, type ServiceErrorKind } from '../errors.js';
 
 export type Response = Record<string, unknown>;
 
@@ -135,15 +134,11 @@ function errorFor(err: unknown, ctx: RequestContext, id: string | undefined, cod
     return toErrorResponse(WIRE_CODE[err.kind], err.message, id, code, err.retryAfterSeconds === undefined ? undefined : { retryAfterSeconds: err.retryAfterSeconds });
   }
   if (err instanceof ProtocolError) return toErrorResponse(err.code, err.message, id, code, err.details);
-  if (err instanceof DuplicateUserError) return toErrorResponse('E_CONFLICT', err.message, id, code);
-  if (err instanceof StoreBusyError) {
-    // Another process holds the write lock: nothing was changed, and retrying is the right move.
-    ctx.log.warn({ err: (err as Error).message }, 'database busy');
-    return toErrorResponse('E_BUSY', 'server is busy; retry later', id, code);
-  }
-  if (err instanceof StoreUnavailableError) {
-    // The database cannot be reached: never a guess at the answer; the node recovers by itself.
-    ctx.log.error({ err: (err as Error).message }, 'database unavailable');
+  if (err instanceof StoreFailure) {
+    // Busy: another process holds the write lock; unavailable: the database cannot be reached.
+    // Either way nothing was changed, retrying is right, and the answer is never a guess.
+    if (err.failure === 'busy') ctx.log.warn({ err: err.message }, 'database busy');
+    else ctx.log.error({ err: err.message }, 'database unavailable');
     return toErrorResponse('E_BUSY', 'server is busy; retry later', id, code);
   }
   ctx.log.error({ err }, 'handler failed');

@@ -8,7 +8,7 @@
  *   through the `Tx` handle it is given (the audit row of a change too); a method called on the
  *   Store itself commits on its own.
  * - No rule of the domain lives here: which session is "active", when a token may renew, how many
- *   failures lock an account are the auth services' (src/auth/session-rules.ts). The store stores,
+ *   failures lock an account are the auth services' (src/services/session-rules.ts). The store stores,
  *   finds, counts and deletes by the bounds it is given.
  * - Every committed change to sessions or users is announced on `onChange`, from this process and
  *   (where the backend can tell) from every other process on the same database, so a cache in front
@@ -16,6 +16,8 @@
  * - Failures are typed: StoreBusyError (contention, retry), StoreUnavailableError (the database
  *   cannot be reached), DuplicateUserError. Nothing backend-specific leaves the store.
  */
+
+import { ServiceError, StoreFailure } from '../errors.js';
 
 export interface UserRecord {
   readonly id: number;
@@ -105,8 +107,11 @@ export interface Rotation {
   readonly oldKeyId: number;
 }
 
-export class DuplicateUserError extends Error {
+export class DuplicateUserError extends ServiceError {
   override name = 'DuplicateUserError';
+  constructor(message: string) {
+    super('conflict', message);
+  }
 }
 
 /**
@@ -114,8 +119,9 @@ export class DuplicateUserError extends Error {
  * the operation may be retried. Every backend reports contention as this, so callers need not know
  * the backend's own error codes.
  */
-export class StoreBusyError extends Error {
+export class StoreBusyError extends StoreFailure {
   override name = 'StoreBusyError';
+  readonly failure = 'busy';
 }
 
 /**
@@ -123,8 +129,9 @@ export class StoreBusyError extends Error {
  * Nothing was changed that the caller will not be told of; retrying later is right, and the node
  * recovers by itself when the database returns.
  */
-export class StoreUnavailableError extends Error {
+export class StoreUnavailableError extends StoreFailure {
   override name = 'StoreUnavailableError';
+  readonly failure = 'unavailable';
 }
 
 /**

@@ -8,7 +8,7 @@ import { LogSink } from '../helpers/log-sink.js';
 import { countingMetrics, countingStore, MINUTE, T0 } from '../helpers/services.js';
 
 // The AuditLog on SQLite in memory, a fake clock and a log sink. Its use by the services (which
-// rows each action writes) is in test/auth/*-service.test.ts.
+// rows each action writes) is in test/services/*-service.test.ts.
 
 function setup(t: Test, opts: { wrap?: (store: Store) => Store; logLevel?: string } = {}) {
   const raw = openSqliteStore(':memory:');

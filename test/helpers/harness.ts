@@ -23,7 +23,7 @@ export class FakeClock {
 }
 
 // Light scrypt so suites that hash often stay quick; production parameters are tested in
-// test/auth/passwords.test.ts and used by every process-level test.
+// test/primitives/password-policy.test.ts and used by every process-level test.
 export const TEST_SCRYPT = { ln: 10, r: 8, p: 1 };
 
 export const ALICE = {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
-import { KeyRingError, retireKey, rotateKey } from '../../src/auth/key-ring.js';
+import { KeyRingError, retireKey, rotateKey } from '../../src/keys/key-ring.js';
 import { startHarness } from '../helpers/harness.js';
 
 // Issue 12 item 8: `key retire` judges by what running servers use (recorded in the database at

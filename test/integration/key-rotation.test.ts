@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
-import { retireKey, rotateKey } from '../../src/auth/key-ring.js';
+import { retireKey, rotateKey } from '../../src/keys/key-ring.js';
 import { ALICE, MAC, startHarness, type Harness } from '../helpers/harness.js';
 
 // Server key rotation over the real wire: sessions made under an older key keep working until it is

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
-import { hashParams, PasswordHasher } from '../../src/auth/passwords.js';
+import { hashParams, PasswordHasher } from '../../src/primitives/passwords.js';
 import { ALICE, MAC, startHarness, TEST_SCRYPT, type Harness } from '../helpers/harness.js';
 import type { LogLine } from '../helpers/log-sink.js';
 

@@ -1,6 +1,6 @@
 import t from 'tap';
 import type { HellwallClient } from '../../src/client/client.js';
-import { disableUser, requireUser, resetPassword } from '../../src/auth/users.js';
+import { disableUser, requireUser, resetPassword } from '../../src/services/users.js';
 import { ALICE, MAC, startHarness, type Harness } from '../helpers/harness.js';
 
 const BOB = { email: 'bob@example.com', phone: '+1 555 0199', password: 'another correct horse battery', role: 'user' };

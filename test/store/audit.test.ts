@@ -6,7 +6,7 @@ import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promi
 import t from 'tap';
 import { AuditLog } from '../../src/audit/audit-log.js';
 import { openSqliteStore } from '../../src/store/sqlite-store.js';
-import { isActiveSession, liveBounds } from '../../src/auth/session-rules.js';
+import { isActiveSession, liveBounds } from '../../src/services/session-rules.js';
 import type { AuditEvent, Store } from '../../src/store/store.js';
 import { createLogger } from '../../src/log.js';
 

@@ -5,10 +5,10 @@ import path from 'node:path';
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { buildApp } from '../../src/app.js';
-import { keyFileName, rotateKey } from '../../src/auth/key-ring.js';
-import { deriveKeys, loadOrCreateServerKey, readServerKeyFile } from '../../src/auth/keys.js';
-import { hashPasscode } from '../../src/auth/passcodes.js';
-import { masterToken, newBaseToken, rotatedToken } from '../../src/auth/tokens.js';
+import { keyFileName, rotateKey } from '../../src/keys/key-ring.js';
+import { deriveKeys, loadOrCreateServerKey, readServerKeyFile } from '../../src/keys/keys.js';
+import { hashPasscode } from '../../src/primitives/passcodes.js';
+import { masterToken, newBaseToken, rotatedToken } from '../../src/primitives/tokens.js';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { MIGRATIONS, type Migration } from '../../src/store/migrations.js';
@@ -72,7 +72,7 @@ t.test('a rotation applies only to the generation it was computed from', async (
   await store.close();
 });
 
-// The session cache has left the store (src/auth/session-cache.ts): the store reads the database
+// The session cache has left the store (src/services/session-cache.ts): the store reads the database
 // every time, and announces changes so a cache in front of it can stay correct.
 t.test('a change committed by another connection is read at once, and announced by refresh()', async (t) => {
   const file = tmp();

@@ -3,15 +3,15 @@ import type { Clock, Logger, RandomBytes } from '../deps.js';
 import type { AuditSink } from '../audit/audit-log.js';
 import { passcodeMail, type MailQueue } from '../mail/mailer.js';
 import type { Store } from '../store/store.js';
-import { constantEquals, constantEqualsBytes } from './constant-equals.js';
-import { ServiceError } from './errors.js';
-import type { KeyRing } from './key-ring.js';
-import { normalizeEmail, normalizeMac, normalizePhone } from './normalize.js';
-import { generatePasscode, hashPasscode } from './passcodes.js';
+import { constantEquals, constantEqualsBytes } from '../primitives/constant-equals.js';
+import { ServiceError } from '../errors.js';
+import type { KeyRing } from '../keys/key-ring.js';
+import { normalizeEmail, normalizeMac, normalizePhone } from '../primitives/normalize.js';
+import { generatePasscode, hashPasscode } from '../primitives/passcodes.js';
 import { isActiveSession } from './session-rules.js';
 import { RateLimited, type Admission, type Throttle } from './throttle.js';
-import { hashParams, type PasswordHasher } from './passwords.js';
-import { masterToken, newBaseToken } from './tokens.js';
+import { hashParams, type PasswordHasher } from '../primitives/passwords.js';
+import { masterToken, newBaseToken } from '../primitives/tokens.js';
 
 export interface PasscodeServiceDeps {
   readonly config: Pick<Config, 'passcodes' | 'tokens' | 'sessions'>;

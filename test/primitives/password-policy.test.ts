@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
-import { COMMON_PASSWORDS, commonPasswordKey, isCommonPassword } from '../../src/auth/common-passwords.js';
+import { COMMON_PASSWORDS, commonPasswordKey, isCommonPassword } from '../../src/primitives/common-passwords.js';
 import {
   hashParams,
   PASSWORD_MAX,
@@ -9,8 +9,8 @@ import {
   PasswordHasher,
   passwordPolicyError,
   passwordPolicyWarning,
-} from '../../src/auth/passwords.js';
-import { addUser, UserInputError } from '../../src/auth/users.js';
+} from '../../src/primitives/passwords.js';
+import { addUser, UserInputError } from '../../src/services/users.js';
 import { openSqliteStore } from '../../src/store/sqlite-store.js';
 import { TEST_SCRYPT } from '../helpers/harness.js';
 

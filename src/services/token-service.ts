@@ -3,14 +3,14 @@ import type { Config } from '../config.js';
 import type { Clock, Logger, RandomBytes } from '../deps.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { RetiredTokenRecord, SessionRecord, Store } from '../store/store.js';
-import { constantEqualsBytes } from './constant-equals.js';
-import { ServiceError } from './errors.js';
-import type { KeyRing } from './key-ring.js';
-import { normalizeMac } from './normalize.js';
+import { constantEqualsBytes } from '../primitives/constant-equals.js';
+import { ServiceError } from '../errors.js';
+import type { KeyRing } from '../keys/key-ring.js';
+import { normalizeMac } from '../primitives/normalize.js';
 import type { CompiledPolicy } from './policy.js';
 import type { SessionCache } from './session-cache.js';
 import type { Throttle } from './throttle.js';
-import { isWellFormedToken, masterToken, rotatedToken } from './tokens.js';
+import { isWellFormedToken, masterToken, rotatedToken } from '../primitives/tokens.js';
 
 export type CheckResult =
   | { status: 'authorized'; user: { email: string; role: string }; expiresAt: number }

@@ -12,11 +12,11 @@ import {
   type StoreOps,
   type UserRecord,
 } from '../store/store.js';
-import { ServiceError } from './errors.js';
-import { normalizeEmail } from './normalize.js';
+import { ServiceError } from '../errors.js';
+import { normalizeEmail } from '../primitives/normalize.js';
 import type { SessionCache } from './session-cache.js';
 import { isActiveSession } from './session-rules.js';
-import type { PasswordHasher } from './passwords.js';
+import type { PasswordHasher } from '../primitives/passwords.js';
 import type { Caller } from './session-service.js';
 import type { TokenService } from './token-service.js';
 import {
@@ -32,6 +32,9 @@ import {
 
 /** The role that may use the admin commands on the wire. Built in: the policy cannot grant it away. */
 export const ADMIN_ROLE = 'admin';
+
+/** The audit action an admin command is recorded under (what `authorize` is asked for). */
+export type AdminCommand = AuditAction;
 
 /**
  * Who performs an administrative action. The CLI is trusted by its access to the data directory;

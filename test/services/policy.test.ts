@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { CompiledPolicy, DEFAULT_POLICY, PolicyError, PolicyLoader, type PolicyDocument } from '../../src/auth/policy.js';
+import { CompiledPolicy, DEFAULT_POLICY, PolicyError, PolicyLoader, type PolicyDocument } from '../../src/services/policy.js';
 import { ConfigError } from '../../src/config.js';
 
 const EXAMPLE: PolicyDocument = {

@@ -3,7 +3,7 @@ import type { Config } from '../config.js';
 import type { Clock } from '../deps.js';
 import { addressGroup } from '../net/address-group.js';
 import type { Store, Tx } from '../store/store.js';
-import { ServiceError } from './errors.js';
+import { ServiceError } from '../errors.js';
 
 /** The `limits.*` options (src/config.ts documents each). */
 export type ThrottleLimits = Config['limits'];

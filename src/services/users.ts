@@ -1,8 +1,8 @@
 import type { Clock } from '../deps.js';
 import type { Store, StoreOps, UserRecord } from '../store/store.js';
-import { ServiceError } from './errors.js';
-import { normalizeEmail, normalizePhone } from './normalize.js';
-import { passwordPolicyError, type PasswordHasher } from './passwords.js';
+import { ServiceError } from '../errors.js';
+import { normalizeEmail, normalizePhone } from '../primitives/normalize.js';
+import { passwordPolicyError, type PasswordHasher } from '../primitives/passwords.js';
 
 export const ROLES = ['user', 'admin'] as const;
 

@@ -1,7 +1,7 @@
 import t from 'tap';
-import { ServiceError } from '../../src/auth/errors.js';
-import { RateLimited } from '../../src/auth/throttle.js';
-import { isWellFormedToken } from '../../src/auth/tokens.js';
+import { ServiceError } from '../../src/errors.js';
+import { RateLimited } from '../../src/services/throttle.js';
+import { isWellFormedToken } from '../../src/primitives/tokens.js';
 import { ALICE, BOB, buildKit, IP, MAC, SECOND, T0, type Kit, type Person, refusal } from '../helpers/services.js';
 
 const request = (kit: Kit, who: { email: string; password: string }, o: { mac?: string; ip?: string } = {}) =>

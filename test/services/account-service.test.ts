@@ -1,5 +1,5 @@
 import t from 'tap';
-import type { Caller } from '../../src/auth/session-service.js';
+import type { Caller } from '../../src/services/session-service.js';
 import type { Store } from '../../src/store/store.js';
 import { ALICE, BOB, buildKit, IP, MAC, T0, type Kit, refusal } from '../helpers/services.js';
 

@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap';
-import { RateLimited, Throttle, type ThrottleLimits } from '../../src/auth/throttle.js';
+import { RateLimited, Throttle, type ThrottleLimits } from '../../src/services/throttle.js';
 import { openSqliteStore } from '../../src/store/sqlite-store.js';
 import type { Store } from '../../src/store/store.js';
 

@@ -2,7 +2,7 @@ import type { AuditSink } from '../audit/audit-log.js';
 import type { Config } from '../config.js';
 import type { Clock, Logger } from '../deps.js';
 import type { SessionRecord, Store } from '../store/store.js';
-import { ServiceError } from './errors.js';
+import { ServiceError } from '../errors.js';
 import type { SessionCache } from './session-cache.js';
 import { isActiveSession } from './session-rules.js';
 import type { TokenService } from './token-service.js';

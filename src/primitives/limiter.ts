@@ -1,4 +1,4 @@
-import { ServiceError } from './errors.js';
+import { ServiceError } from '../errors.js';
 
 /** Who a job is for and how urgent it is: jobs are queued and served fairly by `key`. */
 export interface JobTicket {

@@ -1,5 +1,5 @@
 import t from 'tap';
-import type { Caller } from '../../src/auth/session-service.js';
+import type { Caller } from '../../src/services/session-service.js';
 import { ALICE, BOB, buildKit, IP, SECOND, T0, type Kit, refusal } from '../helpers/services.js';
 
 const check = async (kit: Kit, c: Caller) => (await kit.tokens.check({ ...c, request: 'x' }, kit.log)).status;

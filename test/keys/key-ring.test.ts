@@ -3,8 +3,8 @@ import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { KeyRing, KeyRingError, listKeys, retireKey, rotateKey } from '../../src/auth/key-ring.js';
-import { deriveKeys, loadOrCreateServerKey } from '../../src/auth/keys.js';
+import { KeyRing, KeyRingError, listKeys, retireKey, rotateKey } from '../../src/keys/key-ring.js';
+import { deriveKeys, loadOrCreateServerKey } from '../../src/keys/keys.js';
 import { createLogger } from '../../src/log.js';
 import { openSqliteStore } from '../../src/store/sqlite-store.js';
 import { LogSink } from '../helpers/log-sink.js';

@@ -1,6 +1,6 @@
 import t from 'tap';
-import { ServiceError } from '../../src/auth/errors.js';
-import { Limiter } from '../../src/auth/limiter.js';
+import { ServiceError } from '../../src/errors.js';
+import { Limiter } from '../../src/primitives/limiter.js';
 
 // The hashing queue's fairness, with jobs the test finishes by hand (no timing involved).
 

@@ -1,5 +1,5 @@
 import t from 'tap';
-import type { Actor } from '../../src/auth/admin-service.js';
+import type { Actor } from '../../src/services/admin-service.js';
 import type { Store, UserRecord } from '../../src/store/store.js';
 import { ALICE, BOB, buildKit, IP, MAC, ROOT, SECOND, T0, type Kit, refusal, type Refusal } from '../helpers/services.js';
 

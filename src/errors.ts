@@ -1,3 +1,6 @@
+// The errors that cross layers, so that no layer imports the one below the next to recognise them:
+// the dispatcher and the CLI map these, and only these, to wire codes and exit codes.
+
 /**
  * What a service refuses, by kind. Services throw these and nothing else that a caller is meant
  * to see: the dispatcher turns each kind into its wire code (src/server/dispatcher.ts) and the CLI
@@ -31,4 +34,15 @@ export class ServiceError extends Error {
     this.kind = kind;
     this.retryAfterSeconds = retryAfterSeconds;
   }
+}
+
+/**
+ * The store could not do the work now: `busy` (another process holds the lock beyond the short
+ * wait) or `unavailable` (the database cannot be reached). Nothing was changed that the caller is
+ * not told of, and retrying later is right. The backends' own classes (`StoreBusyError`,
+ * `StoreUnavailableError` in src/store/store.ts) extend this, so the dispatcher answers E_BUSY
+ * without knowing the store. `message` is for the log, never the client: it may name the database.
+ */
+export abstract class StoreFailure extends Error {
+  abstract readonly failure: 'busy' | 'unavailable';
 }
