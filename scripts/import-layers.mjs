@@ -18,7 +18,7 @@ const src = path.join(root, 'src');
 
 // First match wins. `rank` orders the request chain; layers without one have rules of their own.
 const LAYERS = [
-  { name: 'wiring', test: (f) => ['main.ts', 'cli.ts', 'app.ts'].includes(f) || f.startsWith('bench/') },
+  { name: 'wiring', test: (f) => ['main.ts', 'cli.ts', 'app.ts', 'serve.ts'].includes(f) || f.startsWith('bench/') },
   { name: 'client', test: (f) => f.startsWith('client/') },
   { name: 'exporter', test: (f) => f === 'ops/prometheus.ts' },
   { name: 'dispatch', rank: 2, test: (f) => f === 'server/dispatcher.ts' },

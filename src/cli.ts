@@ -15,6 +15,7 @@ import { HellwallClient } from './client/client.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import type { Logger } from './deps.js';
 import { createLogger } from './log.js';
+import { serve } from './serve.js';
 import { openStore } from './store/open.js';
 import {
   DuplicateUserError,
@@ -84,67 +85,6 @@ it is not --host: e.g. a health check through 127.0.0.1 of a certificate for hel
 
 Every change made by the user, sessions and key commands, refused ones included, is recorded in the
 audit trail with actor cli:<os user>. Exit codes: 0 done, 1 refused (message on stderr), 2 usage.`;
-
-/** Runs the service until SIGTERM/SIGINT; resolves to the process exit code. */
-export async function serve(env: NodeJS.ProcessEnv): Promise<number> {
-  let config;
-  try {
-    config = loadConfig(env);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`hellwall: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
-  }
-  const log = createLogger(config.logLevel);
-  let app;
-  try {
-    app = await createApp({ config, log });
-  } catch (err) {
-    // A malformed policy file (PolicyError is a ConfigError) stops start-up like a bad option; so
-    // does a database that cannot be opened as configured (wrong URL, refused password, newer schema).
-    if (err instanceof ConfigError || err instanceof StoreConfigError) {
-      log.fatal({ err: err.message }, 'cannot start');
-      process.stderr.write(`hellwall: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
-  }
-  try {
-    await app.listen();
-  } catch (err) {
-    // e.g. EADDRINUSE, or an unreadable certificate: one clear line, then a clean exit.
-    log.fatal({ err: (err as Error).message }, 'cannot start');
-    await app.close();
-    return 1;
-  }
-  // SIGHUP re-reads the certificate (and whatever else can change at run time) without a restart.
-  const reload = (): void => {
-    log.info({ signal: 'SIGHUP' }, 'reloading');
-    void app.reload();
-  };
-  process.on('SIGHUP', reload);
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      log.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down');
-      // A second signal means "now": the operator has given up waiting for the drain.
-      process.once('SIGTERM', () => process.exit(1));
-      process.once('SIGINT', () => process.exit(1));
-      resolve();
-    };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-  });
-  process.off('SIGHUP', reload);
-  // close() bounds each step by the grace; this is the backstop if something still hangs.
-  setTimeout(() => {
-    log.error({ graceMs: config.shutdownGraceMs }, 'shutdown did not finish in time; exiting');
-    process.exit(1);
-  }, config.shutdownGraceMs + 5000).unref();
-  await app.close();
-  return 0;
-}
 
 /** Reads a secret from the named env var, or from the terminal without echo. */
 async function readSecret(env: NodeJS.ProcessEnv, prompt: string): Promise<string> {
@@ -786,7 +726,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<numb
   }
 }
 
-// Run only when executed, not when imported (main.ts imports `serve`).
+// Run only when executed, not when imported.
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   // Exit explicitly (stdout and stderr writes are synchronous on Linux, so nothing is lost): after
   // `serve`, a mail delivery abandoned at shutdown may hold a socket open.
