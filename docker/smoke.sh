@@ -4,13 +4,14 @@
 # ops port closed to the container network, `docker stop`, restart on the same volume, and a
 # production-like run (own certificate mounted read-only, SMTP to the sink, read-only root
 # filesystem, no capabilities).
-# Run from anywhere as root (it calls ../shared/docker/prepare.sh); needs the host repo's node_modules
-# (npm ci) for the host-side client. Prints PASS/FAIL per step; exits non-zero on any failure.
+# Run from anywhere, by anyone the Docker engine answers (`docker info`); only when none answers does
+# it start one with the CI machine's ../shared/docker/prepare.sh (as root, where that file exists).
+# Needs the host repo's node_modules (npm ci) for the host-side client. Prints PASS/FAIL per step; exits non-zero on any failure.
 #   usage: bash docker/smoke.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DOCKER=/usr/bin/docker
+DOCKER=${DOCKER:-$(command -v docker || echo /usr/bin/docker)}
 PREPARE=../shared/docker/prepare.sh
 IMAGE=${HELLWALL_SMOKE_IMAGE:-hellwall:ci}
 SINK_IMAGE=${HELLWALL_SMOKE_SINK_IMAGE:-hellwall-smtp-sink:ci}
@@ -108,14 +109,17 @@ step "host client ready (dist/cli.js)"
 [ -f dist/cli.js ] || npm run build >/dev/null 2>&1 || [ -f dist/cli.js ] || die "npm run build failed"
 ok
 
-step "docker engine and base image (prepare.sh)"
-$DOCKER info >/dev/null 2>&1 || started_engine=1
-if [ "$(id -u)" = 0 ]; then
+step "docker engine and base image"
+# An engine that already answers (a user's Docker) is used as it is. Only where none answers does
+# the CI machine's prepare.sh (outside this repository, absent from a user's checkout) start one.
+if ! $DOCKER info >/dev/null 2>&1; then
+  [ -f "$PREPARE" ] || die "no Docker engine answers ($DOCKER info): start Docker, then run this again"
+  [ "$(id -u)" = 0 ] || die "no Docker engine answers, and $PREPARE (which starts one) needs root"
+  started_engine=1
   bash "$PREPARE" >"$TMP/prepare.log" 2>&1 || { cat "$TMP/prepare.log"; die "prepare.sh failed"; }
-elif [ "$started_engine" = 1 ]; then
-  die "no engine answers and prepare.sh needs root"
 fi
-$DOCKER image inspect node:20-bookworm-slim >/dev/null 2>&1 || die "no node:20-bookworm-slim image"
+$DOCKER image inspect node:20-bookworm-slim >/dev/null 2>&1 || $DOCKER pull node:20-bookworm-slim >/dev/null 2>&1 ||
+  die "no node:20-bookworm-slim image, and it could not be pulled"
 ok "$([ "$started_engine" = 1 ] && echo "engine started by this run" || echo "engine already running")"
 
 step "build image $IMAGE"

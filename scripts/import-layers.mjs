@@ -18,10 +18,13 @@ const src = path.join(root, 'src');
 
 // First match wins. `rank` orders the request chain; layers without one have rules of their own.
 const LAYERS = [
-  { name: 'wiring', test: (f) => ['main.ts', 'cli.ts', 'app.ts', 'serve.ts'].includes(f) || f.startsWith('bench/') },
+  { name: 'wiring', test: (f) => ['main.ts', 'cli.ts', 'app.ts', 'serve.ts'].includes(f) || f.startsWith('cli/') || f.startsWith('bench/') || f.startsWith('workers/') },
   { name: 'client', test: (f) => f.startsWith('client/') },
   { name: 'exporter', test: (f) => f === 'ops/prometheus.ts' },
   { name: 'dispatch', rank: 2, test: (f) => f === 'server/dispatcher.ts' },
+  // The admin console (HTTPS pages): a transport of its own beside the TLS listener, with no
+  // dispatcher in front; it calls the handlers' services directly (see `why`).
+  { name: 'console', test: (f) => f.startsWith('console/') },
   { name: 'transport', rank: 1, test: (f) => f.startsWith('server/') || f.startsWith('tls/') || f === 'ops/http.ts' },
   { name: 'handlers', rank: 3, test: (f) => f.startsWith('handlers/') },
   { name: 'services', rank: 4, test: (f) => /^(services|primitives|keys)\//.test(f) || f === 'ops/housekeeper.ts' },
@@ -84,9 +87,13 @@ function why(from, to) {
   const b = layerOf(to);
   if (a.name === 'wiring') return null;
   if (a.name === 'unplaced' || b.name === 'unplaced') return `not placed in a layer (${a.name} -> ${b.name}): add it to LAYERS`;
+  if (a.name === 'console') {
+    return ['console', 'base', 'handlers', 'services', 'store/mail/audit'].includes(b.name) ? null : `console imports ${b.name} (it may use handlers, services, store/mail/audit and the base)`;
+  }
+  if (b.name === 'console') return `${a.name} imports the console (only the wiring starts it)`;
   if (b.name === 'wiring') return `${a.name} imports the wiring`;
   if (b.name === 'exporter') return `${a.name} imports the Prometheus exporter (only the wiring should)`;
-  if (b.name === 'client') return `${a.name} imports the client library`;
+  if (b.name === 'client' && a.name !== 'client') return `${a.name} imports the client library`;
   if (a.name === b.name || b.name === 'base') return null;
   if (a.name === 'base' || a.name === 'client' || a.name === 'exporter') return `${a.name} imports ${b.name}`;
   if (b.rank < a.rank) return `upward: ${a.name} imports ${b.name}`;

@@ -4,12 +4,20 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { AuditLog } from './audit/audit-log.js';
 import { AccountService } from './services/account-service.js';
+import { createFaceParts, FaceService } from './services/face-service.js';
+import { SecretBox } from './keys/secret-box.js';
 import { AdminService } from './services/admin-service.js';
+import { Alerts } from './services/alerts.js';
+import { DeviceService } from './services/device-service.js';
 import { KeyRing, NODE_HEARTBEAT_MS } from './keys/key-ring.js';
 import { PasscodeService } from './services/passcode-service.js';
+import { EnrolmentService } from './services/enrolment-service.js';
+import { Factors, parseFactorRequirements } from './services/factors.js';
+import { RecoveryService } from './services/recovery-service.js';
+import { TotpFactor } from './services/totp-service.js';
 import { PasswordHasher, type ScryptParams } from './primitives/passwords.js';
 import { PolicyLoader, type CompiledPolicy } from './services/policy.js';
-import { Throttle } from './services/throttle.js';
+import { Throttle, type BucketPeers } from './services/throttle.js';
 import { SessionService } from './services/session-service.js';
 import { TokenService } from './services/token-service.js';
 import { addUser } from './services/users.js';
@@ -18,8 +26,9 @@ import type { Clock, Logger, RandomBytes } from './deps.js';
 import { parseTrustedProxies } from './net/trusted-proxies.js';
 import type { Services } from './handlers/context.js';
 import { X509Certificate } from 'node:crypto';
-import { Housekeeper } from './ops/housekeeper.js';
+import { HOUSEKEEPING_BATCH_MS, Housekeeper } from './ops/housekeeper.js';
 import { OpsServer } from './ops/http.js';
+import { ConsoleServer } from './console/console-server.js';
 import { createPrometheusMetrics, type PrometheusMetrics } from './ops/prometheus.js';
 import { createOutboxMailer, createSmtpMailer, MailQueue, type Mailer } from './mail/mailer.js';
 import { loadProtocol, type Protocol } from './protocol/registry.js';
@@ -44,11 +53,15 @@ export interface AppDeps {
   /** Lighter scrypt parameters for tests that hash many passwords; production uses the default. */
   readonly scrypt?: ScryptParams;
   readonly mailRetryDelayMs?: number;
+  /** The other workers of one primary (src/workers), sharing the per-address rate limits. */
+  readonly bucketPeers?: BucketPeers;
   /**
    * The store, already open (createApp opens the configured one). Absent: the SQLite file in the
    * data directory, opened here (tests and the CLI's embedded default).
    */
   readonly store?: Store;
+  /** Where the optional face package is (tests point it elsewhere); absent: packages/face of this checkout. */
+  readonly facePackageDir?: string;
 }
 
 export interface App {
@@ -69,9 +82,12 @@ export interface App {
   readonly policy: { readonly current: CompiledPolicy };
   /** The audit trail's writer: `flush()` writes queued events now (tests, the CLI). */
   readonly audit: AuditLog;
+  /** The app's time and randomness, for work done beside the services (the CLI's key commands). */
+  readonly clock: Clock;
+  readonly random: RandomBytes;
   addUser(input: { email: string; phone: string; role: string; password: string }): ReturnType<typeof addUser>;
   /** Starts the TLS listener (generating the dev certificate if needed). */
-  listen(): Promise<{ address: AddressInfo; tls: TlsMaterial; ops: AddressInfo | null }>;
+  listen(): Promise<{ address: AddressInfo; tls: TlsMaterial; ops: AddressInfo | null; console: AddressInfo | null }>;
   /**
    * Re-reads what can change without a restart (the server key ring, the authorization policy, the
    * certificate and key) and applies it; open connections are untouched. On failure the old material
@@ -116,7 +132,10 @@ export function buildApp(deps: AppDeps): App {
   const keys = KeyRing.open(config.dataDir, random, log);
   const store = deps.store ?? openSqliteStore(path.join(config.dataDir, DATABASE_FILE), log);
   const hasher = new PasswordHasher({
-    concurrency: config.passwords.hashConcurrency,
+    // Never more parallel hashes than cores less one: each takes a whole core, and the event loop
+    // (every token check) needs one. On 2 cores, 2 hashes at once halved check throughput during a
+    // login storm and doubled its p99; 1 kept 0.93× (README "Benchmarks", `bench --storm`).
+    concurrency: Math.max(1, Math.min(config.passwords.hashConcurrency, os.availableParallelism() - 1)),
     queueMax: config.passwords.hashQueueMax,
     random,
     ...(deps.scrypt && { params: deps.scrypt }),
@@ -131,18 +150,31 @@ export function buildApp(deps: AppDeps): App {
     activeSessions: () => store.countLiveSessions(liveBounds(clock(), config.tokens.idleSeconds * 1000)),
   });
   const mail = new MailQueue(mailer, log, { metrics, ...(deps.mailRetryDelayMs !== undefined && { retryDelayMs: deps.mailRetryDelayMs }) });
-  const throttle = new Throttle(config.limits, clock, store);
+  // The lockout tells the alerts (declared below: called only once requests flow).
+  const throttle = new Throttle(config.limits, clock, store, (email, until, ip) => alerts.accountLocked(email, until, ip));
+  if (deps.bucketPeers) throttle.share(deps.bucketPeers);
   const audit = new AuditLog({ store, clock, log, metrics });
+  const alerts = new Alerts({ config, mail, audit, clock, log, store });
   const sessions = new SessionCache(store);
-  const tokens = new TokenService({ config, store, sessions, keys, clock, random, metrics, throttle, audit, policy });
+  // The face factor (off by default): its template sealed like every other secret at rest.
+  const face = createFaceParts({ config: config.face, store, secrets: new SecretBox(keys, random), clock, audit, log, packageDir: deps.facePackageDir });
+  // Second factors (src/services/factors.ts): login and recovery ask this registry, never a factor.
+  const totp = new TotpFactor({ config, store, box: new SecretBox(keys, random), clock, random, audit, alerts });
+  const factors = new Factors([totp, ...(face.factor ? [face.factor] : [])], parseFactorRequirements(config.factors.require));
+  const tokens = new TokenService({ config, store, sessions, keys, clock, random, metrics, throttle, audit, policy, alerts });
+  const devices = new DeviceService({ config, store, sessions, clock, audit, alerts, mail, tokens });
   const services: Services = {
     config,
     protocol,
-    passcodes: new PasscodeService({ config, store, hasher, keys, clock, random, mail, throttle, audit }),
+    passcodes: new PasscodeService({ config, store, hasher, keys, clock, random, mail, throttle, audit, factors, devices }),
     tokens,
     sessions: new SessionService({ config, store, sessions, clock, tokens, audit }),
-    admin: new AdminService({ config, store, sessions, hasher, clock, audit, tokens, roles: () => policy.current.roles }),
-    account: new AccountService({ store, hasher, clock, tokens, throttle, mail, audit }),
+    admin: new AdminService({ config, store, sessions, hasher, clock, audit, tokens, roles: () => policy.current.roles, alerts }),
+    account: new AccountService({ store, hasher, clock, tokens, throttle, mail, audit, alerts }),
+    devices,
+    face: new FaceService({ face: face.factor, tokens, throttle }),
+    enrolment: new EnrolmentService({ store, clock, tokens, throttle, audit, factors }),
+    recovery: new RecoveryService({ config, store, hasher, keys, clock, random, mail, throttle, audit, factors, totp, alerts }),
   };
   const dispatch = createDispatcher(services, protocol, { metrics });
   const housekeeper = new Housekeeper({
@@ -151,6 +183,7 @@ export function buildApp(deps: AppDeps): App {
     log,
     metrics,
     intervalMs: config.housekeeping.intervalSeconds * 1000,
+    maxBatchMs: HOUSEKEEPING_BATCH_MS,
     policy: {
       idleMs: config.tokens.idleSeconds * 1000,
       keepRevokedMs: config.housekeeping.keepRevokedSeconds * 1000,
@@ -170,7 +203,13 @@ export function buildApp(deps: AppDeps): App {
   };
   let heartbeat: NodeJS.Timeout | undefined;
   let listener: TlsListener | undefined;
+  // The store is polled once per event-loop turn that reads requests (aroundRead below).
+  let refreshedThisTurn = false;
+  const nextTurn = (): void => {
+    refreshedThisTurn = false;
+  };
   let ops: OpsServer | undefined;
+  let adminConsole: ConsoleServer | undefined;
   let material: TlsMaterial | undefined;
   let closing: Promise<void> | undefined;
 
@@ -231,6 +270,8 @@ export function buildApp(deps: AppDeps): App {
     housekeeper,
     policy,
     audit,
+    clock,
+    random,
     addUser: (input) => addUser({ store, hasher, clock, roles: policy.current.roles }, input),
     async listen() {
       if (!deps.mailer && !config.mail.smtpHost) {
@@ -247,10 +288,15 @@ export function buildApp(deps: AppDeps): App {
         dispatch,
         log,
         ...listenerLimits(config),
-        // Changes other processes committed (SQLite's poll; a no-op where they are pushed), once per
-        // read of incoming requests.
+        // Changes other processes committed (SQLite's poll; a no-op where they are pushed), before
+        // the first read of incoming requests in each turn of the event loop: the reads of one turn
+        // are handled back to back, and a poll costs several µs (one per request at 16 × 1).
         aroundRead: (handle) => {
-          store.refresh();
+          if (!refreshedThisTurn) {
+            refreshedThisTurn = true;
+            store.refresh();
+            setImmediate(nextTurn);
+          }
           return handle();
         },
         metrics,
@@ -263,12 +309,26 @@ export function buildApp(deps: AppDeps): App {
         opsAddress = await ops.listen(config.ops.port, config.ops.host);
         log.info({ host: opsAddress.address, port: opsAddress.port }, 'health and metrics listening');
       }
+      let consoleAddress: AddressInfo | null = null;
+      if (config.console.enabled) {
+        // Its own HTTPS server with the listener's certificate; it uses the services the wire uses.
+        const { passcodes, sessions: sessionService, admin } = services;
+        adminConsole = new ConsoleServer(
+          { config, log, clock, random, passcodes, sessions: sessionService, admin, store, housekeeper, mail, audit, readiness, roles: () => policy.current.roles },
+          tls,
+        );
+        consoleAddress = await adminConsole.listen(config.console.port, config.console.host);
+        if (consoleAddress) log.info({ url: `https://${consoleAddress.address}:${consoleAddress.port}/` }, 'admin console listening');
+      }
       const address = await listener.listen(config.port, config.host);
       log.info({ host: address.address, port: address.port }, 'hellwall listening');
       housekeeper.start();
+      // Loads the face package and its models now: the log says at once whether the factor can
+      // run, and the first login does not pay for the start. Not awaited: the listener is up.
+      if (face.engine) void face.engine.start();
       await announceNode();
       heartbeat = setInterval(() => void announceNode(), NODE_HEARTBEAT_MS).unref();
-      return { address, tls, ops: opsAddress };
+      return { address, tls, ops: opsAddress, console: consoleAddress };
     },
     async reload() {
       const policyOk = await reloadPart(
@@ -297,6 +357,7 @@ export function buildApp(deps: AppDeps): App {
         async () => {
           const next = await loadTlsMaterial(config, log);
           live.setCertificate(next.key, next.cert);
+          adminConsole?.setCertificate(next.key, next.cert);
           material = next;
           return { certFile: next.certFile, notAfter: new X509Certificate(next.cert).validTo };
         },
@@ -307,6 +368,8 @@ export function buildApp(deps: AppDeps): App {
     close(graceMs = config.shutdownGraceMs) {
       closing ??= (async () => {
         const deadline = performance.now() + graceMs;
+        // The console first: no administrator action may start while the rest shuts down.
+        await adminConsole?.close();
         // First: a pass in progress ends after its current batch, and none starts while draining.
         await housekeeper.stop();
         if (heartbeat) {
@@ -318,6 +381,7 @@ export function buildApp(deps: AppDeps): App {
         await mail.drain(Math.max(250, deadline - performance.now()));
         mail.close();
         await ops?.close();
+        await face.engine?.close();
         // Last before the database: mail callbacks (passcode.sent) and the final requests' events.
         await audit.close();
         sessions.close();

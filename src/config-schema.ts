@@ -74,10 +74,17 @@ export const CONFIG_SCHEMA = {
     frameTimeoutMs: int({ env: 'HELLWALL_FRAME_TIMEOUT_MS', default: 30000, minimum: 0, description: 'Close a connection whose frame is still incomplete this long after its first byte (slow-sending clients) [P-1.6]; 0 = never.' }),
     logLevel: choice({ env: 'HELLWALL_LOG_LEVEL', default: 'info', enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], description: 'pino log level.' }),
     shutdownGraceMs: int({ env: 'HELLWALL_SHUTDOWN_GRACE_MS', default: 5000, minimum: 0, maximum: 600000, description: 'On SIGTERM/SIGINT, how long open connections and queued mail get to finish before they are cut; the process then exits 0. Keep it below the orchestrator\'s stop timeout (Docker: 10 s).' }),
+    workers: int({ env: 'HELLWALL_WORKERS', default: 0, minimum: 0, maximum: 256, description: 'Processes serving the TLS port (node:cluster), sharing the database; the primary process holds the health and metrics listener and runs housekeeping. 0: one per core (`os.availableParallelism()`); 1: a single process, no primary. See "Every core: workers".' }),
     ops: group({
       enabled: bool({ env: 'HELLWALL_OPS_ENABLED', default: true, description: 'Serve `/healthz`, `/readyz` and `/metrics` (Prometheus) over plain HTTP on `ops.host`:`ops.port`.' }),
       host: str({ env: 'HELLWALL_OPS_HOST', default: '127.0.0.1', description: 'Address of the health and metrics listener. Keep it on loopback or an internal network.' }),
       port: int({ env: 'HELLWALL_OPS_PORT', default: 9464, minimum: 0, maximum: 65535, description: 'Port of the health and metrics listener (0 picks a free port).' }),
+    }),
+    console: group({
+      enabled: bool({ env: 'HELLWALL_CONSOLE_ENABLED', default: true, description: 'Serve the admin web console (HTTPS, with the TLS listener\'s certificate) on `console.host`:`console.port`; only role `admin` logs in. On with the embedded defaults (loopback only); the Docker image sets it `false`, so production turns it on deliberately. See "Console".' }),
+      host: str({ env: 'HELLWALL_CONSOLE_HOST', default: '127.0.0.1', description: 'Address of the admin console. Keep it on loopback (reach it over an SSH tunnel) or an internal network.' }),
+      port: int({ env: 'HELLWALL_CONSOLE_PORT', default: 7444, minimum: 0, maximum: 65535, description: 'Port of the admin console (0 picks a free port). It speaks HTTPS only: a plain-HTTP request is answered 400 and closed.' }),
+      idleSeconds: int({ env: 'HELLWALL_CONSOLE_IDLE', default: 600, minimum: 60, maximum: 3600, description: 'A console session unused this long ends (the administrator logs in again); none outlives its login\'s token (`tokens.ttlSeconds`).' }),
     }),
     tls: group({
       certFile: str({ env: 'HELLWALL_TLS_CERT', default: '', description: 'PEM certificate chain. Empty: generate a development certificate in the data directory (with a warning).' }),
@@ -102,12 +109,43 @@ export const CONFIG_SCHEMA = {
     admin: group({
       reauthSeconds: int({ env: 'HELLWALL_ADMIN_REAUTH_SECONDS', default: 900, minimum: 60, maximum: 86400, description: 'Admin commands that create accounts, change roles or reset passwords over the wire need a session whose login (passcode.auth) was at most this long ago; an older one, renewed or not, is answered E_FORBIDDEN until the administrator logs in again (ASVS 6.2.2, 7.5.1).' }),
     }),
+    auth: group({
+      maxClockSkewSeconds: int({ env: 'HELLWALL_MAX_CLOCK_SKEW', default: 120, minimum: 1, maximum: 86400, description: 'A request carrying `clientTime` (passcode.auth, the recovery commands) further than this from the server\'s clock is refused `E_CLOCK_SKEW`, naming the skew. The server trusts its own clock: keep it NTP-disciplined.' }),
+      requireClientTime: bool({ env: 'HELLWALL_REQUIRE_CLIENT_TIME', default: false, description: 'Refuse (`E_CLOCK_SKEW`) a passcode.auth or recovery request without `clientTime`. Off by default so 1.4 clients keep working [P-5.2]; turn on once every client is 1.5 or later.' }),
+    }),
+    factors: group({
+      require: str({ env: 'HELLWALL_FACTORS_REQUIRE', default: '', description: 'Second factors each role must have, as JSON from role to factor list, e.g. `{"admin":["totp"]}`. An operator of such a role must give the factor at login (`passcode.auth` `totp`); one who has not enrolled it gets a session that can only enrol it. Empty: none required. See "Second factors".' }),
+      totpIssuer: str({ env: 'HELLWALL_TOTP_ISSUER', default: 'Hellwall', description: 'The issuer an authenticator app shows beside the account (`otpauth://` URI of totp.enroll).' }),
+      enrollSeconds: int({ env: 'HELLWALL_ENROLL_SESSION_SECONDS', default: 600, minimum: 60, maximum: 86400, description: 'Lifetime of an enrolment-only session (an operator whose role requires a factor they have not enrolled); it cannot be renewed.' }),
+    }),
+    face: group({
+      enabled: bool({ env: 'HELLWALL_FACE_ENABLED', default: false, description: 'Offer the face factor (face.enroll, `face` at login). Needs the optional package: `npm run face:install`; without it the server starts and face commands answer `E_FACE_UNAVAILABLE`. A photo is not liveness: read SECURITY.md first. See "Face factor".' }),
+      thresholdMilli: int({ env: 'HELLWALL_FACE_THRESHOLD_MILLI', default: 400, minimum: 200, maximum: 800, description: 'Descriptor distance, in thousandths, below which two face images count as one person (400 = 0.400). Lower rejects more; the default comes from the measurement in "Face factor".' }),
+      workers: int({ env: 'HELLWALL_FACE_WORKERS', default: 1, minimum: 1, maximum: 64, description: 'Worker threads running face inference (each holds its own model copy, ~100 MB).' }),
+      queueMax: int({ env: 'HELLWALL_FACE_QUEUE_MAX', default: 8, minimum: 0, maximum: 10000, description: 'Face images that may wait for a worker; beyond that a face request answers `E_BUSY`.' }),
+      minFacePixels: int({ env: 'HELLWALL_FACE_MIN_PIXELS', default: 80, minimum: 32, maximum: 4096, description: 'Smallest accepted face, in pixels on the shorter side of its box; smaller answers `E_FACE_TOO_SMALL`.' }),
+      maxImagePixels: int({ env: 'HELLWALL_FACE_MAX_IMAGE_PIXELS', default: 4000000, minimum: 10000, maximum: 40000000, description: 'Largest decoded face image, in pixels (width times height); larger answers `E_FACE_IMAGE` before decoding.' }),
+    }),
+    devices: group({
+      requireRegistered: bool({ env: 'HELLWALL_DEVICES_REQUIRE_REGISTERED', default: false, description: 'Logins only from devices (MACs) an administrator registered for the operator (`hellwall user device add`, admin.device.register) or the operator registered by recovery; any other MAC fails login like a wrong factor (`E_AUTH_FAILED`).' }),
+      requireRegisteredRoles: str({ env: 'HELLWALL_DEVICES_REQUIRE_REGISTERED_ROLES', default: '', description: 'Comma-separated roles for which `devices.requireRegistered` applies even when it is off, e.g. `admin`.' }),
+    }),
+    alerts: group({
+      newDevice: bool({ env: 'HELLWALL_ALERT_NEW_DEVICE', default: true, description: 'Mail the operator after a login from a MAC or an address group not seen before for them.' }),
+      passwordChanged: bool({ env: 'HELLWALL_ALERT_PASSWORD_CHANGED', default: true, description: 'Mail the operator when their password is changed (by them or an administrator).' }),
+      totpEnrolled: bool({ env: 'HELLWALL_ALERT_TOTP_ENROLLED', default: true, description: 'Mail the operator when an authenticator app is enrolled.' }),
+      totpRemoved: bool({ env: 'HELLWALL_ALERT_TOTP_REMOVED', default: true, description: 'Mail the operator when their authenticator app is removed.' }),
+      recoveryCodeUsed: bool({ env: 'HELLWALL_ALERT_RECOVERY_CODE_USED', default: true, description: 'Mail the operator when one of their recovery codes is used.' }),
+      accountLocked: bool({ env: 'HELLWALL_ALERT_ACCOUNT_LOCKED', default: true, description: 'Mail the operator when too many attempts lock their account (`limits.lockoutFailures`).' }),
+      sessionReuse: bool({ env: 'HELLWALL_ALERT_SESSION_REUSE', default: true, description: 'Mail the operator when reuse of a rotated-out token revokes one of their sessions.' }),
+      disabled: str({ env: 'HELLWALL_ALERTS_DISABLED', default: '', description: 'Comma-separated alerts switched off, by name (`new-device`, `password-changed`, `totp-enrolled`, `totp-removed`, `recovery-code-used`, `account-locked`, `session-reuse`) or `all`; the same as setting each one\'s option above to false.' }),
+    }),
     passcodes: group({
       ttlSeconds: int({ env: 'HELLWALL_PASSCODE_TTL', default: 180, minimum: 10, description: 'Passcode lifetime.' }),
       maxAttempts: int({ env: 'HELLWALL_PASSCODE_MAX_ATTEMPTS', default: 5, minimum: 1, description: 'Failed passcode.auth attempts after which a pending passcode is void.' }),
     }),
     passwords: group({
-      hashConcurrency: int({ env: 'HELLWALL_HASH_CONCURRENCY', default: 2, minimum: 1, description: 'Password hashes computed at once; the rest queue, so logins cannot starve token checks.' }),
+      hashConcurrency: int({ env: 'HELLWALL_HASH_CONCURRENCY', default: 2, minimum: 1, description: 'Password hashes computed at once (at most the number of cores less one, whatever is set: each takes a core, and token checks need one); the rest queue, so logins cannot starve token checks.' }),
       hashQueueMax: int({ env: 'HELLWALL_HASH_QUEUE_MAX', default: 256, minimum: 1, description: 'Queued password hashes beyond which requests answer `E_BUSY`.' }),
     }),
     housekeeping: group({

@@ -23,7 +23,19 @@ export type ServiceErrorKind =
   /** A limit refused the attempt; `retryAfterSeconds` says when to come back. */
   | 'rate-limited'
   /** The server cannot take the work now (queue full, database busy or unreachable); retry. */
-  | 'busy';
+  | 'busy'
+  /** The request's `clientTime` is too far from the server's clock, or missing where required. */
+  | 'clock-skew'
+  /** A face image that is not a readable JPEG, or has too many pixels (src/services/face-factor.ts). */
+  | 'face-image'
+  /** A face image with no face in it. */
+  | 'face-none'
+  /** A face image with more than one face in it. */
+  | 'face-several'
+  /** A face image whose face is too small to describe reliably. */
+  | 'face-small'
+  /** The face factor is asked for but this server cannot run it (packages/face not installed). */
+  | 'face-unavailable';
 
 export class ServiceError extends Error {
   override name = 'ServiceError';

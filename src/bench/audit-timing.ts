@@ -55,6 +55,7 @@ async function main(): Promise<void> {
       port: 0,
       logLevel: 'error',
       ops: { enabled: false },
+      console: { enabled: false },
       limits: { ipPasscodeRequestsPerMinute: 1_000_000, ipLoginsPerMinute: 1_000_000, freeFailures: 1_000_000 },
     },
     undefined,

@@ -14,6 +14,7 @@ import type { MailMessage, Mailer } from '../mail/mailer.js';
 import { listenerLimits, TlsListener } from '../server/tls-server.js';
 import { loadTlsMaterial } from '../tls/tls-files.js';
 import { AllowAllPolicy, realisticPolicy } from './bench-policies.js';
+import { startProfile, type ProfileSummary } from './cpu-profile.js';
 
 /**
  * `hellwall-nolimits`: the same service with the rate limits off, to measure what they cost.
@@ -228,10 +229,13 @@ async function main(): Promise<void> {
       logLevel: 'error',
       tokens: { ttlSeconds: 86400 },
       ops: { port: 0 },
+      console: { enabled: false },
       limits: { enabled: mode !== 'hellwall-nolimits' },
       // Every load-client connection comes from 127.0.0.1.
       maxConnectionsPerIp: 100_000,
       policy: { file: policyFile },
+      // `bench --hash-concurrency N`: the login storm against another bound on parallel hashes.
+      ...(process.env.BENCH_HASH_CONCURRENCY && { passwords: { hashConcurrency: Number(process.env.BENCH_HASH_CONCURRENCY) } }),
       // On PostgreSQL the propagation figures log the bench user in a couple of hundred times from
       // 127.0.0.1, and each logout ends with a refused check: the limits stay on (a token check
       // costs the same whatever their numbers), with room for that. They run after the load runs.
@@ -250,10 +254,21 @@ async function main(): Promise<void> {
       : onPostgres
         ? await startHellwallPg(config, log, mode === 'hellwall-pg')
         : await startHellwall(config, log, mode === 'hellwall-allowall');
-  process.on('message', (message: 'cpu' | SessionsRequest) => {
+  let stopProfile: Promise<() => Promise<ProfileSummary>> | undefined;
+  process.on('message', (message: 'cpu' | 'profile-start' | 'profile-stop' | SessionsRequest) => {
     if (message === 'cpu') {
       const { user, system } = process.cpuUsage();
       send({ type: 'cpu', cpuMs: (user + system) / 1000, atMs: performance.now() } satisfies CpuSample);
+    } else if (message === 'profile-start') {
+      stopProfile = startProfile();
+      stopProfile.catch(() => {});
+    } else if (message === 'profile-stop') {
+      const stopping = stopProfile;
+      stopProfile = undefined;
+      if (!stopping) throw new Error('profile-stop without profile-start');
+      // The bench does not wait for the summary before asking for the next CPU sample, so it comes
+      // back in the order asked; a failure is fatal (the orchestrator sees the exit).
+      void stopping.then((stop) => stop()).then((summary) => send(summary));
     } else if (message.type === 'sessions') {
       const made = server.sessions ? server.sessions(message.count) : Promise.reject(new Error(`${mode} makes no sessions`));
       made.then(

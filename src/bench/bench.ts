@@ -1,6 +1,10 @@
 // `npm run bench`: token checks per second against the real server, next to a framed echo over the
 // same TLS listener as the ceiling. Usage: bench.js [--json] [--duration <s>] [--warmup <s>] [--quick]
-// [--policy] [--only 1x1,16x32] [--skip-postgres | --postgres-only]. --policy also measures the
+// [--policy] [--profile] [--storm] [--only 1x1,16x32] [--skip-postgres | --postgres-only]. Every
+// run reports the server's CPU µs per request (process.cpuUsage over the measured window).
+// --profile adds, per configuration, one echo and one check run under the server's CPU profiler,
+// summarised by group (cpu-profile.ts). --storm runs the checks again during a login storm
+// (storm-client.ts). --policy also measures the
 // authorization policy's cost: the same checks with nothing evaluated for it (allow-all) and under a
 // 50-rule policy with globs. When PostgreSQL is installed, two nodes on one throwaway PostgreSQL are
 // measured against the SQLite node at 16 × 32, and the revocation propagation between them
@@ -15,16 +19,59 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { BenchSession, CpuSample, ServerMode, ServerReady, SessionsReply, SessionsRequest } from './bench-server.js';
 import type { LoadEvent, LoadResult, LoadSpec } from './load-client.js';
+import { PROFILE_GROUPS, type ProfileSummary } from './cpu-profile.js';
+import type { StormEvent, StormSpec } from './storm-client.js';
+import { sessionsMain } from './sessions-bench.js';
+import { workersMain } from './workers-bench.js';
 import { postgresErrors, postgresTable, runPostgresBench, type PostgresResult } from './postgres-bench.js';
 
 const CONNS = [1, 16, 256] as const;
 const INFLIGHT = [1, 32] as const;
 const SERVER_JS = fileURLToPath(new URL('./bench-server.js', import.meta.url));
 const CLIENT_JS = fileURLToPath(new URL('./load-client.js', import.meta.url));
+const STORM_JS = fileURLToPath(new URL('./storm-client.js', import.meta.url));
+
+/** A running login storm (storm-client.ts); `stop` answers what its requests were answered. */
+async function startStorm(spec: StormSpec): Promise<{ stop(): Promise<Record<string, number>> }> {
+  const child = spawn(process.execPath, [STORM_JS], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, BENCH_STORM: JSON.stringify(spec) } });
+  const events: StormEvent[] = [];
+  const waiters: Array<() => void> = [];
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    events.push(JSON.parse(line) as StormEvent);
+    for (const w of waiters.splice(0)) w();
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const next = async (kind: StormEvent['event']): Promise<StormEvent> => {
+    for (;;) {
+      const found = events.find((e) => e.event === kind);
+      if (found) return found;
+      const more = new Promise<void>((resolve) => waiters.push(resolve));
+      if ((await Promise.race([more.then(() => 'more' as const), exited.then(() => 'exit' as const)])) === 'exit' && !events.some((e) => e.event === kind)) {
+        throw new Error('storm client exited early');
+      }
+    }
+  };
+  await next('ready');
+  return {
+    async stop() {
+      child.stdin.end();
+      const result = await next('result');
+      await exited;
+      return result.event === 'result' ? result.answers : {};
+    },
+  };
+}
 
 export interface RunResult extends LoadResult {
   /** Server CPU time over the measured window, in cores (the server is single-threaded: 1 is saturated). */
   readonly serverCpu: number;
+  /**
+   * Server CPU microseconds per answered request over the window: what a request costs the
+   * server, which holds still on a shared machine where req/s does not.
+   */
+  readonly serverUsPerReq: number;
+  /** With --profile: the server's CPU profile over the window (a run of its own: profiling costs CPU). */
+  readonly profile?: ProfileSummary;
 }
 
 export interface ConfigResult {
@@ -40,6 +87,10 @@ export interface ConfigResult {
   readonly limitsCost: number;
   /** With --policy. */
   readonly policy?: PolicyResult;
+  /** With --profile: one more echo and check run each, with the server's CPU profiler on. */
+  readonly profiled?: { readonly echo: RunResult; readonly check: RunResult };
+  /** With --storm: the same checks again during a login storm, and what the storm was answered. */
+  readonly storm?: { readonly check: RunResult; readonly answers: Readonly<Record<string, number>> };
 }
 
 export interface PolicyResult {
@@ -53,9 +104,12 @@ export interface PolicyResult {
   readonly rules50Cost: number;
 }
 
-interface ServerChild {
+export interface ServerChild {
   readonly ready: ServerReady;
   cpu(): Promise<CpuSample>;
+  /** Starts the server's CPU profiler; `profileStop` answers its summary. */
+  profileStart(): void;
+  profileStop(): Promise<ProfileSummary>;
   /** More sessions of the bench user (hellwall-pg only). */
   sessions(count: number): Promise<readonly BenchSession[]>;
   stop(): Promise<void>;
@@ -66,9 +120,10 @@ function startServer(mode: ServerMode, dataDir: string, storeUrl?: string): Prom
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const waiting: Array<{ resolve(sample: CpuSample): void; reject(err: Error): void }> = [];
   const waitingSessions: Array<{ resolve(sessions: readonly BenchSession[]): void; reject(err: Error): void }> = [];
+  const waitingProfiles: Array<{ resolve(summary: ProfileSummary): void; reject(err: Error): void }> = [];
   const exited = new Promise<void>((resolve) =>
     child.once('exit', () => {
-      for (const w of [...waiting.splice(0), ...waitingSessions.splice(0)]) w.reject(new Error(`${mode} server exited during the run`));
+      for (const w of [...waiting.splice(0), ...waitingSessions.splice(0), ...waitingProfiles.splice(0)]) w.reject(new Error(`${mode} server exited during the run`));
       resolve();
     }),
   );
@@ -89,9 +144,13 @@ function startServer(mode: ServerMode, dataDir: string, storeUrl?: string): Prom
     };
     child.once('error', fail);
     child.once('exit', (code, signal) => fail(new Error(`${mode} server exited (${signal ?? code})`)));
-    child.on('message', (message: ServerReady | CpuSample | SessionsReply) => {
+    child.on('message', (message: ServerReady | CpuSample | SessionsReply | ProfileSummary) => {
       if (message.type === 'cpu') {
         waiting.shift()?.resolve(message);
+        return;
+      }
+      if (message.type === 'profile') {
+        waitingProfiles.shift()?.resolve(message);
         return;
       }
       if (message.type === 'sessions') {
@@ -109,6 +168,15 @@ function startServer(mode: ServerMode, dataDir: string, storeUrl?: string): Prom
             waiting.push({ resolve: resolveSample, reject: rejectSample });
             child.send('cpu');
           }),
+        profileStart: () => {
+          if (child.connected) child.send('profile-start');
+        },
+        profileStop: () =>
+          new Promise((resolveProfile, rejectProfile) => {
+            if (!child.connected) return rejectProfile(new Error(`${mode} server is gone`));
+            waitingProfiles.push({ resolve: resolveProfile, reject: rejectProfile });
+            child.send('profile-stop');
+          }),
         sessions: (count) =>
           new Promise((resolveSessions, rejectSessions) => {
             if (!child.connected) return rejectSessions(new Error(`${mode} server is gone`));
@@ -125,7 +193,7 @@ function startServer(mode: ServerMode, dataDir: string, storeUrl?: string): Prom
  * One load-client process against one server (or the nodes of one cluster); samples the servers'
  * CPU around the measured window (summed: two nodes can use up to two cores).
  */
-function runClient(spec: LoadSpec, servers: readonly ServerChild[]): Promise<RunResult> {
+export function runClient(spec: LoadSpec, servers: readonly ServerChild[], opts: { profile?: boolean } = {}): Promise<RunResult> {
   const child = spawn(process.execPath, [CLIENT_JS], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, BENCH_SPEC: JSON.stringify(spec) },
@@ -134,6 +202,7 @@ function runClient(spec: LoadSpec, servers: readonly ServerChild[]): Promise<Run
     const killer = setTimeout(() => child.kill('SIGKILL'), spec.warmupMs + spec.durationMs + 30_000);
     let before: Promise<CpuSample[]> | undefined;
     let after: Promise<CpuSample[]> | undefined;
+    let profile: Promise<ProfileSummary> | undefined;
     let result: LoadResult | undefined;
     const sample = (): Promise<CpuSample[]> => {
       const pending = Promise.all(servers.map((server) => server.cpu()));
@@ -143,9 +212,16 @@ function runClient(spec: LoadSpec, servers: readonly ServerChild[]): Promise<Run
     };
     createInterface({ input: child.stdout }).on('line', (line) => {
       const event = JSON.parse(line) as LoadEvent;
-      if (event.event === 'measure') before = sample();
-      else if (event.event === 'stop') after = sample();
-      else result = event.result;
+      if (event.event === 'measure') {
+        before = sample();
+        if (opts.profile) servers[0]!.profileStart();
+      } else if (event.event === 'stop') {
+        after = sample();
+        if (opts.profile) {
+          profile = servers[0]!.profileStop();
+          profile.catch(() => {});
+        }
+      } else result = event.result;
     });
     child.once('error', reject);
     child.once('close', (code, signal) => {
@@ -155,9 +231,10 @@ function runClient(spec: LoadSpec, servers: readonly ServerChild[]): Promise<Run
         return;
       }
       const done = result;
-      Promise.all([before, after]).then(([a, b]) => {
+      Promise.all([before, after, profile]).then(([a, b, summary]) => {
         const serverCpu = a.reduce((sum, s, i) => sum + (b[i]!.cpuMs - s.cpuMs) / (b[i]!.atMs - s.atMs), 0);
-        resolve({ ...done, serverCpu });
+        const serverUsPerReq = done.rps > 0 ? (serverCpu * 1e6) / done.rps : NaN;
+        resolve({ ...done, serverCpu, serverUsPerReq, ...(summary && { profile: summary }) });
       }, reject);
     });
   });
@@ -189,14 +266,43 @@ function table(report: Report): string {
   const lines = [
     `Hellwall bench: node ${report.node}, ${report.cpus} CPUs (load ${report.loadBefore.toFixed(2)} before), ` +
       `${report.durationS} s per run after ${report.warmupS} s warm-up; latency in ms`,
-    'conns inflight |  echo req/s     p50     p99 | check req/s     p50     p99 | ratio | no-limits req/s | limits cost | cpu% srv/cli echo   check | errors',
+    'conns inflight |  echo req/s     p50     p99 | check req/s     p50     p99 | ratio | srv µs/req echo  check  +check | no-limits req/s | limits cost | cpu% srv/cli echo   check | errors',
   ];
+  const us = (v: number): string => v.toFixed(2).padStart(6);
   for (const r of report.results) {
     lines.push(
       `${String(r.conns).padStart(5)} ${String(r.inflight).padStart(8)} | ${run(r.echo)} | ${run(r.check)} | ${r.ratio.toFixed(2).padStart(5)} |` +
+        `            ${us(r.echo.serverUsPerReq)} ${us(r.check.serverUsPerReq)}  ${us(r.check.serverUsPerReq - r.echo.serverUsPerReq)} |` +
         ` ${Math.round(r.checkNoLimits.rps).toString().padStart(15)} | ${`${(r.limitsCost * 100).toFixed(1)} %`.padStart(11)} |` +
         `              ${cpu(r.echo)} ${cpu(r.check)} | ${String(errors(r)).padStart(6)}`,
     );
+  }
+  const stormed = report.results.filter((r) => r.storm);
+  if (stormed.length > 0) {
+    lines.push(
+      '',
+      'login storm: token checks with the hashing pool saturated by passcode.request/passcode.auth from 128 other addresses (targets: ≥ 0.7× req/s, ≤ 2× p99)',
+      'conns inflight | idle req/s   p99 | storm req/s    p99 | req/s × | p99 × | srv µs/req idle storm | storm answers',
+    );
+    for (const r of stormed) {
+      const s = r.storm!;
+      const answers = Object.entries(s.answers).map(([k, v]) => `${k} ${v}`).join(', ');
+      lines.push(
+        `${String(r.conns).padStart(5)} ${String(r.inflight).padStart(8)} | ${Math.round(r.check.rps).toString().padStart(10)} ${r.check.p99Ms.toFixed(2).padStart(5)} |` +
+          ` ${Math.round(s.check.rps).toString().padStart(11)} ${s.check.p99Ms.toFixed(2).padStart(6)} | ${(s.check.rps / r.check.rps).toFixed(2).padStart(7)} |` +
+          ` ${(s.check.p99Ms / r.check.p99Ms).toFixed(2).padStart(5)} |            ${us(r.check.serverUsPerReq)} ${us(s.check.serverUsPerReq)} | ${answers}`,
+      );
+    }
+  }
+  for (const r of report.results) if (r.profiled) lines.push('', profileTable(r.conns, r.inflight, r.profiled));
+  for (const r of stormed) {
+    const p = r.storm!.check.profile;
+    if (!p) continue;
+    const per = (ms: number): string => ((ms * 1000) / Math.max(1, r.storm!.check.requests)).toFixed(2).padStart(7);
+    lines.push('', `profile during the storm at ${r.conns} × ${r.inflight}: server CPU µs per check answered, by group (the storm's requests included)`);
+    for (const g of PROFILE_GROUPS) if (p.groups[g] > 0) lines.push(`  ${g.padEnd(12)} ${per(p.groups[g])}`);
+    lines.push('  top self time:');
+    for (const t of p.top.slice(0, 12)) lines.push(`  ${per(t.ms)}  ${t.group.padEnd(11)} ${t.fn}${t.at ? `  ${t.at}` : ''}`);
   }
   const withPolicy = report.results.filter((r) => r.policy);
   if (withPolicy.length > 0) {
@@ -217,6 +323,34 @@ function table(report: Report): string {
   return lines.join('\n');
 }
 
+/**
+ * The grouped profile of one configuration: server CPU µs per request by group, for echo and
+ * checks (each from its own profiled run, so the figures include the profiler's own cost), and the
+ * functions with the most self time in the check run.
+ */
+export function profileTable(conns: number, inflight: number, runs: { echo: RunResult; check: RunResult }): string {
+  const per = (r: RunResult, ms: number): number => (ms * 1000) / Math.max(1, r.requests);
+  const e = runs.echo.profile!;
+  const c = runs.check.profile!;
+  const lines = [
+    `profile at ${conns} × ${inflight}: server CPU µs per request by group (self time, profiler on; GC counted apart)`,
+    'group        |   echo |  check | check − echo',
+  ];
+  for (const g of PROFILE_GROUPS) {
+    const a = per(runs.echo, e.groups[g]);
+    const b = per(runs.check, c.groups[g]);
+    if (a < 0.005 && b < 0.005) continue;
+    lines.push(`${g.padEnd(12)} | ${a.toFixed(2).padStart(6)} | ${b.toFixed(2).padStart(6)} | ${(b - a).toFixed(2).padStart(12)}`);
+  }
+  lines.push(
+    `${'total'.padEnd(12)} | ${per(runs.echo, e.totalMs).toFixed(2).padStart(6)} | ${per(runs.check, c.totalMs).toFixed(2).padStart(6)} | ${(per(runs.check, c.totalMs) - per(runs.echo, e.totalMs)).toFixed(2).padStart(12)}`,
+    '',
+    'top self time in the check run (µs per request, group, function, where):',
+  );
+  for (const t of c.top.slice(0, 15)) lines.push(`  ${per(runs.check, t.ms).toFixed(3).padStart(6)}  ${t.group.padEnd(11)} ${t.fn}${t.at ? `  ${t.at}` : ''}`);
+  return lines.join('\n');
+}
+
 function errors(r: ConfigResult): number {
   return r.echo.errors + r.check.errors + r.checkNoLimits.errors + (r.policy ? r.policy.allowAll.errors + r.policy.rules50.errors : 0);
 }
@@ -234,6 +368,11 @@ function configurations(only: string | undefined): Array<{ conns: number; inflig
 }
 
 async function main(): Promise<number> {
+  // `--workers 1,2` and `--sessions 1000,100000,1000000` are benches of their own (README "Benchmark").
+  const argv = process.argv.slice(2);
+  const asked = (name: string): boolean => argv.some((a) => a === `--${name}` || a.startsWith(`--${name}=`));
+  if (asked('workers')) return workersMain(argv).then(() => 0);
+  if (asked('sessions')) return sessionsMain(argv).then(() => 0);
   const { values } = parseArgs({
     options: {
       json: { type: 'boolean', default: false },
@@ -241,6 +380,9 @@ async function main(): Promise<number> {
       duration: { type: 'string' },
       warmup: { type: 'string' },
       policy: { type: 'boolean', default: false },
+      profile: { type: 'boolean', default: false },
+      storm: { type: 'boolean', default: false },
+      'hash-concurrency': { type: 'string' },
       only: { type: 'string' },
       'skip-postgres': { type: 'boolean', default: false },
       'postgres-only': { type: 'boolean', default: false },
@@ -253,6 +395,8 @@ async function main(): Promise<number> {
   const warmupS = seconds(values.warmup, values.quick ? 0.25 : 1, 'warmup');
   const loadBefore = os.loadavg()[0] ?? 0;
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'hellwall-bench-'));
+  // Read by bench-server.ts (the servers inherit the environment).
+  if (values['hash-concurrency'] !== undefined) process.env.BENCH_HASH_CONCURRENCY = values['hash-concurrency'];
   const servers: ServerChild[] = [];
   // Stopped after the servers: the PostgreSQL cluster the nodes use.
   const stopLast: Array<() => Promise<void>> = [];
@@ -297,7 +441,7 @@ async function main(): Promise<number> {
 
 /** The main table: every configuration against echo, the service, and the service without limits. */
 async function runTable(
-  values: { policy?: boolean; json?: boolean },
+  values: { policy?: boolean; profile?: boolean; storm?: boolean; json?: boolean },
   configs: ReadonlyArray<{ conns: number; inflight: number }>,
   ctx: { dataDir: string; warmupS: number; durationS: number; hellwall: ServerChild; servers: ServerChild[]; results: ConfigResult[] },
 ): Promise<void> {
@@ -330,6 +474,37 @@ async function runTable(
     const echoRun = await runClient({ ...base, port: echo.ready.port, message: { code: COMMAND_CODES.hello }, expect: 'ok' }, [echo]);
     const checkRun = await checkOn(hellwall);
     const noLimitsRun = await checkOn(nolimits);
+    let storm: ConfigResult['storm'];
+    if (values.storm) {
+      // 128 connections from addresses of their own, 2 attempts in flight each: far more than the
+      // hashing pool takes, so it stays saturated (the rest queue or are refused) for the whole run.
+      const running = await startStorm({ port: hellwall.ready.port, caFile: hellwall.ready.certFile, conns: 128, inflight: 2 });
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        const { certFile, port, token, mac } = hellwall.ready;
+        const during = await runClient(
+          { ...base, caFile: certFile, port, message: { code: COMMAND_CODES['token.check'], token, mac, request: 'bench.read', data: {} }, expect: 'authorized' },
+          [hellwall],
+          // With --profile too: where the server's time goes during the storm.
+          { profile: Boolean(values.profile) },
+        );
+        storm = { check: during, answers: await running.stop() };
+      } catch (err) {
+        await running.stop().catch(() => undefined);
+        throw err;
+      }
+    }
+    let profiled: ConfigResult['profiled'];
+    if (values.profile) {
+      const echoProfiled = await runClient({ ...base, port: echo.ready.port, message: { code: COMMAND_CODES.hello }, expect: 'ok' }, [echo], { profile: true });
+      const { certFile, port, token, mac } = hellwall.ready;
+      const checkProfiled = await runClient(
+        { ...base, caFile: certFile, port, message: { code: COMMAND_CODES['token.check'], token, mac, request: 'bench.read', data: {} }, expect: 'authorized' },
+        [hellwall],
+        { profile: true },
+      );
+      profiled = { echo: echoProfiled, check: checkProfiled };
+    }
     let policy: PolicyResult | undefined;
     if (policyServers) {
       const allowAll = await checkOn(policyServers.allowAll);
@@ -345,6 +520,8 @@ async function runTable(
       ratio: checkRun.rps / echoRun.rps,
       limitsCost: 1 - checkRun.rps / noLimitsRun.rps,
       ...(policy && { policy }),
+      ...(profiled && { profiled }),
+      ...(storm && { storm }),
     });
     if (!values.json) process.stderr.write(`  done ${conns}x${inflight}\n`);
   }

@@ -1,5 +1,7 @@
 // What an open connection costs the server in memory, by what the client left on it:
 //   npm run bench:memory -- [--connections 2000] [--modes idle,header,partial] [--budget BYTES]
+//   npm run bench:memory -- --idle 19000     (the same as --modes idle --connections 19000)
+// Clients connect from 127.0.x.y source addresses, 250 per address, as many clients would.
 // Each mode gets a fresh server process (the TLS listener with a dispatch that does no work, the
 // same Connection and decoder as the service), so the numbers are the transport's alone. The
 // clients live in this process; the server's RSS is read after a forced GC, before the clients
@@ -103,15 +105,21 @@ async function connectAll(port: number, ca: Buffer, n: number, mode: Mode, maxFr
   // All but the last byte of the largest frame the server accepts.
   const body = Buffer.alloc(maxFrameBytes - 1, 0x20);
   const sockets: net.Socket[] = [];
+  let made = 0;
   const one = async (): Promise<void> => {
+    // Spread over source addresses: one address has ~28,000 ephemeral ports, and a server sees
+    // clients from many addresses (127.0.0.0/8 is all loopback on Linux).
+    const n = made++;
+    const localAddress = `127.0.${1 + Math.floor(n / 250)}.${1 + (n % 250)}`;
     if (mode === 'tcp') {
-      const raw = net.connect({ host: '127.0.0.1', port });
+      const raw = net.connect({ host: '127.0.0.1', port, localAddress });
       raw.on('error', () => {});
       await once(raw, 'connect');
       sockets.push(raw);
       return;
     }
-    const socket = tls.connect({ host: '127.0.0.1', port, ca, checkServerIdentity: () => undefined });
+    // localAddress reaches the TCP connect, as for net.connect (tls.ConnectionOptions does not list it).
+    const socket = tls.connect({ host: '127.0.0.1', port, ca, checkServerIdentity: () => undefined, ...{ localAddress } } as tls.ConnectionOptions);
     socket.on('error', () => {});
     await once(socket, 'secureConnect');
     if (mode !== 'idle') socket.write(header);
@@ -178,14 +186,15 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       connections: { type: 'string', default: '2000' },
+      idle: { type: 'string' },
       modes: { type: 'string', default: MODES.join(',') },
       'max-frame-bytes': { type: 'string', default: '65536' },
       // Large enough by default that the budget does not cap what is measured.
       budget: { type: 'string', default: String(2 ** 40) },
     },
   });
-  const n = Number(values.connections);
-  const modes = values.modes.split(',') as Mode[];
+  const n = Number(values.idle ?? values.connections);
+  const modes = (values.idle === undefined ? values.modes : 'idle').split(',') as Mode[];
   for (const m of modes) if (!MODES.includes(m)) throw new Error(`unknown mode ${m}; modes: ${MODES.join(', ')}`);
   const maxFrameBytes = Number(values['max-frame-bytes']);
   const budget = Number(values.budget);

@@ -1,6 +1,7 @@
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { FrameDecoder, parseFrame } from '../codec/frame-decoder.js';
+import { ConnectFailure, explainConnectError, timeout, type Target } from './failures.js';
 import { encodeFrame } from '../codec/frame-encoder.js';
 import { COMMAND_CODES, type CommandName, type Commands } from '../protocol/messages.gen.js';
 import type {
@@ -31,7 +32,15 @@ export interface ClientOptions {
    */
   readonly socket?: Duplex;
   readonly maxFrameBytes?: number;
+  /** The TCP connection and the TLS handshake must be done within this (default 10 s). */
   readonly connectTimeoutMs?: number;
+  /**
+   * Each request must be answered within this, or the connection is dropped and every pending
+   * request fails with a ConnectFailure `timeout` (default: wait as long as it takes).
+   */
+  readonly requestTimeoutMs?: number;
+  /** Where the CA came from, named in a failure's advice. */
+  readonly caFile?: string;
   readonly session?: Buffer;
   /**
    * Checks each response before it is delivered; a non-null result rejects that request with an
@@ -70,37 +79,66 @@ export class HellwallClient {
   readonly #pending: Pending[] = [];
   #nextId = 1;
   #closedError: Error | null = null;
+  readonly #target: Target;
+  readonly #requestTimeoutMs: number | undefined;
   readonly closed: Promise<void>;
 
-  private constructor(socket: tls.TLSSocket, maxFrameBytes: number, inspect?: ClientOptions['inspect']) {
+  private constructor(socket: tls.TLSSocket, target: Target, maxFrameBytes: number, inspect?: ClientOptions['inspect'], requestTimeoutMs?: number) {
     this.#socket = socket;
+    this.#target = target;
     this.#decoder = new FrameDecoder(maxFrameBytes);
+    if (requestTimeoutMs !== undefined) {
+      // Idle while a request waits means no answer: the socket timer restarts on every byte, and
+      // is only armed while something is pending (a held connection may idle as long as it likes).
+      socket.on('timeout', () => {
+        if (this.#pending.length > 0) socket.destroy(timeout({ ...target, stage: 'request', timeoutMs: requestTimeoutMs }));
+      });
+    }
+    this.#requestTimeoutMs = requestTimeoutMs;
     socket.on('data', (chunk: Buffer) => {
       const err = this.#decoder.push(chunk, (payload) => {
         const parsed = parseFrame(payload);
         const waiter = this.#pending.shift();
+        if (this.#pending.length === 0) socket.setTimeout(0);
         if (!waiter) return;
-        if (!parsed.ok) return waiter.reject(new Error(`bad frame from server: ${parsed.error.message}`));
+        if (!parsed.ok) return waiter.reject(new ConnectFailure('protocol', `${target.host}:${target.port} sent a bad frame (${parsed.error.message}): is it a hellwall server?`));
         const response = parsed.value as AnyResponse;
         const violation = inspect?.(response);
         if (violation) waiter.reject(new Error(`response violates the protocol: ${violation}: ${JSON.stringify(response)}`));
         else waiter.resolve(response);
       });
-      if (err) socket.destroy(new Error(`bad framing from server: ${err.message}`));
+      if (err) socket.destroy(new ConnectFailure('protocol', `${target.host}:${target.port} broke the framing (${err.message}): is it a hellwall server?`));
     });
     socket.on('error', (err) => {
       this.#closedError ??= err;
     });
     this.closed = new Promise((resolve) =>
       socket.once('close', () => {
-        const err = this.#closedError ?? new Error('connection closed');
+        const err = this.#closedError
+          ? explainConnectError(this.#closedError, { ...target, stage: 'request' })
+          : new ConnectFailure('closed', `${target.host}:${target.port} closed the connection before answering: retry, and see the server's log if it keeps happening`);
         for (const waiter of this.#pending.splice(0)) waiter.reject(err);
         resolve();
       }),
     );
   }
 
+  /**
+   * Connects and completes the TLS handshake. Every failure rejects with a ConnectFailure that says
+   * what went wrong and what to do (its `cause` is Node's error).
+   */
   static connect(opts: ClientOptions): Promise<HellwallClient> {
+    const connectTimeoutMs = opts.connectTimeoutMs ?? 10_000;
+    const target: Target = {
+      host: opts.host,
+      port: opts.port,
+      ...(opts.servername !== undefined && { servername: opts.servername }),
+      ...(opts.caFile !== undefined && { caFile: opts.caFile }),
+      timeoutMs: connectTimeoutMs,
+    };
+    if (opts.socket === undefined && !(Number.isInteger(opts.port) && opts.port >= 1 && opts.port <= 65535)) {
+      return Promise.reject(new ConnectFailure('bad-port', `port ${JSON.stringify(opts.port)} is not a TCP port (1 to 65535): check --port or HELLWALL_PORT`));
+    }
     return new Promise((resolve, reject) => {
       // localAddress is a net.connect option that tls.connect passes through; its types omit it.
       const options: tls.ConnectionOptions & { localAddress?: string } = {
@@ -112,20 +150,29 @@ export class HellwallClient {
         socket: opts.socket,
         minVersion: 'TLSv1.2',
         session: opts.session,
-        timeout: opts.connectTimeoutMs ?? 10_000,
+        timeout: connectTimeoutMs,
         // With an IP literal there is no SNI; check the certificate's IP SAN against it instead.
         checkServerIdentity: (host, cert) => tls.checkServerIdentity(opts.servername ?? opts.host ?? host, cert),
       };
+      let stage: 'tcp' | 'handshake' = opts.socket ? 'handshake' : 'tcp';
       const socket = tls.connect(options);
       socket.setNoDelay(true);
-      const onError = (err: Error): void => reject(err);
+      socket.once('connect', () => {
+        stage = 'handshake';
+      });
+      const onError = (err: Error): void => reject(explainConnectError(err, { ...target, stage }));
+      const onTimeout = (): void => {
+        socket.destroy();
+        reject(timeout({ ...target, stage }));
+      };
       socket.once('error', onError);
+      socket.once('timeout', onTimeout);
       socket.once('secureConnect', () => {
         socket.off('error', onError);
+        socket.off('timeout', onTimeout);
         socket.setTimeout(0);
-        resolve(new HellwallClient(socket, opts.maxFrameBytes ?? 16 * 1024 * 1024, opts.inspect));
+        resolve(new HellwallClient(socket, target, opts.maxFrameBytes ?? 16 * 1024 * 1024, opts.inspect, opts.requestTimeoutMs));
       });
-      socket.once('timeout', () => socket.destroy(new Error('connect timeout')));
     });
   }
 
@@ -146,8 +193,14 @@ export class HellwallClient {
       : Promise.resolve({ status: 'none' } as AnyResponse);
     if (this.#socket.destroyed) {
       const waiter = this.#pending.pop();
-      waiter?.reject(this.#closedError ?? new Error('connection closed'));
+      const t = this.#target;
+      waiter?.reject(
+        this.#closedError
+          ? explainConnectError(this.#closedError, { ...t, stage: 'request' })
+          : new ConnectFailure('closed', `the connection to ${t.host}:${t.port} is closed: run the command again`),
+      );
     } else {
+      if (expectResponse && this.#requestTimeoutMs !== undefined && this.#pending.length === 1) this.#socket.setTimeout(this.#requestTimeoutMs);
       this.#socket.write(bytes);
     }
     return promise;

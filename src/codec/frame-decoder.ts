@@ -1,4 +1,4 @@
-import { isUtf8 } from 'node:buffer';
+import { isAscii, isUtf8 } from 'node:buffer';
 
 export const HEADER_BYTES = 4;
 
@@ -51,7 +51,8 @@ export type DecodeFailure = FrameError | BudgetRefusal;
  */
 export class FrameDecoder {
   readonly #maxFrameBytes: number;
-  readonly #head = Buffer.alloc(HEADER_BYTES);
+  /** A length prefix split across chunks, accumulated as a number (no buffer held per decoder). */
+  #headValue = 0;
   #headFilled = 0;
   #body: Buffer | null = null;
   #bodyFilled = 0;
@@ -88,6 +89,7 @@ export class FrameDecoder {
   discard(): void {
     this.#drop();
     this.#headFilled = 0;
+    this.#headValue = 0;
     this.#backlog = null;
   }
 
@@ -113,13 +115,15 @@ export class FrameDecoder {
           len = buf.readUInt32BE(off);
           off += HEADER_BYTES;
         } else {
-          const n = Math.min(HEADER_BYTES - this.#headFilled, buf.length - off);
-          buf.copy(this.#head, this.#headFilled, off, off + n);
-          this.#headFilled += n;
-          off += n;
+          while (this.#headFilled < HEADER_BYTES && off < buf.length) {
+            // Big-endian; multiplication keeps the top byte from turning the value negative.
+            this.#headValue = this.#headValue * 256 + buf[off++]!;
+            this.#headFilled++;
+          }
           if (this.#headFilled < HEADER_BYTES) break;
           this.#headFilled = 0;
-          len = this.#head.readUInt32BE(0);
+          len = this.#headValue;
+          this.#headValue = 0;
         }
         if (len === 0) return this.#fail('E_FRAME_EMPTY', 'frame length is zero'); // [P-1.2]
         if (len > this.#maxFrameBytes) {
@@ -179,13 +183,16 @@ export type ParsedFrame = { ok: true; value: Record<string, unknown> } | { ok: f
 
 /** Turns one payload into a JSON object, or the framing error that closes the connection [P-1.4]. */
 export function parseFrame(payload: Buffer): ParsedFrame {
-  // Buffer#toString would silently replace invalid sequences with U+FFFD; refuse them instead.
-  if (!isUtf8(payload)) {
+  // Nearly every request is ASCII, which is UTF-8 and decodes byte for byte (latin1 is the cheap
+  // decoder for that). Otherwise: Buffer#toString would silently replace invalid sequences with
+  // U+FFFD; refuse them instead.
+  const ascii = isAscii(payload);
+  if (!ascii && !isUtf8(payload)) {
     return { ok: false, error: { code: 'E_FRAME_INVALID_UTF8', message: 'frame payload is not valid UTF-8' } };
   }
   let value: unknown;
   try {
-    value = JSON.parse(payload.toString('utf8'));
+    value = JSON.parse(payload.toString(ascii ? 'latin1' : 'utf8'));
   } catch {
     return { ok: false, error: { code: 'E_FRAME_INVALID_JSON', message: 'frame payload is not valid JSON' } };
   }

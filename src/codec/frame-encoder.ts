@@ -10,6 +10,23 @@ export function encodeFrame(message: unknown): Buffer {
   return frame;
 }
 
+/**
+ * Frames several JSON texts (`texts[0..count)`) into one buffer, each with its length prefix
+ * [P-1.1]: the answers a connection sends together cost one allocation and one write.
+ */
+export function encodeJsonFrames(texts: readonly string[], count: number): Buffer {
+  let total = 0;
+  for (let i = 0; i < count; i++) total += HEADER_BYTES + Buffer.byteLength(texts[i]!);
+  const out = Buffer.allocUnsafe(total);
+  let off = 0;
+  for (let i = 0; i < count; i++) {
+    const written = out.write(texts[i]!, off + HEADER_BYTES, 'utf8');
+    out.writeUInt32BE(written, off);
+    off += HEADER_BYTES + written;
+  }
+  return out;
+}
+
 /** Frames a raw payload as is; for tests and conformance vectors that need bytes that are not JSON. */
 export function frameBytes(payload: Buffer | string): Buffer {
   const body = typeof payload === 'string' ? Buffer.from(payload) : payload;

@@ -1,7 +1,11 @@
 import type { Config } from '../config.js';
 import type { AccountService } from '../services/account-service.js';
 import type { AdminService } from '../services/admin-service.js';
+import type { DeviceService } from '../services/device-service.js';
+import type { FaceService } from '../services/face-service.js';
+import type { EnrolmentService } from '../services/enrolment-service.js';
 import type { PasscodeService } from '../services/passcode-service.js';
+import type { RecoveryService } from '../services/recovery-service.js';
 import type { SessionService } from '../services/session-service.js';
 import type { TokenService } from '../services/token-service.js';
 import type { Protocol } from '../protocol/registry.js';
@@ -20,6 +24,14 @@ export interface Services {
   readonly sessions: SessionService;
   readonly admin: AdminService;
   readonly account: AccountService;
+  /** device.list, device.rename, admin.user.devices, admin.device.register, admin.device.remove [P-4.40]–[P-4.44]. */
+  readonly devices: DeviceService;
+  /** totp.enroll, totp.confirm, recovery_codes.regenerate [P-4.14]–[P-4.16]. */
+  readonly enrolment: EnrolmentService;
+  /** recovery.* [P-4.17]–[P-4.20]. */
+  readonly recovery: RecoveryService;
+  /** face.enroll, face.confirm, face.remove [P-4.30]. */
+  readonly face: FaceService;
 }
 
 /** A response body without `id` and `code`; the dispatcher adds those [P-2.4]. */

@@ -11,6 +11,11 @@ import { adminUserList } from './admin-user-list.js';
 import { adminUserResetPassword } from './admin-user-reset-password.js';
 import { adminUserSetRole } from './admin-user-set-role.js';
 import { adminUserShow } from './admin-user-show.js';
+import { adminUserDevices } from './admin-user-devices.js';
+import { adminDeviceRegister } from './admin-device-register.js';
+import { adminDeviceRemove } from './admin-device-remove.js';
+import { deviceList } from './device-list.js';
+import { deviceRename } from './device-rename.js';
 import type { Handler } from './context.js';
 import { hello } from './hello.js';
 import { passcodeAuth } from './passcode-auth.js';
@@ -21,6 +26,16 @@ import { sessionLogout } from './session-logout.js';
 import { sessionLogoutAll } from './session-logout-all.js';
 import { sessionRevoke } from './session-revoke.js';
 import { tokenCheck } from './token-check.js';
+import { recoveryCodesRegenerate } from './recovery-codes-regenerate.js';
+import { recoveryDevice } from './recovery-device.js';
+import { recoveryPassword } from './recovery-password.js';
+import { recoveryRequest } from './recovery-request.js';
+import { recoveryTotp } from './recovery-totp.js';
+import { totpConfirm } from './totp-confirm.js';
+import { totpEnroll } from './totp-enroll.js';
+import { faceConfirm } from './face-confirm.js';
+import { faceEnroll } from './face-enroll.js';
+import { faceRemove } from './face-remove.js';
 
 /**
  * Command name (as in protocol/index.json) to handler. Adding a command means: its schemas, a row
@@ -50,4 +65,19 @@ export const HANDLERS: Readonly<Record<string, Handler<never>>> = Object.freeze(
   'admin.stats': adminStats,
   'admin.audit.query': adminAuditQuery,
   'password.change': passwordChange,
+  'device.list': deviceList,
+  'device.rename': deviceRename,
+  'admin.user.devices': adminUserDevices,
+  'admin.device.register': adminDeviceRegister,
+  'admin.device.remove': adminDeviceRemove,
+  'totp.enroll': totpEnroll,
+  'totp.confirm': totpConfirm,
+  'recovery_codes.regenerate': recoveryCodesRegenerate,
+  'recovery.request': recoveryRequest,
+  'recovery.password': recoveryPassword,
+  'recovery.totp': recoveryTotp,
+  'recovery.device': recoveryDevice,
+  'face.enroll': faceEnroll,
+  'face.confirm': faceConfirm,
+  'face.remove': faceRemove,
 });

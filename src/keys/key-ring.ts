@@ -12,7 +12,9 @@ import {
 import path from 'node:path';
 import type { Logger, RandomBytes } from '../deps.js';
 import type { Store } from '../store/store.js';
+import { randomBytes } from 'node:crypto';
 import { deriveKeys, loadOrCreateServerKey, readServerKeyFile, SERVER_KEY_FILE, type DerivedKeys } from './keys.js';
+import { resealAll } from './secret-box.js';
 
 /**
  * The server key ring lives in the data directory, one file per key, so its state is whatever the
@@ -222,9 +224,9 @@ export const NODE_SEEN_MS = 3 * NODE_HEARTBEAT_MS;
  * after a crash finishes the job.
  */
 export async function retireKey(
-  opts: { dataDir: string; store: Store; now: number; log: Logger },
+  opts: { dataDir: string; store: Store; now: number; log: Logger; random?: RandomBytes },
   id: number,
-): Promise<{ sessions: number; passcodes: number; alreadyRetired: boolean }> {
+): Promise<{ sessions: number; passcodes: number; secrets: number; alreadyRetired: boolean }> {
   const { dataDir, store, now, log } = opts;
   const info = listKeys(dataDir).find((k) => k.id === id);
   if (!info) throw new KeyRingError('key-unknown', `no server key with id ${id}`);
@@ -238,6 +240,19 @@ export async function retireKey(
       `key ${id} is still the current key of ${signing.length} running server(s) (${signing.map((n) => n.id).join(', ')}): send SIGHUP to each so they use the new key, then retire`,
     );
   }
+  // Sealed secrets (second factors) move to the current key while the retired key's material is
+  // still on disk: unlike a session, a secret cannot be issued again (src/keys/secret-box.ts). Also
+  // after a crash between the marker and the unlink, since the file is still there.
+  let secrets = 0;
+  if (info.createdAt !== null) {
+    const current = listKeys(dataDir).find((k) => k.status === 'current');
+    if (!current) throw new KeyRingError('key-none', `no current server key in ${dataDir} to re-seal secrets under`);
+    const from = { id, ...deriveKeys(readServerKeyFile(info.file, log)) };
+    const to = { id: current.id, ...deriveKeys(readServerKeyFile(current.file, log)) };
+    const r = await resealAll(store, from, to, now, opts.random ?? randomBytes);
+    secrets = r.resealed;
+    if (r.unreadable > 0) log.warn({ event: 'key.retire', keyId: id, unreadable: r.unreadable }, 'sealed secrets that do not open under the retired key were left as they are');
+  }
   if (!alreadyRetired) {
     writeFileSync(path.join(dataDir, retiredMarkerName(id)), `retired ${new Date(now).toISOString()}\n`, { flag: 'wx', mode: 0o600 });
     fsyncDir(dataDir);
@@ -247,6 +262,6 @@ export async function retireKey(
     unlinkSync(info.file);
     fsyncDir(dataDir);
   }
-  log.info({ event: 'key.retire', keyId: id, ...revoked, alreadyRetired }, 'server key retired');
-  return { ...revoked, alreadyRetired };
+  log.info({ event: 'key.retire', keyId: id, ...revoked, secretsResealed: secrets, alreadyRetired }, 'server key retired');
+  return { ...revoked, secrets, alreadyRetired };
 }

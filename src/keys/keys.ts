@@ -13,6 +13,8 @@ export interface DerivedKeys {
   readonly passcode: KeyObject;
   /** HMAC key that derives a rotated token from the old one, so the grace path needs no stored secret. */
   readonly rotate: KeyObject;
+  /** AES-256-GCM key sealing secrets at rest (TOTP secrets, biometric templates): src/keys/secret-box.ts. */
+  readonly seal: KeyObject;
 }
 
 /**
@@ -52,5 +54,6 @@ export function deriveKeys(serverKey: Buffer): DerivedKeys {
     master: derive('hellwall/v1/master-token'),
     passcode: derive('hellwall/v1/passcode'),
     rotate: derive('hellwall/v1/rotate'),
+    seal: derive('hellwall/v1/secret-box'),
   };
 }

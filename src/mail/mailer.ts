@@ -92,6 +92,11 @@ export class MailQueue {
     this.#retryDelayMs = opts.retryDelayMs ?? 1000;
   }
 
+  /** Messages queued or being delivered (retries included) right now: the console's mail queue. */
+  get pending(): number {
+    return this.#inflight.size;
+  }
+
   /**
    * Runs `fn` on a later turn of the event loop, after the current answer has been written, and
    * counts it as queued mail until it has run, so that `drain()` (tests, shutdown) also waits for

@@ -11,6 +11,14 @@ export interface HousekeeperOptions {
   /** Time between the end of one pass and the start of the next; 0: no timer (runOnce only). */
   readonly intervalMs: number;
   readonly policy: ExpiryPolicy;
+  /**
+   * How long one batch may hold the event loop (SQLite deletes synchronously) and the write lock:
+   * while batches take longer, the next is halved (down to 1 row); while they take less than half,
+   * it is doubled again, up to `policy.batch`. Absent: always `policy.batch`. A delete costs
+   * 0.1–0.2 ms per session at a million rows (index pages no longer cached), so 500 would hold the
+   * loop for 50–100 ms.
+   */
+  readonly maxBatchMs?: number;
 }
 
 export interface HousekeepingPass {
@@ -27,6 +35,10 @@ export interface HousekeepingPass {
 // exported with no change here beyond EMPTY, which the compiler then asks for.
 const add = (a: ExpiredCounts, b: ExpiredCounts): ExpiredCounts =>
   Object.fromEntries(Object.entries(b).map(([k, n]) => [k, ((a as unknown as Record<string, number>)[k] ?? 0) + (n as number)])) as unknown as ExpiredCounts;
+
+/** What the server passes as `maxBatchMs`: a batch costs requests waiting behind it about this much. */
+export const HOUSEKEEPING_BATCH_MS = 5;
+const FIRST_ADAPTIVE_BATCH = 32;
 
 const EMPTY: ExpiredCounts = { passcodes: 0, sessions: 0, retiredTokens: 0, auditRows: 0, counters: 0 };
 
@@ -96,10 +108,15 @@ export class Housekeeper {
     let deleted = EMPTY;
     let batches = 0;
     let busy = false;
+    const { maxBatchMs } = this.#o;
+    // Adapting: start small (a first batch of 500 at a million rows would already stall the loop).
+    let size = maxBatchMs === undefined ? policy.batch : Math.min(policy.batch, FIRST_ADAPTIVE_BATCH);
     for (;;) {
       let counts: ExpiredCounts;
+      const batchStarted = performance.now();
+      const batch = size === policy.batch ? policy : { ...policy, batch: size };
       try {
-        counts = await store.deleteExpired(now, policy);
+        counts = await store.deleteExpired(now, batch);
       } catch (err) {
         if (!(err instanceof StoreBusyError || err instanceof StoreUnavailableError)) throw err;
         busy = true;
@@ -109,7 +126,12 @@ export class Housekeeper {
       batches++;
       deleted = add(deleted, counts);
       for (const [table, n] of Object.entries(counts) as Array<[string, number]>) if (n > 0) metrics.housekeeping(table, n);
-      if (!Object.values(counts).some((n) => (n as number) >= policy.batch)) break;
+      if (!Object.values(counts).some((n) => (n as number) >= batch.batch)) break;
+      if (maxBatchMs !== undefined) {
+        const took = performance.now() - batchStarted;
+        if (took > maxBatchMs) size = Math.max(1, Math.floor(size / 2));
+        else if (took < maxBatchMs / 2) size = Math.min(policy.batch, size * 2);
+      }
       // Let queued requests run before the next batch.
       await nextTurn();
       if (this.#stopped) break;

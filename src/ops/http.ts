@@ -13,6 +13,8 @@ export interface OpsServerOptions {
   readonly metrics: MetricsExposition;
   readonly checks: readonly ReadinessCheck[];
   readonly log: Logger;
+  /** More fields for the `/readyz` body (with workers: each worker's pid and open connections). */
+  readonly details?: () => Promise<Record<string, unknown>>;
 }
 
 /**
@@ -54,7 +56,8 @@ export class OpsServer {
         }
         const ready = Object.keys(failing).length === 0;
         if (!ready) this.#opts.log.warn({ failing }, 'not ready');
-        return send(res, ready ? 200 : 503, 'application/json', `${JSON.stringify({ ready, failing })}\n`);
+        const details = this.#opts.details ? await this.#opts.details() : {};
+        return send(res, ready ? 200 : 503, 'application/json', `${JSON.stringify({ ready, failing, ...details })}\n`);
       }
       if (url === '/metrics') {
         return send(res, 200, this.#opts.metrics.contentType, await this.#opts.metrics.render());

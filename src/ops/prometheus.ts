@@ -3,14 +3,18 @@ import type { Metrics, MetricsExposition } from './metrics.js';
 
 export interface PrometheusMetrics extends Metrics, MetricsExposition {
   readonly registry: Registry;
+  /** Client connections open now (the `hellwall_connections_open` gauge), read synchronously. */
+  connectionsOpen(): number;
 }
 
 /**
  * prom-client instruments in a registry of their own (never the global one: two apps in one
  * process, as in the tests, must not share counters). `activeSessions` is read from the store
- * when scraped rather than kept in step on every login and revocation.
+ * when scraped rather than kept in step on every login and revocation; the count runs off the event
+ * loop (the store's reader thread on SQLite), and scrapes that arrive while one is under way share
+ * it. Without `activeSessions` the gauge is left out: with workers, the primary alone reports it.
  */
-export function createPrometheusMetrics(opts: { activeSessions: () => Promise<number>; defaultMetrics?: boolean }): PrometheusMetrics {
+export function createPrometheusMetrics(opts: { activeSessions?: () => Promise<number>; defaultMetrics?: boolean }): PrometheusMetrics {
   const registry = new Registry();
   const registers = [registry];
   if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'hellwall_' });
@@ -24,6 +28,7 @@ export function createPrometheusMetrics(opts: { activeSessions: () => Promise<nu
     requests.histogramMetric('hellwall_request_duration_seconds', 'Time from a request being read to its answer being ready, by command.') as never,
   );
   const open = new Gauge({ name: 'hellwall_connections_open', help: 'Open client connections (TLS established).', registers });
+  let openNow = 0;
   const accepted = new Counter({ name: 'hellwall_connections_total', help: 'Client connections accepted (TLS established).', registers });
   const refused = new Counter({
     name: 'hellwall_connections_refused_total',
@@ -67,27 +72,39 @@ export function createPrometheusMetrics(opts: { activeSessions: () => Promise<nu
     labelNames: ['outcome'] as const,
     registers,
   });
-  new Gauge({
-    name: 'hellwall_sessions_active',
-    help: 'Active sessions: not revoked, account enabled, and a current token or one still renewable (inside the idle and absolute limits).',
-    registers,
-    async collect() {
-      this.set(await opts.activeSessions());
-    },
-  });
+  const activeSessions = opts.activeSessions;
+  if (activeSessions) {
+    let counting: Promise<number> | undefined;
+    new Gauge({
+      name: 'hellwall_sessions_active',
+      help: 'Active sessions: not revoked, account enabled, and a current token or one still renewable (inside the idle and absolute limits).',
+      registers,
+      // One in every process would be counted once per worker, then summed: the primary reports it.
+      aggregator: 'first',
+      async collect() {
+        counting ??= activeSessions().finally(() => {
+          counting = undefined;
+        });
+        this.set(await counting);
+      },
+    });
+  }
 
   return {
     registry,
     contentType: registry.contentType,
     render: () => registry.metrics(),
+    connectionsOpen: () => openNow,
     request(command, outcome, seconds) {
       requests.record(command, outcome, seconds);
     },
     connectionOpened() {
+      openNow++;
       open.inc();
       accepted.inc();
     },
     connectionClosed() {
+      openNow--;
       open.dec();
     },
     connectionRefused(reason) {

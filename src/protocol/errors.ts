@@ -18,6 +18,12 @@ export const ERROR_CODES = [
   'E_INVALID',
   'E_BUSY',
   'E_RATE_LIMITED',
+  'E_CLOCK_SKEW',
+  'E_FACE_IMAGE',
+  'E_FACE_NONE',
+  'E_FACE_SEVERAL',
+  'E_FACE_TOO_SMALL',
+  'E_FACE_UNAVAILABLE',
   'E_INTERNAL',
 ] as const;
 

@@ -129,6 +129,146 @@ export interface AuditEntry {
   detail?: string;
 }
 
+// admin-device-register.request.json
+/**
+ * Registers a device (MAC) for an operator [P-4.43]. Needs role `admin`.
+ */
+export interface AdminDeviceRegisterRequest {
+  /**
+   * Command code of this request.
+   */
+  code: 33;
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The caller's token, of an operator with role `admin` [P-4.12], authenticated as in [P-3.6].
+   */
+  token: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  mac: string;
+  /**
+   * The operator (E_NOT_FOUND when there is none).
+   */
+  email: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  device: string;
+  /**
+   * Optional: a name for the device; absent: a name it already has is kept.
+   */
+  name?: string;
+}
+
+// admin-device-register.response.json
+/**
+ * The device as registered [P-4.43].
+ */
+export interface AdminDeviceRegisterResponse {
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The command code of the request this answers.
+   */
+  code: 33;
+  status: OkStatus;
+  device: KnownDevice;
+}
+/**
+ * A device (MAC) an operator logged in from or that was registered for them [P-4.40]. Absent fields are unknown: a registered device never used has no `firstSeenAt`.
+ */
+export interface KnownDevice {
+  /**
+   * The device's MAC, normalized [P-3.3].
+   */
+  mac: string;
+  /**
+   * Its name: given by an administrator or the operator, else the `device` description the client sent at its first login.
+   */
+  name?: string;
+  /**
+   * True when an administrator (or the operator's device recovery) registered it: where the server requires registered devices, only these can log in.
+   */
+  registered: boolean;
+  /**
+   * When it was registered.
+   */
+  registeredAt?: number;
+  /**
+   * Who registered it: `admin:<email>`, `cli:<os user>` or `recovery`.
+   */
+  registeredBy?: string;
+  /**
+   * The first login from it.
+   */
+  firstSeenAt?: number;
+  /**
+   * The last login from it (renewals and checks do not count).
+   */
+  lastSeenAt?: number;
+  /**
+   * The address the server saw at that login.
+   */
+  lastIp?: string;
+}
+
+// admin-device-remove.request.json
+/**
+ * Removes a device of an operator and ends the operator's sessions on it [P-4.44]. Needs role `admin`.
+ */
+export interface AdminDeviceRemoveRequest {
+  /**
+   * Command code of this request.
+   */
+  code: 34;
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The caller's token, of an operator with role `admin` [P-4.12], authenticated as in [P-3.6].
+   */
+  token: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  mac: string;
+  /**
+   * The operator (E_NOT_FOUND when there is none).
+   */
+  email: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  device: string;
+}
+
+// admin-device-remove.response.json
+/**
+ * The device is removed [P-4.44].
+ */
+export interface AdminDeviceRemoveResponse {
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The command code of the request this answers.
+   */
+  code: 34;
+  status: OkStatus;
+  /**
+   * How many sessions of the operator on that device ended.
+   */
+  sessionsEnded: number;
+}
+
 // admin-session-list.request.json
 /**
  * Lists active sessions, every operator's or one's [P-4.12]. Needs role `admin`.
@@ -509,6 +649,53 @@ export interface AdminUserDeleteResponse {
   user: Account;
 }
 
+// admin-user-devices.request.json
+/**
+ * Lists one operator's known devices [P-4.42]. Needs role `admin`.
+ */
+export interface AdminUserDevicesRequest {
+  /**
+   * Command code of this request.
+   */
+  code: 32;
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The caller's token, of an operator with role `admin` [P-4.12], authenticated as in [P-3.6].
+   */
+  token: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  mac: string;
+  /**
+   * The operator (E_NOT_FOUND when there is none).
+   */
+  email: string;
+}
+
+// admin-user-devices.response.json
+/**
+ * The operator's known devices [P-4.42].
+ */
+export interface AdminUserDevicesResponse {
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The command code of the request this answers.
+   */
+  code: 32;
+  status: OkStatus;
+  /**
+   * The devices, by MAC.
+   */
+  devices: KnownDevice[];
+}
+
 // admin-user-disable.request.json
 /**
  * Disables an account and ends all its sessions [P-4.12]. Needs role `admin`.
@@ -792,6 +979,97 @@ export interface AdminUserShowResponse {
   activeSessions: number;
 }
 
+// device-list.request.json
+/**
+ * Lists the known devices of the token's operator [P-4.40]. Authenticated by the token and MAC like token.check [P-3.6].
+ */
+export interface DeviceListRequest {
+  /**
+   * Command code of this request.
+   */
+  code: 30;
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * A base token as returned by passcode.auth or a renewal: `Awfer_hellwall_` followed by 43 base64url characters [P-3.1].
+   */
+  token: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  mac: string;
+}
+
+// device-list.response.json
+/**
+ * The operator's known devices [P-4.40].
+ */
+export interface DeviceListResponse {
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The command code of the request this answers.
+   */
+  code: 30;
+  status: OkStatus;
+  /**
+   * The devices, by MAC.
+   */
+  devices: KnownDevice[];
+}
+
+// device-rename.request.json
+/**
+ * Names one of the token's operator's known devices [P-4.41].
+ */
+export interface DeviceRenameRequest {
+  /**
+   * Command code of this request.
+   */
+  code: 31;
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * A base token as returned by passcode.auth or a renewal: `Awfer_hellwall_` followed by 43 base64url characters [P-3.1].
+   */
+  token: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  mac: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  device: string;
+  /**
+   * The new name; absent: the name is removed.
+   */
+  name?: string;
+}
+
+// device-rename.response.json
+/**
+ * The device as renamed [P-4.41].
+ */
+export interface DeviceRenameResponse {
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The command code of the request this answers.
+   */
+  code: 31;
+  status: OkStatus;
+  device: KnownDevice;
+}
+
 // error.response.json
 /**
  * Always `error`.
@@ -816,6 +1094,12 @@ export type ErrorCode =
   | 'E_INVALID'
   | 'E_BUSY'
   | 'E_RATE_LIMITED'
+  | 'E_CLOCK_SKEW'
+  | 'E_FACE_IMAGE'
+  | 'E_FACE_NONE'
+  | 'E_FACE_SEVERAL'
+  | 'E_FACE_TOO_SMALL'
+  | 'E_FACE_UNAVAILABLE'
   | 'E_INTERNAL';
 
 /**
@@ -840,6 +1124,147 @@ export interface ErrorResponse {
    * With `E_RATE_LIMITED`: the number of seconds after which the same request may succeed [P-2.8].
    */
   retryAfterSeconds?: number;
+}
+
+// face-confirm.request.json
+/**
+ * Confirms the pending face enrolment [P-4.30] with a second image of the same face; from then on the face factor counts at login. Authenticated like token.check [P-3.6]; allowed to an enrolment-only session.
+ */
+export interface FaceConfirmRequest {
+  /**
+   * Command code of this request.
+   */
+  code: 41;
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * A base token as returned by passcode.auth or a renewal: `Awfer_hellwall_` followed by 43 base64url characters [P-3.1].
+   */
+  token: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  mac: string;
+  /**
+   * A JPEG image of the operator's face, base64 (standard alphabet, padded) [P-4.30]. Exactly one face, at least `face.minFacePixels` tall and wide. In practice the frame limit caps it: with the default `maxFrameBytes` (65,536) an image of up to about 47 KiB; the schema allows 1 MiB for servers configured with larger frames.
+   */
+  image: string;
+}
+
+// face-confirm.response.json
+/**
+ * The face factor counts from now.
+ */
+export interface FaceConfirmResponse {
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The command code of the request this answers.
+   */
+  code: 41;
+  status: OkStatus;
+  /**
+   * Always true.
+   */
+  confirmed: true;
+}
+
+// face-enroll.request.json
+/**
+ * Starts enrolling the caller's face [P-4.30]: the image's face descriptor is stored sealed, not yet counting; `face.confirm` with a second image completes it. Authenticated by the token and MAC like token.check [P-3.6]; allowed to an enrolment-only session.
+ */
+export interface FaceEnrollRequest {
+  /**
+   * Command code of this request.
+   */
+  code: 40;
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * A base token as returned by passcode.auth or a renewal: `Awfer_hellwall_` followed by 43 base64url characters [P-3.1].
+   */
+  token: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  mac: string;
+  /**
+   * A JPEG image of the operator's face, base64 (standard alphabet, padded) [P-4.30]. Exactly one face, at least `face.minFacePixels` tall and wide. In practice the frame limit caps it: with the default `maxFrameBytes` (65,536) an image of up to about 47 KiB; the schema allows 1 MiB for servers configured with larger frames.
+   */
+  image: string;
+}
+
+// face-enroll.response.json
+/**
+ * The enrolment is pending: confirm it with face.confirm and a second image.
+ */
+export interface FaceEnrollResponse {
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The command code of the request this answers.
+   */
+  code: 40;
+  status: OkStatus;
+  /**
+   * Always false: the face counts only after face.confirm.
+   */
+  confirmed: false;
+}
+
+// face-remove.request.json
+/**
+ * Removes the caller's face factor [P-4.30], proven by a current image of the face (a stolen session alone cannot remove a factor). A pending enrolment is removed whatever the image. Authenticated like token.check [P-3.6].
+ */
+export interface FaceRemoveRequest {
+  /**
+   * Command code of this request.
+   */
+  code: 42;
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * A base token as returned by passcode.auth or a renewal: `Awfer_hellwall_` followed by 43 base64url characters [P-3.1].
+   */
+  token: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  mac: string;
+  /**
+   * A JPEG image of the operator's face, base64 (standard alphabet, padded) [P-4.30]. Exactly one face, at least `face.minFacePixels` tall and wide. In practice the frame limit caps it: with the default `maxFrameBytes` (65,536) an image of up to about 47 KiB; the schema allows 1 MiB for servers configured with larger frames.
+   */
+  image: string;
+}
+
+// face-remove.response.json
+/**
+ * The face factor is removed (or there was none).
+ */
+export interface FaceRemoveResponse {
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The command code of the request this answers.
+   */
+  code: 42;
+  status: OkStatus;
+  /**
+   * Whether a face enrolment (confirmed or pending) existed and was removed.
+   */
+  removed: boolean;
 }
 
 // hello.request.json
@@ -925,6 +1350,18 @@ export interface PasscodeAuthRequest {
    */
   mac: string;
   /**
+   * Since 1.5: the client's current UTC time in milliseconds since the Unix epoch, read from its clock just before sending. The server refuses the request with `E_CLOCK_SKEW` when it is further from its own clock than it allows (120 s by default) [P-3.7].
+   */
+  clientTime?: number;
+  /**
+   * Since 1.5: the code from the operator's authenticator app; required when the operator has one enrolled (a recovery code is not accepted here) [P-4.14].
+   */
+  totp?: string;
+  /**
+   * Since 1.5: a JPEG of the operator's face, base64; required when the operator has the face factor enrolled (E_FACE_* when the image is unusable, E_AUTH_FAILED when it is not them) [P-4.30].
+   */
+  face?: string;
+  /**
    * Optional, since 1.2: a description of the client device for the operator's session list (e.g. host name and program); printable characters, no control characters or lone surrogates. Recorded only; never checked.
    */
   device?: string;
@@ -961,6 +1398,14 @@ export interface PasscodeAuthResponse {
    */
   idleTimeoutSeconds: number;
   user: User;
+  /**
+   * Since 1.5, present only for an enrolment-only session: the operator's role requires a second factor they have not enrolled (or must enrol again). The token answers only the enrolment commands (`totp.enroll`, `totp.confirm`) and `session.logout`; token.check answers `unauthorized` [P-4.14].
+   */
+  scope?: 'enroll';
+  /**
+   * Since 1.5, with `scope`: the factors to enrol.
+   */
+  enroll?: ('totp' | 'face')[];
 }
 /**
  * The operator a session belongs to.
@@ -1078,6 +1523,293 @@ export interface PasswordChangeResponse {
   sessionsEnded: number;
 }
 
+// recovery-codes-regenerate.request.json
+/**
+ * Replaces the caller's recovery codes [P-4.16]. Authenticated like token.check [P-3.6] and by a current code from the authenticator.
+ */
+export interface RecoveryCodesRegenerateRequest {
+  /**
+   * Command code of this request.
+   */
+  code: 24;
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * A base token as returned by passcode.auth or a renewal: `Awfer_hellwall_` followed by 43 base64url characters [P-3.1].
+   */
+  token: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  mac: string;
+  /**
+   * Since 1.5: the 6-digit code the operator's authenticator app shows now (RFC 6238, SHA-1, 30 s steps); one step of drift either side is accepted, and each step's code once [P-4.14].
+   */
+  totp: string;
+}
+
+// recovery-codes-regenerate.response.json
+/**
+ * New recovery codes; every earlier one is void [P-4.16].
+ */
+export interface RecoveryCodesRegenerateResponse {
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The command code of the request this answers.
+   */
+  code: 24;
+  status: OkStatus;
+  /**
+   * The 10 recovery codes, shown this once: the server keeps only keyed hashes. Each works once, in recovery.password or recovery.totp [P-4.16].
+   */
+  recoveryCodes: string[];
+}
+
+// recovery-device.request.json
+/**
+ * New device (4Auth "update MAC") [P-4.20]: the recovery passcode (requested from the new device), the password and a code from the authenticator register the device's MAC (`mac`).
+ */
+export interface RecoveryDeviceRequest {
+  /**
+   * Command code of this request.
+   */
+  code: 28;
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The operator's email address; compared case-insensitively. No whitespace, control characters or lone surrogates.
+   */
+  email: string;
+  /**
+   * The recovery passcode recovery.request mailed (not a login passcode).
+   */
+  passcode: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  mac: string;
+  /**
+   * Since 1.5: the client's current UTC time in milliseconds since the Unix epoch, read from its clock just before sending. The server refuses the request with `E_CLOCK_SKEW` when it is further from its own clock than it allows (120 s by default) [P-3.7].
+   */
+  clientTime?: number;
+  /**
+   * The operator's password. Never logged.
+   */
+  password: string;
+  /**
+   * Since 1.5: the 6-digit code the operator's authenticator app shows now (RFC 6238, SHA-1, 30 s steps); one step of drift either side is accepted, and each step's code once [P-4.14].
+   */
+  totp: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  oldMac?: string;
+  /**
+   * A name for the new device in the operator's device list.
+   */
+  name?: string;
+}
+
+// recovery-device.response.json
+/**
+ * The device is registered; the old device's sessions have ended [P-4.20].
+ */
+export interface RecoveryDeviceResponse {
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The command code of the request this answers.
+   */
+  code: 28;
+  status: OkStatus;
+  /**
+   * How many sessions of the operator ended.
+   */
+  sessionsEnded: number;
+}
+
+// recovery-password.request.json
+/**
+ * Forgotten password [P-4.18]: the recovery passcode and a code from the authenticator (`totp`) or, without it, a recovery code (`recoveryCode`) set a new password.
+ */
+export interface RecoveryPasswordRequest {
+  /**
+   * Command code of this request.
+   */
+  code: 26;
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The operator's email address; compared case-insensitively. No whitespace, control characters or lone surrogates.
+   */
+  email: string;
+  /**
+   * The recovery passcode recovery.request mailed (not a login passcode).
+   */
+  passcode: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  mac: string;
+  /**
+   * Since 1.5: the client's current UTC time in milliseconds since the Unix epoch, read from its clock just before sending. The server refuses the request with `E_CLOCK_SKEW` when it is further from its own clock than it allows (120 s by default) [P-3.7].
+   */
+  clientTime?: number;
+  /**
+   * The new password; must pass the password policy (E_INVALID otherwise).
+   */
+  newPassword: string;
+  /**
+   * Since 1.5: the 6-digit code the operator's authenticator app shows now (RFC 6238, SHA-1, 30 s steps); one step of drift either side is accepted, and each step's code once [P-4.14].
+   */
+  totp?: string;
+  /**
+   * Since 1.5: one of the recovery codes totp.confirm or recovery_codes.regenerate showed, e.g. `K7M2Q-XHP4R`; case, spaces and dashes do not matter. Each works once, and only in the recovery commands [P-4.16].
+   */
+  recoveryCode?: string;
+}
+
+// recovery-password.response.json
+/**
+ * The new password is in force; every session of the operator has ended [P-4.18].
+ */
+export interface RecoveryPasswordResponse {
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The command code of the request this answers.
+   */
+  code: 26;
+  status: OkStatus;
+  /**
+   * How many sessions of the operator ended.
+   */
+  sessionsEnded: number;
+}
+
+// recovery-request.request.json
+/**
+ * Asks for a recovery passcode by email [P-4.17]. Needs only the email: the answer is the same whether or not the account exists.
+ */
+export interface RecoveryRequestRequest {
+  /**
+   * Command code of this request.
+   */
+  code: 25;
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The operator's email address; compared case-insensitively. No whitespace, control characters or lone surrogates.
+   */
+  email: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  mac: string;
+  /**
+   * Since 1.5: the client's current UTC time in milliseconds since the Unix epoch, read from its clock just before sending. The server refuses the request with `E_CLOCK_SKEW` when it is further from its own clock than it allows (120 s by default) [P-3.7].
+   */
+  clientTime?: number;
+  /**
+   * The address the client believes it has; only reported in the mail.
+   */
+  ip?: string;
+}
+
+// recovery-request.response.json
+/**
+ * Acknowledges a recovery request; identical for every well-formed request [P-4.17].
+ */
+export interface RecoveryRequestResponse {
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The command code of the request this answers.
+   */
+  code: 25;
+  status: OkStatus;
+  /**
+   * How long a recovery passcode, if one was sent, stays valid.
+   */
+  expiresInSeconds: number;
+}
+
+// recovery-totp.request.json
+/**
+ * Lost authenticator [P-4.19]: the recovery passcode, the password and a recovery code remove the authenticator.
+ */
+export interface RecoveryTotpRequest {
+  /**
+   * Command code of this request.
+   */
+  code: 27;
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The operator's email address; compared case-insensitively. No whitespace, control characters or lone surrogates.
+   */
+  email: string;
+  /**
+   * The recovery passcode recovery.request mailed (not a login passcode).
+   */
+  passcode: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  mac: string;
+  /**
+   * Since 1.5: the client's current UTC time in milliseconds since the Unix epoch, read from its clock just before sending. The server refuses the request with `E_CLOCK_SKEW` when it is further from its own clock than it allows (120 s by default) [P-3.7].
+   */
+  clientTime?: number;
+  /**
+   * The operator's password. Never logged.
+   */
+  password: string;
+  /**
+   * Since 1.5: one of the recovery codes totp.confirm or recovery_codes.regenerate showed, e.g. `K7M2Q-XHP4R`; case, spaces and dashes do not matter. Each works once, and only in the recovery commands [P-4.16].
+   */
+  recoveryCode: string;
+}
+
+// recovery-totp.response.json
+/**
+ * The authenticator is removed and must be enrolled again at the next login; every session of the operator has ended [P-4.19].
+ */
+export interface RecoveryTotpResponse {
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The command code of the request this answers.
+   */
+  code: 27;
+  status: OkStatus;
+  /**
+   * How many sessions of the operator ended.
+   */
+  sessionsEnded: number;
+}
+
 // session-list.request.json
 /**
  * Lists the active sessions of the token's operator [P-4.10]. Authenticated by the token and MAC like token.check [P-3.6].
@@ -1140,6 +1872,14 @@ export interface SessionListEntry {
    * The device description the client sent with `passcode.auth`; absent when it sent none.
    */
   device?: string;
+  /**
+   * Since 1.5: the name of the session's MAC in the operator's known devices [P-4.40], when it has one.
+   */
+  deviceName?: string;
+  /**
+   * Since 1.5: whether the session's MAC is a registered device of the operator [P-4.40].
+   */
+  deviceRegistered?: boolean;
   /**
    * When the session was opened (the login).
    */
@@ -1380,6 +2120,124 @@ export interface TokenCheckUnauthorized {
   status: TokenCheckUnauthorizedStatus;
 }
 
+// totp-confirm.request.json
+/**
+ * Confirms the pending enrolment with a first code from the app [P-4.15]. Authenticated like totp.enroll.
+ */
+export interface TotpConfirmRequest {
+  /**
+   * Command code of this request.
+   */
+  code: 23;
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * A base token as returned by passcode.auth or a renewal: `Awfer_hellwall_` followed by 43 base64url characters [P-3.1].
+   */
+  token: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  mac: string;
+  /**
+   * Since 1.5: the 6-digit code the operator's authenticator app shows now (RFC 6238, SHA-1, 30 s steps); one step of drift either side is accepted, and each step's code once [P-4.14].
+   */
+  totp: string;
+}
+
+// totp-confirm.response.json
+/**
+ * The authenticator counts from now [P-4.15]: the answer carries the recovery codes, shown once.
+ */
+export interface TotpConfirmResponse {
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The command code of the request this answers.
+   */
+  code: 23;
+  status: OkStatus;
+  /**
+   * The 10 recovery codes, shown this once: the server keeps only keyed hashes. Each works once, in recovery.password or recovery.totp [P-4.16].
+   */
+  recoveryCodes: string[];
+  /**
+   * True when the caller's session was an enrolment-only one: it has ended, and the operator logs in again, now with a code.
+   */
+  sessionEnded: boolean;
+}
+
+// totp-enroll.request.json
+/**
+ * Starts enrolling an authenticator app for the caller [P-4.14]. Authenticated by the token and MAC like token.check [P-3.6]; an enrolment-only session may send it.
+ */
+export interface TotpEnrollRequest {
+  /**
+   * Command code of this request.
+   */
+  code: 22;
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * A base token as returned by passcode.auth or a renewal: `Awfer_hellwall_` followed by 43 base64url characters [P-3.1].
+   */
+  token: string;
+  /**
+   * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
+   */
+  mac: string;
+}
+
+// totp-enroll.response.json
+/**
+ * A new, unconfirmed TOTP secret for the caller, in every form an authenticator app takes [P-4.14]. It counts only once totp.confirm proves it.
+ */
+export interface TotpEnrollResponse {
+  /**
+   * Client-chosen request id, echoed in the response so a pipelining client can match answers [P-2.4]: 1 to 64 characters (code points), no control character (U+0000–U+001F, U+007F–U+009F) and no lone surrogate. An id that is not valid is never echoed.
+   */
+  id?: string;
+  /**
+   * The command code of the request this answers.
+   */
+  code: 22;
+  status: OkStatus;
+  /**
+   * The secret in base32 (RFC 4648, no padding), for typing into the app by hand. Shown once; the server keeps it encrypted.
+   */
+  secret: string;
+  /**
+   * The `otpauth://totp/` URI (issuer and account in the label and the query) the QR code encodes.
+   */
+  uri: string;
+  /**
+   * The URI as a QR code: a PNG image, base64 (standard alphabet, padded).
+   */
+  qrPng: string;
+  /**
+   * The URI as a QR code drawn with Unicode block characters, to print on a terminal.
+   */
+  qrText: string;
+  /**
+   * Seconds per time step.
+   */
+  period: 30;
+  /**
+   * Digits per code.
+   */
+  digits: 6;
+  /**
+   * The HMAC hash (what every authenticator app supports).
+   */
+  algorithm: 'SHA1';
+}
+
 // protocol/index.json
 /** Every command's code, by name. */
 export const COMMAND_CODES = {
@@ -1405,6 +2263,21 @@ export const COMMAND_CODES = {
   'admin.stats': 19,
   'admin.audit.query': 20,
   'password.change': 21,
+  'totp.enroll': 22,
+  'totp.confirm': 23,
+  'recovery_codes.regenerate': 24,
+  'recovery.request': 25,
+  'recovery.password': 26,
+  'recovery.totp': 27,
+  'recovery.device': 28,
+  'face.enroll': 40,
+  'face.confirm': 41,
+  'face.remove': 42,
+  'device.list': 30,
+  'device.rename': 31,
+  'admin.user.devices': 32,
+  'admin.device.register': 33,
+  'admin.device.remove': 34,
 } as const;
 
 export type CommandName = keyof typeof COMMAND_CODES;
@@ -1433,4 +2306,19 @@ export interface Commands {
   'admin.stats': [AdminStatsRequest, AdminStatsResponse];
   'admin.audit.query': [AdminAuditQueryRequest, AdminAuditQueryResponse];
   'password.change': [PasswordChangeRequest, PasswordChangeResponse];
+  'totp.enroll': [TotpEnrollRequest, TotpEnrollResponse];
+  'totp.confirm': [TotpConfirmRequest, TotpConfirmResponse];
+  'recovery_codes.regenerate': [RecoveryCodesRegenerateRequest, RecoveryCodesRegenerateResponse];
+  'recovery.request': [RecoveryRequestRequest, RecoveryRequestResponse];
+  'recovery.password': [RecoveryPasswordRequest, RecoveryPasswordResponse];
+  'recovery.totp': [RecoveryTotpRequest, RecoveryTotpResponse];
+  'recovery.device': [RecoveryDeviceRequest, RecoveryDeviceResponse];
+  'face.enroll': [FaceEnrollRequest, FaceEnrollResponse];
+  'face.confirm': [FaceConfirmRequest, FaceConfirmResponse];
+  'face.remove': [FaceRemoveRequest, FaceRemoveResponse];
+  'device.list': [DeviceListRequest, DeviceListResponse];
+  'device.rename': [DeviceRenameRequest, DeviceRenameResponse];
+  'admin.user.devices': [AdminUserDevicesRequest, AdminUserDevicesResponse];
+  'admin.device.register': [AdminDeviceRegisterRequest, AdminDeviceRegisterResponse];
+  'admin.device.remove': [AdminDeviceRemoveRequest, AdminDeviceRemoveResponse];
 }

@@ -1,6 +1,7 @@
 import type { Duplex } from 'node:stream';
 import { EMPTY, FrameDecoder, parseFrame, type BudgetRefusal, type DecodeFailure, type FrameBudget, type FrameErrorCode } from '../codec/frame-decoder.js';
-import { encodeFrame } from '../codec/frame-encoder.js';
+import { encodeJsonFrames } from '../codec/frame-encoder.js';
+import { responseJson } from '../codec/response-json.js';
 import type { Logger } from '../deps.js';
 import { toErrorResponse } from '../protocol/errors.js';
 import type { RequestContext } from '../protocol/request-context.js';
@@ -9,6 +10,12 @@ import type { DispatchFn, Response } from './dispatcher.js';
 export interface ConnectionOptions {
   readonly dispatch: DispatchFn;
   readonly log: Logger;
+  /**
+   * When given, the connection logs through `log.child(logBindings)`, made the first time anything
+   * is logged: most connections never log, and a child logger is a few hundred bytes an idle
+   * connection need not hold.
+   */
+  readonly logBindings?: Record<string, unknown>;
   /** The peer address as the server sees it, normalized. */
   readonly ip: string;
   readonly maxFrameBytes: number;
@@ -36,11 +43,32 @@ export interface ConnectionOptions {
    */
   readonly budget?: FrameBudget;
   /** Told when the budget refused this connection's partial frame (for the listener's log and metrics). */
-  readonly onOverBudget?: (refusal: BudgetRefusal) => void;
+  readonly onOverBudget?: (refusal: BudgetRefusal, ip: string) => void;
 }
 
+/** The RequestContext of one connection, whose child logger is made on first use. */
+class ConnectionContext implements RequestContext {
+  readonly ip: string;
+  refusals = 0;
+  #log: Logger | undefined;
+  readonly #parent: Logger;
+  readonly #bindings: Record<string, unknown> | undefined;
+
+  constructor(ip: string, parent: Logger, bindings: Record<string, unknown> | undefined) {
+    this.ip = ip;
+    this.#parent = parent;
+    this.#bindings = bindings;
+    if (bindings === undefined) this.#log = parent;
+  }
+
+  get log(): Logger {
+    return (this.#log ??= this.#parent.child(this.#bindings!));
+  }
+}
+
+/** An answer still being worked on (an async dispatch); its JSON text once done. */
 interface Slot {
-  frame: Buffer | null;
+  json: string | null;
 }
 
 /**
@@ -52,9 +80,12 @@ export class Connection {
   readonly #stream: Duplex;
   readonly #opts: ConnectionOptions;
   readonly #decoder: FrameDecoder;
-  readonly #ctx: RequestContext;
-  /** Responses in request order; a slot with no frame is still being worked on. */
-  readonly #slots: Slot[] = [];
+  readonly #ctx: ConnectionContext;
+  /**
+   * Responses in request order: the JSON text of a finished one (a synchronous answer costs no
+   * object here), or a Slot for one still being worked on.
+   */
+  readonly #slots: Array<string | Slot> = [];
   #writeBlocked = false;
   /** No new requests are taken (framing error or shutdown); answers owed are still sent. */
   #closing = false;
@@ -71,7 +102,7 @@ export class Connection {
     this.#stream = stream;
     this.#opts = opts;
     this.#decoder = new FrameDecoder(opts.maxFrameBytes, opts.budget ?? null);
-    this.#ctx = { ip: opts.ip, log: opts.log, refusals: 0 };
+    this.#ctx = new ConnectionContext(opts.ip, opts.log, opts.logBindings);
     this.closed = new Promise((resolve) => stream.once('close', () => resolve()));
     stream.on('data', (chunk: Buffer) => this.#onData(chunk));
     stream.on('drain', () => {
@@ -79,19 +110,24 @@ export class Connection {
       this.#updateReading();
     });
     stream.on('end', () => this.#onPeerEnd());
-    stream.on('error', (err) => opts.log.debug({ err: err.message }, 'connection error'));
+    stream.on('error', (err) => this.log.debug({ err: err.message }, 'connection error'));
     stream.once('close', () => {
       if (this.#frameTimer) clearTimeout(this.#frameTimer);
       if (this.#decoder.bufferedBytes > 0) {
-        opts.log.info({ bufferedBytes: this.#decoder.bufferedBytes }, 'peer closed mid-frame; partial frame dropped');
+        this.log.info({ bufferedBytes: this.#decoder.bufferedBytes }, 'peer closed mid-frame; partial frame dropped');
       }
       // However the connection ended, its partial frame's share of the budget comes back.
       this.#decoder.discard();
       const unanswered = this.#slots.length;
-      if (unanswered > 0) opts.log.info({ unanswered }, 'peer closed before all responses were sent');
-      if (this.#ctx.refusals > 0) opts.log.info({ refusals: this.#ctx.refusals }, 'requests refused on this connection');
+      if (unanswered > 0) this.log.info({ unanswered }, 'peer closed before all responses were sent');
+      if (this.#ctx.refusals > 0) this.log.info({ refusals: this.#ctx.refusals }, 'requests refused on this connection');
       this.#slots.length = 0;
     });
+  }
+
+  /** This connection's logger (its child logger, made now if it was not yet). */
+  get log(): Logger {
+    return this.#ctx.log;
   }
 
   /** Responses queued or being worked on. */
@@ -121,7 +157,7 @@ export class Connection {
     } catch (err) {
       // Nothing below is meant to throw (dispatch answers its own failures), but a throw here would
       // escape a socket event and take the whole process down: lose this connection instead.
-      this.#opts.log.error({ err }, 'connection failed while handling a read');
+      this.log.error({ err }, 'connection failed while handling a read');
       this.#stream.destroy();
       return;
     }
@@ -158,7 +194,7 @@ export class Connection {
       this.#frameTimer = setTimeout(() => this.#frameDeadline(), Math.max(left, timeout / 10));
       return;
     }
-    this.#opts.log.info({ bufferedBytes: this.#decoder.bufferedBytes, timeoutMs: timeout }, 'frame not completed in time; closing connection');
+    this.log.info({ bufferedBytes: this.#decoder.bufferedBytes, timeoutMs: timeout }, 'frame not completed in time; closing connection');
     this.#opts.onFrameTimeout?.();
     this.#closing = true;
     this.#updateReading();
@@ -180,28 +216,28 @@ export class Connection {
       result = this.#opts.dispatch(parsed.value, this.#ctx);
     } catch (err) {
       // The dispatcher is not supposed to throw; if it does, the client still gets an answer.
-      this.#opts.log.error({ err }, 'dispatch threw');
+      this.log.error({ err }, 'dispatch threw');
       result = toErrorResponse('E_INTERNAL', 'internal error');
     }
     if (result instanceof Promise) {
-      const slot: Slot = { frame: null };
+      const slot: Slot = { json: null };
       this.#slots.push(slot);
       result.then(
         (res) => this.#complete(slot, res),
         (err: unknown) => {
-          this.#opts.log.error({ err }, 'dispatch rejected');
+          this.log.error({ err }, 'dispatch rejected');
           this.#complete(slot, toErrorResponse('E_INTERNAL', 'internal error'));
         },
       );
     } else {
-      this.#slots.push({ frame: encodeFrame(result) });
+      this.#slots.push(responseJson(result));
     }
     // [P-2.6] Exact, not per read: one read can hold hundreds of small requests.
     return this.#slots.length < this.#opts.maxInflight;
   }
 
   #complete(slot: Slot, res: Response): void {
-    slot.frame = encodeFrame(res);
+    slot.json = responseJson(res);
     this.#flush();
     this.#updateReading();
   }
@@ -213,17 +249,17 @@ export class Connection {
    * [P-2.7]); the frame cannot be skipped, since its bytes were never read.
    */
   #overBudget(refusal: BudgetRefusal): void {
-    this.#opts.log.debug({ frameBytes: refusal.bytes }, 'no room to buffer a partial frame; closing connection');
-    this.#opts.onOverBudget?.(refusal);
+    this.log.debug({ frameBytes: refusal.bytes }, 'no room to buffer a partial frame; closing connection');
+    this.#opts.onOverBudget?.(refusal, this.#opts.ip);
     this.#closing = true;
     this.#updateReading();
   }
 
   /** [P-1.5] A framing error: one error frame after the responses already owed, then close. */
   #fatal(code: FrameErrorCode, message: string): void {
-    this.#opts.log.warn({ error: code, reason: message }, 'framing error; closing connection');
+    this.log.warn({ error: code, reason: message }, 'framing error; closing connection');
     this.#opts.onFramingError?.(code);
-    this.#slots.push({ frame: encodeFrame(toErrorResponse(code, message)) });
+    this.#slots.push(responseJson(toErrorResponse(code, message)));
     this.#closing = true;
     this.#updateReading();
   }
@@ -241,11 +277,19 @@ export class Connection {
   #flush(): void {
     const stream = this.#stream;
     if (stream.destroyed) return;
+    const slots = this.#slots;
+    let texts: string[] | undefined;
     let ready = 0;
-    while (ready < this.#slots.length && this.#slots[ready]!.frame !== null) ready++;
+    for (; ready < slots.length; ready++) {
+      const s = slots[ready]!;
+      const json = typeof s === 'string' ? s : s.json;
+      if (json === null) break;
+      (texts ??= []).push(json);
+    }
     if (ready > 0) {
-      const frames = this.#slots.splice(0, ready).map((s) => s.frame!);
-      const ok = stream.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
+      if (ready === slots.length) slots.length = 0;
+      else slots.splice(0, ready);
+      const ok = stream.write(encodeJsonFrames(texts!, ready));
       if (!ok) this.#writeBlocked = true;
     }
     const done = this.#closing || (this.#peerEnded && !this.#decoder.hasBacklog);

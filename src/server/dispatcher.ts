@@ -5,6 +5,7 @@ import { ProtocolError, toErrorResponse, type ErrorCode } from '../protocol/erro
 import { NO_METRICS, type Metrics } from '../ops/metrics.js';
 import { commandCode, MAX_COMMAND_CODE, requestId } from '../protocol/envelope.js';
 import { describeSchemaError, type Protocol } from '../protocol/registry.js';
+import { quickValidator, type QuickValidator } from '../protocol/quick-validators.js';
 import { ServiceError, StoreFailure, type ServiceErrorKind } from '../errors.js';
 
 export type Response = Record<string, unknown>;
@@ -20,6 +21,8 @@ export type DispatchFn = (message: Record<string, unknown>, ctx: RequestContext)
 interface Route {
   readonly name: string;
   readonly validate: ValidateFunction;
+  /** Passed: the schema would pass it too, and is not run (one validation per request). */
+  readonly quick: QuickValidator | undefined;
   readonly handler: Handler<never>;
 }
 
@@ -41,7 +44,8 @@ export function createDispatcher(
   for (const [code, command] of protocol.commands) {
     const handler = handlers[command.name];
     if (!handler) throw new Error(`protocol command ${command.name} (code ${code}) has no handler`);
-    routes.set(code, { name: command.name, validate: command.validateRequest, handler });
+    const quick = quickValidator(command.name, protocol.schemas.get(command.request), protocol.schemas.get('common.json'));
+    routes.set(code, { name: command.name, validate: command.validateRequest, quick, handler });
   }
 
   return function dispatch(message, ctx) {
@@ -65,18 +69,24 @@ export function createDispatcher(
       return logged(ctx, toErrorResponse('E_UNKNOWN_COMMAND', `unknown command code ${code}`, id, code), undefined, monotonic());
     }
     const started = monotonic();
-    if (!route.validate(message)) {
+    if (!(route.quick !== undefined && route.quick(message, id)) && !route.validate(message)) {
       // [P-2.3] Schema violations keep the connection open.
       return logged(ctx, toErrorResponse('E_SCHEMA', describeSchemaError(route.validate.errors), id, code), route.name, started);
     }
-    const finish = (body: ResponseBody): Response => logged(ctx, withEnvelope(body, id, code), route.name, started);
-    const fail = (err: unknown): Response => logged(ctx, errorFor(err, ctx, id, code), route.name, started);
+    let result: ResponseBody | Promise<ResponseBody>;
     try {
-      const result = route.handler(services, message as never, ctx);
-      return result instanceof Promise ? result.then(finish, fail) : finish(result);
+      result = route.handler(services, message as never, ctx);
     } catch (err) {
-      return fail(err);
+      return logged(ctx, errorFor(err, ctx, id, code), route.name, started);
     }
+    // Closures only for an answer that is not ready: the synchronous path allocates none.
+    if (result instanceof Promise) {
+      return result.then(
+        (body) => logged(ctx, withEnvelope(body, id, code), route.name, started),
+        (err: unknown) => logged(ctx, errorFor(err, ctx, id, code), route.name, started),
+      );
+    }
+    return logged(ctx, withEnvelope(result, id, code), route.name, started);
   };
 
   function logged(ctx: RequestContext, response: Response, command: string | undefined, started: number): Response {
@@ -122,6 +132,12 @@ const WIRE_CODE: Readonly<Record<ServiceErrorKind, ErrorCode>> = {
   invalid: 'E_INVALID',
   'rate-limited': 'E_RATE_LIMITED',
   busy: 'E_BUSY',
+  'clock-skew': 'E_CLOCK_SKEW',
+  'face-image': 'E_FACE_IMAGE',
+  'face-none': 'E_FACE_NONE',
+  'face-several': 'E_FACE_SEVERAL',
+  'face-small': 'E_FACE_TOO_SMALL',
+  'face-unavailable': 'E_FACE_UNAVAILABLE',
 };
 
 /**

@@ -7,6 +7,7 @@ import { passwordPolicyError, type PasswordHasher } from '../primitives/password
 import type { Caller } from './session-service.js';
 import { RateLimited, type Throttle } from './throttle.js';
 import type { TokenService } from './token-service.js';
+import type { Alerts } from './alerts.js';
 
 export interface AccountServiceDeps {
   readonly store: Store;
@@ -16,6 +17,7 @@ export interface AccountServiceDeps {
   readonly throttle: Throttle;
   readonly mail: MailQueue;
   readonly audit: AuditSink;
+  readonly alerts: Pick<Alerts, 'send'>;
 }
 
 /** What an operator does to their own account (ASVS V6.2.2–6.2.3). */
@@ -69,21 +71,8 @@ export class AccountService {
     });
     if (ended === undefined) throw new ServiceError('conflict', 'the password was changed meanwhile; log in again');
     await throttle.succeeded(admission).catch(() => undefined);
-    this.#d.mail.enqueue(passwordChangedMail(user.email, caller.seenIp, now), 'password-changed');
+    this.#d.alerts.send('password-changed', user, { at: now, ip: caller.seenIp, mac: s.mac, by: 'self' });
     log.info({ event: 'password.change', outcome: 'success', userId: s.userId, sessionId: s.id, sessionsEnded: ended }, 'password changed by its operator');
     return ended;
   }
-}
-
-function passwordChangedMail(to: string, ip: string, at: number): { to: string; subject: string; text: string } {
-  return {
-    to,
-    subject: 'Your Hellwall password was changed',
-    text: [
-      `The password of your Hellwall account was changed at ${new Date(at).toISOString()} from IP address ${ip}.`,
-      'Every other session of yours has ended.',
-      '',
-      'If this was not you, tell your administrator at once.',
-    ].join('\n'),
-  };
 }

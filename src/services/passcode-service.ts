@@ -9,12 +9,16 @@ import type { KeyRing } from '../keys/key-ring.js';
 import { normalizeEmail, normalizeMac, normalizePhone } from '../primitives/normalize.js';
 import { generatePasscode, hashPasscode } from '../primitives/passcodes.js';
 import { isActiveSession } from './session-rules.js';
+import { checkClockSkew } from './clock-skew.js';
+import type { DeviceService } from './device-service.js';
+import type { Factors, FactorStatus } from './factors.js';
+import type { Tx } from '../store/store.js';
 import { RateLimited, type Admission, type Throttle } from './throttle.js';
 import { hashParams, type PasswordHasher } from '../primitives/passwords.js';
 import { masterToken, newBaseToken } from '../primitives/tokens.js';
 
 export interface PasscodeServiceDeps {
-  readonly config: Pick<Config, 'passcodes' | 'tokens' | 'sessions'>;
+  readonly config: Pick<Config, 'passcodes' | 'tokens' | 'sessions' | 'auth' | 'factors'>;
   readonly store: Store;
   readonly hasher: PasswordHasher;
   readonly keys: KeyRing;
@@ -23,6 +27,10 @@ export interface PasscodeServiceDeps {
   readonly mail: MailQueue;
   readonly throttle: Throttle;
   readonly audit: AuditSink;
+  /** Second factors (src/services/factors.ts); absent: none offered (services built without them). */
+  readonly factors?: Factors;
+  /** Known devices (device-service.ts): the registered-device policy and the new-device alert. */
+  readonly devices?: Pick<DeviceService, 'refuses' | 'loginSucceeded'>;
 }
 
 export interface LoginResult {
@@ -31,7 +39,12 @@ export interface LoginResult {
   renewableUntil: number;
   idleTimeoutSeconds: number;
   user: { email: string; role: string };
+  /** Present when the session may only enrol these factors (factors.ts): `scope: 'enroll'`. */
+  scope?: 'enroll';
+  enroll?: string[];
 }
+
+const NO_FACTORS: FactorStatus = Object.freeze({ has: [], required: [], missing: [] });
 
 /** The first two seed commands: emailing a passcode, and exchanging it for a session. */
 export class PasscodeService {
@@ -162,12 +175,21 @@ export class PasscodeService {
    * transaction that creates the session, so it can never be used twice.
    */
   async authenticate(
-    input: { email: string; phone: string; password: string; passcode: string; mac: string; seenIp: string; device?: string | undefined },
+    input: { email: string; phone: string; password: string; passcode: string; mac: string; seenIp: string; device?: string | undefined; clientTime?: number | undefined; factorProofs?: Readonly<Record<string, string | undefined>> },
     log: Logger,
   ): Promise<LoginResult> {
     const { store, hasher, config, clock, random, keys, throttle } = this.#d;
     const email = normalizeEmail(input.email);
     const mac = normalizeMac(input.mac);
+    // [P-3.7] First: a request from another time (or a client with a wrong clock) tries no factor
+    // and counts towards no limit. Audited once a minute per address group (the client can repeat it).
+    try {
+      checkClockSkew(input.clientTime, clock(), config.auth);
+    } catch (err) {
+      const detail = { reason: 'clock-skew', clientTime: input.clientTime ?? null, serverTime: clock() };
+      this.#d.audit.record({ action: 'login', outcome: 'failure', email, ip: input.seenIp, mac, detail }, `login:clock-skew:${throttle.group(input.seenIp)}`);
+      throw err;
+    }
     // Nothing is tried while throttled, so the pending passcode's guess count does not move.
     const admission = await this.#admit('passcode.auth', input.seenIp, email, mac, log);
     let before = await store.findUserByEmail(email);
@@ -184,6 +206,10 @@ export class PasscodeService {
       before = current;
       passwordOk = await hasher.verify(current.passwordHash, input.password, ticket);
     }
+
+    // Slow proof work (face inference in its worker pool) before the transaction, so no lock waits
+    // for it; done whatever the password and account, so its time tells nothing about either.
+    const prepared = await this.#prepareProofs(input.factorProofs ?? {});
 
     type Evicted = { id: number; mac: string; ip: string; createdAt: number };
     type Outcome = { ok: true; result: LoginResult; sessionId: number; userId: number; evicted: Evicted[] } | { ok: false; reason: string };
@@ -207,6 +233,13 @@ export class PasscodeService {
       if (!passcodeKey) failures.push('passcode-key-retired');
       else if (!constantEqualsBytes(hashPasscode(passcodeKey.passcode, user.id, input.passcode), pending.hash)) failures.push('passcode');
       if (now >= pending.expiresAt) failures.push('passcode-expired');
+      // Known devices: where the policy wants a registered device, any other MAC fails as a factor.
+      if (await this.#d.devices?.refuses(tx, user, mac)) failures.push('unregistered-device');
+      // Second factors the account has must each be proven (a recovery code is not accepted here:
+      // recovery flows only). Checked only when all else is right, so a wrong password burns no
+      // TOTP step; a wrong one counts as a guess against the passcode like any other factor.
+      const factors = this.#d.factors ? await this.#d.factors.status(user, tx) : NO_FACTORS;
+      if (failures.length === 0) failures.push(...(await this.#proveFactors(user.id, factors, input.factorProofs ?? {}, tx, now, prepared)));
       if (failures.length > 0) {
         const attempts = pending.attempts + 1;
         if (now >= pending.expiresAt || attempts >= config.passcodes.maxAttempts) {
@@ -220,7 +253,9 @@ export class PasscodeService {
       await tx.deletePasscode(user.id);
       const token = newBaseToken(random);
       const ttl = config.tokens;
-      const absoluteExpiresAt = now + ttl.absoluteSeconds * 1000;
+      // A required factor not enrolled yet: a short session that can only enrol it (factors.ts).
+      const enrolOnly = factors.missing.length > 0;
+      const absoluteExpiresAt = now + (enrolOnly ? config.factors.enrollSeconds : ttl.absoluteSeconds) * 1000;
       const expiresAt = Math.min(now + ttl.ttlSeconds * 1000, absoluteExpiresAt);
       // [P-3.5] At most maxPerUser active sessions: the oldest logins make room, in this same
       // transaction, so no moment exists with more (and a failed login evicts nothing).
@@ -237,6 +272,7 @@ export class PasscodeService {
         expiresAt,
         absoluteExpiresAt,
         device: input.device ?? null,
+        scope: enrolOnly ? 'enroll' : 'full',
       });
       // The evictions and the login are audited in this transaction: they commit together.
       const where = { userId: user.id, email: user.email, at: now };
@@ -272,6 +308,7 @@ export class PasscodeService {
           renewableUntil: absoluteExpiresAt,
           idleTimeoutSeconds: ttl.idleSeconds,
           user: { email: user.email, role: user.role },
+          ...(enrolOnly && { scope: 'enroll' as const, enroll: [...factors.missing] }),
         },
       };
     });
@@ -280,6 +317,10 @@ export class PasscodeService {
       // The attempt was counted when it was admitted; a failure leaves it counted.
       log.info({ event: 'login', outcome: 'failure', reason: outcome.reason, email, mac }, 'login failed');
       this.#d.audit.record({ action: 'login', outcome: 'failure', userId: before?.id ?? null, email, ip: input.seenIp, mac, detail: { reason: outcome.reason } });
+      // [ASVS 2.8.4] A replayed code is audited in its own right.
+      if (outcome.reason.includes('-replay')) {
+        this.#d.audit.record({ action: 'totp.replay', outcome: 'failure', userId: before?.id ?? null, email, ip: input.seenIp, mac, detail: { flow: 'passcode.auth' } });
+      }
       // [P-4.3] One answer for every failure: nothing tells which factor was wrong.
       throw new ServiceError('auth-failed', 'authentication failed');
     }
@@ -287,6 +328,8 @@ export class PasscodeService {
       log.warn({ event: 'login', err: (err as Error).message }, 'login counters not released; they expire by themselves'),
     );
     log.info({ event: 'login', outcome: 'success', userId: outcome.userId, sessionId: outcome.sessionId, mac }, 'login succeeded');
+    // After the answer: the device and address are recorded, and a new one mails the owner.
+    this.#d.devices?.loginSucceeded({ user: { id: outcome.userId, email: outcome.result.user.email }, mac, ip: input.seenIp, device: input.device ?? null, sessionId: outcome.sessionId, at: clock() }, log);
     for (const old of outcome.evicted) {
       log.info(
         { event: 'session.evicted', userId: outcome.userId, sessionId: old.id, mac: old.mac, ip: old.ip, createdAt: old.createdAt, by: outcome.sessionId, maxPerUser: config.sessions.maxPerUser },
@@ -294,6 +337,41 @@ export class PasscodeService {
       );
     }
     return outcome.result;
+  }
+
+  /**
+   * Proves each factor in `status.has` with its proof from the request; answers the failures (the
+   * factor's name, or `<name>-replay`). Absent proof fails like a wrong one.
+   */
+  async #proveFactors(
+    userId: number,
+    status: FactorStatus,
+    proofs: Readonly<Record<string, string | undefined>>,
+    tx: Tx,
+    now: number,
+    prepared: ReadonlyMap<string, unknown>,
+  ): Promise<string[]> {
+    const failures: string[] = [];
+    for (const name of status.has) {
+      const proof = proofs[name];
+      const factor = this.#d.factors?.get(name);
+      const verdict = proof === undefined || !factor ? 'wrong' : await factor.verify(userId, proof, tx, now, prepared.get(name));
+      if (verdict !== 'ok') failures.push(verdict === 'replay' ? `${name}-replay` : name);
+    }
+    return failures;
+  }
+
+  /**
+   * `Factor.prepare` for each proof sent whose factor has one. An unusable proof (a face image with
+   * no face) throws its own error here; the attempt was admitted, so it counts like a wrong one.
+   */
+  async #prepareProofs(proofs: Readonly<Record<string, string | undefined>>): Promise<Map<string, unknown>> {
+    const out = new Map<string, unknown>();
+    for (const [name, proof] of Object.entries(proofs)) {
+      const factor = this.#d.factors?.get(name);
+      if (proof !== undefined && factor?.prepare) out.set(name, await factor.prepare(proof));
+    }
+    return out;
   }
 
   /** Whether the account has a pending, unexpired passcode and this is it. */

@@ -3,6 +3,16 @@ import type { SessionRecord, Store, StoreChange } from '../store/store.js';
 // Bounds the cache's memory; past it the cache simply starts over.
 const MAX_ENTRIES = 100_000;
 
+/** A (token, MAC, address) verified under a key: which master token it derives to. */
+interface Verified {
+  readonly mac: string;
+  readonly ip: string;
+  readonly keyId: number;
+  /** The master token as the #byMaster key. */
+  readonly master: string;
+  readonly sessionId: number;
+}
+
 /**
  * Sessions by master token, in this process's memory, so a token check of a live session costs no
  * database round trip. Correct across processes and nodes because the store announces every
@@ -18,11 +28,24 @@ const MAX_ENTRIES = 100_000;
  * arrives: about 1 ms after the commit at the median, 17–24 ms at p99 on a loaded 2-core machine
  * (`npm run bench`), and at most two heartbeats when the notification link dies silently
  * (README "Several nodes").
+ *
+ * It also remembers which (base token, MAC as sent, address) this process verified, and under which
+ * key, so that a check of a live session does not recompute the HMAC (`verified`). That memo only
+ * saves the derivation of the master token, a pure function of key and inputs; the session itself is
+ * still read from the master-token map, so revocation, rotation and every other announced change
+ * act on the very next check exactly as without it. It is keyed by the base token and compares the
+ * other two fields exactly, so no other token, MAC or address can reach a remembered session, and
+ * only a lookup that found a session adds to it (unknown tokens cannot fill it). An entry goes with
+ * its session (`forget`, a change, a new epoch), so a revoked token is not kept in memory.
  */
 export class SessionCache {
   readonly #store: Store;
   readonly #byMaster = new Map<string, SessionRecord>();
   readonly #masterById = new Map<number, string>();
+  /** By base token. */
+  readonly #verified = new Map<string, Verified>();
+  /** The base token remembered for each session id, so `forget` drops it too. */
+  readonly #tokenById = new Map<number, string>();
   #epoch = 0;
   readonly #unsubscribe: () => void;
 
@@ -35,6 +58,33 @@ export class SessionCache {
   get(master: Buffer): SessionRecord | undefined {
     if (!this.#store.coherent) return undefined;
     return this.#byMaster.get(master.toString('latin1'));
+  }
+
+  /**
+   * The cached session that `token` with `mac` (exactly as sent) from `ip` derives to under key
+   * `keyId`, when this process verified that before and the cache may answer now; no HMAC.
+   * Synchronous, allocates nothing.
+   */
+  verified(token: string, mac: string, ip: string, keyId: number): SessionRecord | undefined {
+    if (!this.#store.coherent) return undefined;
+    const v = this.#verified.get(token);
+    if (v === undefined || v.keyId !== keyId || v.mac !== mac || v.ip !== ip) return undefined;
+    const session = this.#byMaster.get(v.master);
+    // The entry names a session id: a master-token map entry that is another session is no answer.
+    return session !== undefined && session.id === v.sessionId && session.keyId === keyId ? session : undefined;
+  }
+
+  /**
+   * Remembers that `token` with `mac` from `ip` derives to `master`, the cached `session`'s master
+   * token under its key (the caller just computed and found it). Only while that session is cached.
+   */
+  remember(token: string, mac: string, ip: string, master: Buffer, session: SessionRecord): void {
+    const key = this.#masterById.get(session.id);
+    if (key === undefined || this.#byMaster.get(key) === undefined || key !== master.toString('latin1')) return;
+    const previous = this.#tokenById.get(session.id);
+    if (previous !== undefined && previous !== token) this.#verified.delete(previous);
+    this.#verified.set(token, { mac, ip, keyId: session.keyId, master: key, sessionId: session.id });
+    this.#tokenById.set(session.id, token);
   }
 
   /** The session from the store (the cache missed), kept for the next check when still current. */
@@ -55,6 +105,11 @@ export class SessionCache {
   /** Drops one session now (this node changed it; the announcement will follow). */
   forget(id: number): void {
     this.#epoch++;
+    const token = this.#tokenById.get(id);
+    if (token !== undefined) {
+      this.#verified.delete(token);
+      this.#tokenById.delete(id);
+    }
     const key = this.#masterById.get(id);
     if (key === undefined) return;
     this.#byMaster.delete(key);
@@ -72,6 +127,9 @@ export class SessionCache {
 
   #set(key: string, session: SessionRecord): void {
     if (this.#byMaster.size >= MAX_ENTRIES) this.#clear();
+    // The session under another master token than before (rotated): nothing may still reach the old one.
+    const before = this.#masterById.get(session.id);
+    if (before !== undefined && before !== key) this.forget(session.id);
     this.#byMaster.set(key, session);
     this.#masterById.set(session.id, key);
   }
@@ -87,5 +145,7 @@ export class SessionCache {
   #clear(): void {
     this.#byMaster.clear();
     this.#masterById.clear();
+    this.#verified.clear();
+    this.#tokenById.clear();
   }
 }

@@ -13,6 +13,9 @@ export interface SessionView {
   mac: string;
   ip: string;
   device?: string;
+  /** The session's MAC among the operator's known devices (device-service.ts): its name, if any. */
+  deviceName?: string;
+  deviceRegistered?: boolean;
   createdAt: number;
   lastSeenAt: number;
   current: boolean;
@@ -109,7 +112,13 @@ export class SessionService {
     const now = this.#d.clock();
     const idleMs = this.#d.config.tokens.idleSeconds * 1000;
     const open = await this.#d.store.listOpenSessions(s.userId);
-    return open.filter((r) => isActiveSession(r, now, idleMs)).map((r) => toView(r, r.id === s.id));
+    const devices = new Map((await this.#d.store.listDevices(s.userId)).map((d) => [d.mac, d]));
+    return open
+      .filter((r) => isActiveSession(r, now, idleMs))
+      .map((r) => {
+        const d = devices.get(r.mac);
+        return { ...toView(r, r.id === s.id), ...(d?.name != null && { deviceName: d.name }), ...(d && { deviceRegistered: d.registeredAt !== null }) };
+      });
   }
 }
 

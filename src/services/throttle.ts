@@ -34,6 +34,27 @@ class Lru<V> {
   }
 }
 
+/**
+ * One use of a per-address bucket in another process (a worker of the same primary): applied here
+ * as if made here, so that the workers' buckets agree and an address gets its rate once, not once
+ * per worker. `requests`: passcode requests and logins (key: kind and address group); `checks`:
+ * failed token checks (key: address group).
+ */
+export interface BucketUse {
+  readonly table: 'requests' | 'checks';
+  readonly key: string;
+  readonly perMinute: number;
+  readonly at: number;
+}
+
+/** The other processes sharing this service's addresses (src/workers relays between them). */
+export interface BucketPeers {
+  /** Tells every other process of a use made here. */
+  publish(use: BucketUse): void;
+  /** Registers what applies the other processes' uses here. */
+  subscribe(apply: (use: BucketUse) => void): void;
+}
+
 /** An admitted password-checking attempt: what its outcome must update. */
 export interface Admission {
   readonly email: string;
@@ -83,12 +104,34 @@ export class Throttle {
   /** Failed token checks per address group; the hot path looks up one key and builds no string. */
   readonly #checks: Lru<Bucket>;
 
-  constructor(limits: ThrottleLimits, clock: Clock, store: Store) {
+  #peers: BucketPeers | undefined;
+
+  /** Told (after commit) when an account's lockout fires: the alerts mail its owner. */
+  readonly #onLocked: ((email: string, until: number, ip: string) => void) | undefined;
+
+  constructor(limits: ThrottleLimits, clock: Clock, store: Store, onLocked?: (email: string, until: number, ip: string) => void) {
+    this.#onLocked = onLocked;
     this.#limits = limits;
     this.#clock = clock;
     this.#store = store;
     this.#buckets = new Lru(limits.maxTracked);
     this.#checks = new Lru(limits.maxTracked);
+  }
+
+  /**
+   * Shares the per-address buckets with other processes (workers): every use here is published,
+   * every use there applied here. Without it each process counts only its own (as separate nodes
+   * do). A use reaches the others within a turn of their event loops, so a burst spread over N
+   * workers in that moment can exceed a bucket by at most N - 1.
+   */
+  share(peers: BucketPeers): void {
+    this.#peers = peers;
+    peers.subscribe((use) => {
+      const lru = use.table === 'checks' ? this.#checks : this.#buckets;
+      const bucket = lru.get(use.key);
+      const tokens = bucket ? this.#refill(bucket, use.perMinute, Math.max(use.at, bucket.at)) : use.perMinute;
+      lru.set(use.key, { tokens: Math.max(0, tokens - 1), at: Math.max(use.at, bucket?.at ?? 0) });
+    });
   }
 
   /** The key every per-address limit uses for `ip`: the address, or its IPv6 prefix. */
@@ -115,7 +158,9 @@ export class Throttle {
     const perMinute = kind === 'passcode.request' ? this.#limits.ipPasscodeRequestsPerMinute : this.#limits.ipLoginsPerMinute;
     this.#take(`${kind}\0${group}`, perMinute, now);
     const { freeFailures, backoffMaxSeconds, lockoutSeconds } = this.#limits;
+    let lockedUntil = 0;
     const refusal = await this.#store.transaction(async (tx) => {
+      lockedUntil = 0;
       // Locked from here to commit: concurrent attempts on the same pair or account, on any node,
       // queue behind this one and each decides on what the one before it left.
       const [pair, account, known] = await tx.readCounters([admission.pair, admission.account, admission.known], now);
@@ -126,9 +171,10 @@ export class Throttle {
       const [counted] = await tx.hitCounters([admission.pair], now, now + FAILURES_KEPT_MS);
       const outstanding = counted!.count - freeFailures;
       if (outstanding >= 0) await tx.blockCounter(admission.pair, now + Math.min(1000 * 2 ** Math.min(outstanding, 30), backoffMaxSeconds * 1000));
-      await this.#countAccount(tx, admission.account, now, lockoutSeconds);
+      lockedUntil = await this.#countAccount(tx, admission.account, now, lockoutSeconds);
       return undefined;
     });
+    if (lockedUntil > 0) this.#onLocked?.(email, lockedUntil, ip);
     if (refusal) throw refusal;
     return admission;
   }
@@ -181,18 +227,23 @@ export class Throttle {
     // Already empty stays empty (not negative): the next check is refused by beforeCheck.
     const tokens = bucket ? this.#refill(bucket, perMinute, now) : perMinute;
     this.#checks.set(group, { tokens: Math.max(0, tokens - 1), at: now });
+    this.#peers?.publish({ table: 'checks', key: group, perMinute, at: now });
   }
 
   get tracked(): number {
     return this.#buckets.size + this.#checks.size;
   }
 
-  /** Counts an attempt against the account; at the bound, locks it and starts the count afresh. */
-  async #countAccount(tx: Tx, key: string, now: number, lockoutSeconds: number): Promise<void> {
+  /**
+   * Counts an attempt against the account; at the bound, locks it and starts the count afresh.
+   * Answers when the lock it set ends, or 0.
+   */
+  async #countAccount(tx: Tx, key: string, now: number, lockoutSeconds: number): Promise<number> {
     const [account] = await tx.hitCounters([key], now, now + FAILURES_KEPT_MS);
-    if (account!.count < this.#limits.lockoutFailures) return;
+    if (account!.count < this.#limits.lockoutFailures) return 0;
     await tx.clearCounters([key]);
     await tx.blockCounter(key, now + lockoutSeconds * 1000);
+    return now + lockoutSeconds * 1000;
   }
 
   #refill(bucket: Bucket, perMinute: number, now: number): number {
@@ -204,6 +255,7 @@ export class Throttle {
     const tokens = bucket ? this.#refill(bucket, perMinute, now) : perMinute;
     if (tokens < 1) throw new RateLimited(((1 - tokens) * 60_000) / perMinute, 'address');
     this.#buckets.set(key, { tokens: tokens - 1, at: now });
+    this.#peers?.publish({ table: 'requests', key, perMinute, at: now });
   }
 }
 

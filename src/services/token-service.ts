@@ -7,9 +7,11 @@ import { constantEqualsBytes } from '../primitives/constant-equals.js';
 import { ServiceError } from '../errors.js';
 import type { KeyRing } from '../keys/key-ring.js';
 import { normalizeMac } from '../primitives/normalize.js';
+import { ENROLMENT_COMMANDS } from './factors.js';
 import type { CompiledPolicy } from './policy.js';
 import type { SessionCache } from './session-cache.js';
 import type { Throttle } from './throttle.js';
+import type { Alerts } from './alerts.js';
 import { isWellFormedToken, masterToken, rotatedToken } from '../primitives/tokens.js';
 
 export type CheckResult =
@@ -38,6 +40,8 @@ export interface TokenServiceDeps {
   readonly throttle: Pick<Throttle, 'beforeCheck' | 'failedCheck'>;
   readonly audit: AuditSink;
   readonly policy: PolicySource;
+  /** Tells the owner when reuse detection ends a session (never on the check fast path). */
+  readonly alerts?: Pick<Alerts, 'send'>;
 }
 
 type CheckInput = { token: string; mac: string; seenIp: string; request: string };
@@ -63,14 +67,22 @@ export class TokenService {
     const { keys, clock, sessions } = this.#d;
     this.#d.throttle.beforeCheck(input.seenIp);
     const now = clock();
+    const key = keys.current;
+    // The common case: this exact (token, MAC, address) was verified under the current key and its
+    // session is still cached, so the HMAC below would find the same entry (SessionCache#verified).
+    // The token equals one that was well formed: no need to test it again.
+    const known = sessions.verified(input.token, input.mac, input.seenIp, key.id);
+    if (known !== undefined) return this.#current(known, input, now, log);
     if (!isWellFormedToken(input.token)) return this.#deny(log, input, 'malformed-token');
     const mac = normalizeMac(input.mac);
     // [P-3.2] Another MAC or another address yields another master token, which finds nothing:
     // "wrong device" and "unknown token" are indistinguishable by construction.
-    const key = keys.current;
     const master = masterToken(key.master, input.token, mac, input.seenIp);
     const cached = sessions.get(master);
-    if (cached?.keyId === key.id) return this.#current(cached, input, now, log);
+    if (cached?.keyId === key.id) {
+      sessions.remember(input.token, input.mac, input.seenIp, master, cached);
+      return this.#current(cached, input, now, log);
+    }
     return this.#lookup(input, mac, master, now, log);
   }
 
@@ -85,7 +97,11 @@ export class TokenService {
     for (const key of keys.verifying) {
       const master = key === keys.current ? currentMaster : masterToken(key.master, input.token, mac, input.seenIp);
       const session = sessions.get(master) ?? (await sessions.load(master));
-      if (session?.keyId === key.id) return this.#current(session, input, now, log);
+      if (session?.keyId === key.id) {
+        // Only a session the cache holds is remembered (a load that raced a change is not kept).
+        if (key === keys.current) sessions.remember(input.token, input.mac, input.seenIp, master, session);
+        return this.#current(session, input, now, log);
+      }
       const retired = await store.findRetiredToken(master);
       if (retired?.keyId === key.id) return this.#retired(retired, input, now, log);
     }
@@ -117,6 +133,8 @@ export class TokenService {
       if (session.revokedAt !== null) return refuse('revoked', session.id);
       if (session.userDisabled) return refuse('account-disabled', session.id);
       if (now >= session.expiresAt) return refuse('expired', session.id);
+      // An enrolment-only session (factors.ts) answers its enrolment commands and nothing else.
+      if (session.scope !== 'full' && !ENROLMENT_COMMANDS.has(input.command)) return refuse('enrolment-only', session.id);
       this.#touch(session, now, log);
       return session;
     }
@@ -126,6 +144,8 @@ export class TokenService {
   #current(s: SessionRecord, input: CheckInput, now: number, log: Logger): CheckResult | Promise<CheckResult> {
     if (s.revokedAt !== null) return this.#deny(log, input, 'revoked', s.id);
     if (s.userDisabled) return this.#deny(log, input, 'account-disabled', s.id);
+    // An enrolment-only session authorizes nothing and is never renewed (factors.ts).
+    if (s.scope !== 'full') return this.#deny(log, input, 'enrolment-only', s.id);
     // [P-4.7] Before renewal too: a request the role may not make must not rotate the token either,
     // since the client would never see the new one in an `unauthorized` answer.
     if (!this.#d.policy.current.allows(s.userRole, input.request)) return this.#forbid(log, input, s);
@@ -249,6 +269,7 @@ export class TokenService {
     if (revoked) {
       log.warn({ event: 'token.reuse', sessionId: s.id, userId: s.userId }, 'rotated-out token reused; session revoked');
       this.#d.metrics.reuseDetected();
+      this.#d.alerts?.send('session-reuse', { id: s.userId, email: s.userEmail }, { at: now, sessionId: s.id, ip: input.seenIp, mac: s.mac });
     }
     return this.#deny(log, input, 'token-reuse', s.id);
   }

@@ -12,7 +12,7 @@ import { StoreConfigError } from './store.js';
  * The tables copied, parents before children (the foreign keys are checked row by row). Both
  * databases must hold exactly these: a table only one of them has would be left behind silently.
  */
-export const MIGRATED_TABLES = ['users', 'passcodes', 'sessions', 'retired_tokens', 'audit', 'counters'] as const;
+export const MIGRATED_TABLES = ['users', 'passcodes', 'sessions', 'retired_tokens', 'audit', 'counters', 'user_factors', 'user_secrets', 'recovery_codes', 'recovery_passcodes', 'devices', 'device_addresses'] as const;
 export type MigratedTable = (typeof MIGRATED_TABLES)[number];
 
 /**

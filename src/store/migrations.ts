@@ -211,4 +211,80 @@ export const MIGRATIONS: readonly Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 8,
+    name: 'second factors: factor state, sealed secrets, recovery codes, session scope',
+    // Issue 13. Secrets are sealed (AES-256-GCM under a key derived from the server key ring, its id
+    // kept with the row): the database alone yields none. A session's scope is `full`, or `enroll`
+    // for an operator who must enrol a required factor before anything else.
+    sql: `
+      CREATE TABLE user_factors (
+        user_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        factor       TEXT NOT NULL,
+        confirmed_at INTEGER,
+        must_enroll  INTEGER NOT NULL DEFAULT 0,
+        last_step    INTEGER NOT NULL DEFAULT 0,
+        created_at   INTEGER NOT NULL,
+        PRIMARY KEY (user_id, factor)
+      ) WITHOUT ROWID;
+      CREATE TABLE user_secrets (
+        user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        kind       TEXT NOT NULL,
+        key_id     INTEGER NOT NULL,
+        sealed     BLOB NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (user_id, kind)
+      ) WITHOUT ROWID;
+      CREATE INDEX user_secrets_key ON user_secrets(key_id);
+      CREATE TABLE recovery_codes (
+        user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        hash       BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (user_id, hash)
+      ) WITHOUT ROWID;
+      CREATE TABLE recovery_passcodes (
+        user_id     INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        hash        BLOB NOT NULL,
+        mac         TEXT NOT NULL,
+        seen_ip     TEXT NOT NULL,
+        reported_ip TEXT,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        key_id      INTEGER NOT NULL
+      );
+      ALTER TABLE sessions ADD COLUMN scope TEXT NOT NULL DEFAULT 'full';
+    `,
+  },
+  {
+    version: 9,
+    name: 'known devices and address groups of each operator',
+    // Issue 13 item 4: a login from a MAC or an address group not seen before for the operator
+    // mails them. Seeded from the sessions still kept, so an upgrade does not greet every operator
+    // with a "new sign-in" mail (IPv6 groups need the configured prefix: those are learnt anew).
+    sql: `
+      CREATE TABLE devices (
+        user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        mac           TEXT NOT NULL,
+        name          TEXT,
+        first_seen_at INTEGER,
+        last_seen_at  INTEGER,
+        last_ip       TEXT,
+        registered_at INTEGER,
+        registered_by TEXT,
+        PRIMARY KEY (user_id, mac)
+      ) WITHOUT ROWID;
+      CREATE TABLE device_addresses (
+        user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        addr_group    TEXT NOT NULL,
+        first_seen_at INTEGER NOT NULL,
+        last_seen_at  INTEGER NOT NULL,
+        PRIMARY KEY (user_id, addr_group)
+      ) WITHOUT ROWID;
+      INSERT INTO devices (user_id, mac, first_seen_at, last_seen_at)
+        SELECT user_id, mac, min(created_at), max(last_seen_at) FROM sessions GROUP BY user_id, mac;
+      INSERT INTO device_addresses (user_id, addr_group, first_seen_at, last_seen_at)
+        SELECT user_id, ip, min(created_at), max(last_seen_at) FROM sessions WHERE instr(ip, ':') = 0 GROUP BY user_id, ip;
+    `,
+  },
 ];

@@ -111,6 +111,78 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 3,
+    name: 'second factors: factor state, sealed secrets, recovery codes, session scope',
+    // As SQLite's migration 8 (issue 13).
+    sql: `
+      CREATE TABLE user_factors (
+        user_id      BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        factor       TEXT NOT NULL,
+        confirmed_at BIGINT,
+        must_enroll  BOOLEAN NOT NULL DEFAULT false,
+        last_step    BIGINT NOT NULL DEFAULT 0,
+        created_at   BIGINT NOT NULL,
+        PRIMARY KEY (user_id, factor)
+      );
+      CREATE TABLE user_secrets (
+        user_id    BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        kind       TEXT NOT NULL,
+        key_id     INTEGER NOT NULL,
+        sealed     BYTEA NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (user_id, kind)
+      );
+      CREATE INDEX user_secrets_key ON user_secrets(key_id);
+      CREATE TABLE recovery_codes (
+        user_id    BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        hash       BYTEA NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (user_id, hash)
+      );
+      CREATE TABLE recovery_passcodes (
+        user_id     BIGINT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        hash        BYTEA NOT NULL,
+        mac         TEXT NOT NULL,
+        seen_ip     TEXT NOT NULL,
+        reported_ip TEXT,
+        created_at  BIGINT NOT NULL,
+        expires_at  BIGINT NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        key_id      INTEGER NOT NULL
+      );
+      ALTER TABLE sessions ADD COLUMN scope TEXT NOT NULL DEFAULT 'full';
+    `,
+  },
+  {
+    version: 4,
+    name: 'known devices and address groups of each operator',
+    // As SQLite's migration 9 (issue 13 item 4), seeded from the sessions still kept.
+    sql: `
+      CREATE TABLE devices (
+        user_id       BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        mac           TEXT NOT NULL,
+        name          TEXT,
+        first_seen_at BIGINT,
+        last_seen_at  BIGINT,
+        last_ip       TEXT,
+        registered_at BIGINT,
+        registered_by TEXT,
+        PRIMARY KEY (user_id, mac)
+      );
+      CREATE TABLE device_addresses (
+        user_id       BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        addr_group    TEXT NOT NULL,
+        first_seen_at BIGINT NOT NULL,
+        last_seen_at  BIGINT NOT NULL,
+        PRIMARY KEY (user_id, addr_group)
+      );
+      INSERT INTO devices (user_id, mac, first_seen_at, last_seen_at)
+        SELECT user_id, mac, min(created_at), max(last_seen_at) FROM sessions GROUP BY user_id, mac;
+      INSERT INTO device_addresses (user_id, addr_group, first_seen_at, last_seen_at)
+        SELECT user_id, ip, min(created_at), max(last_seen_at) FROM sessions WHERE strpos(ip, ':') = 0 GROUP BY user_id, ip;
+    `,
+  },
 ];
 
 /** The schema version this code creates and understands. */

@@ -15,6 +15,8 @@ import {
   type StoreOps,
 } from './store.js';
 import { toAudit, toCounter, toPasscode, toRetired, toSession, toUser, type AuditRow, type CounterRow, type PasscodeRow, type RetiredRow, type SessionRow, type UserRow } from './rows.js';
+import { toFactor, toSecret, type FactorRow, type SecretRow } from './rows.js';
+import { DEVICE_COLS, toDevice, type DeviceRow } from './rows.js';
 
 /**
  * How to reach the database. `url` is node-postgres's connection string:
@@ -68,11 +70,13 @@ const USER_COLS = 'id, email, phone, role, password_hash, disabled, created_at';
 const PASSCODE_COLS = 'user_id, hash, mac, seen_ip, reported_ip, created_at, expires_at, attempts, key_id';
 const RETIRED_COLS = 'master, session_id, generation, retired_at, grace_until, nonce, key_id, rotate_key_id';
 const AUDIT_COLS = 'id, at, action, outcome, user_id, email, actor, ip, mac, session_id, detail';
+const FACTOR_COLS = 'user_id, factor, confirmed_at, must_enroll, last_step, created_at';
+const SECRET_COLS = 'user_id, kind, key_id, sealed, updated_at';
 // Explicit columns, never `*`: a prepared statement whose result shape changed under it (a newer
 // node migrated the schema) would fail on every connection that prepared it.
 const SESSION_SELECT = `
   SELECT s.id, s.user_id, s.master, s.mac, s.ip, s.created_at, s.last_seen_at, s.expires_at, s.absolute_expires_at,
-    s.generation, s.revoked_at, s.revoke_reason, s.key_id, s.device,
+    s.generation, s.revoked_at, s.revoke_reason, s.key_id, s.device, s.scope,
     u.email AS user_email, u.role AS user_role, u.disabled AS user_disabled
   FROM sessions s JOIN users u ON u.id = s.user_id`;
 
@@ -131,8 +135,8 @@ function statements(channel: string) {
     // A new user or session needs no announcement: no cache can hold a row that did not exist.
     insertSession: st(
       'insert_session',
-      `INSERT INTO sessions (user_id, master, mac, ip, created_at, last_seen_at, expires_at, absolute_expires_at, key_id, device)
-       VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9) RETURNING id`,
+      `INSERT INTO sessions (user_id, master, mac, ip, created_at, last_seen_at, expires_at, absolute_expires_at, key_id, device, scope)
+       VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10) RETURNING id`,
     ),
     sessionByMaster: st('session_by_master', `${SESSION_SELECT} WHERE s.master = $1`),
     sessionById: st('session_by_id', `${SESSION_SELECT} WHERE s.id = $1`),
@@ -146,6 +150,14 @@ function statements(channel: string) {
       `${SESSION_SELECT} WHERE s.user_id = $1 AND s.revoked_at IS NULL ORDER BY s.created_at, s.id FOR UPDATE OF s`,
     ),
     allOpenSessions: st('all_open_sessions', `${SESSION_SELECT} WHERE s.revoked_at IS NULL ORDER BY s.created_at, s.id`),
+    sessionCounts: st(
+      'session_counts',
+      `SELECT u.email,
+         count(*) FILTER (WHERE s.expires_at > $1 OR (s.absolute_expires_at > $2 AND s.last_seen_at > $3))::int AS active,
+         count(*)::int AS open
+       FROM sessions s JOIN users u ON u.id = s.user_id
+       WHERE s.revoked_at IS NULL AND NOT u.disabled GROUP BY u.id`,
+    ),
     countLive: st(
       'count_live',
       `SELECT count(*) AS n FROM sessions s JOIN users u ON u.id = s.user_id
@@ -244,6 +256,87 @@ function statements(channel: string) {
     ),
     listNodes: st('list_nodes', 'SELECT id, current_key_id, seen_at FROM nodes WHERE seen_at >= $1 ORDER BY id'),
     forgetNode: st('forget_node', 'DELETE FROM nodes WHERE id = $1'),
+    listFactors: st('list_factors', `SELECT ${FACTOR_COLS} FROM user_factors WHERE user_id = $1 ORDER BY factor`),
+    putFactor: st(
+      'put_factor',
+      `INSERT INTO user_factors (user_id, factor, confirmed_at, must_enroll, last_step, created_at) VALUES ($1, $2, $3, $4, $5, $6)
+       ON CONFLICT (user_id, factor) DO UPDATE SET confirmed_at = excluded.confirmed_at, must_enroll = excluded.must_enroll,
+         last_step = excluded.last_step, created_at = excluded.created_at`,
+    ),
+    deleteFactor: st('delete_factor', 'DELETE FROM user_factors WHERE user_id = $1 AND factor = $2'),
+    useFactorStep: st('use_factor_step', 'UPDATE user_factors SET last_step = $3 WHERE user_id = $1 AND factor = $2 AND last_step < $3'),
+    getSecret: st('get_secret', `SELECT ${SECRET_COLS} FROM user_secrets WHERE user_id = $1 AND kind = $2`),
+    lockSecret: st('lock_secret', `SELECT ${SECRET_COLS} FROM user_secrets WHERE user_id = $1 AND kind = $2 FOR UPDATE`),
+    putSecret: st(
+      'put_secret',
+      `INSERT INTO user_secrets (user_id, kind, key_id, sealed, updated_at) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (user_id, kind) DO UPDATE SET key_id = excluded.key_id, sealed = excluded.sealed, updated_at = excluded.updated_at`,
+    ),
+    deleteSecret: st('delete_secret', 'DELETE FROM user_secrets WHERE user_id = $1 AND kind = $2'),
+    secretsByKey: st('secrets_by_key', `SELECT ${SECRET_COLS} FROM user_secrets WHERE key_id = $1 ORDER BY user_id, kind LIMIT $2`),
+    resealSecret: st(
+      'reseal_secret',
+      'UPDATE user_secrets SET key_id = $4, sealed = $5, updated_at = $6 WHERE user_id = $1 AND kind = $2 AND key_id = $3',
+    ),
+    // One statement, so it is atomic outside a transaction too. Codes are random: a new hash never
+    // equals an old one, so the insert never meets a row the delete is removing.
+    putRecoveryCodes: st(
+      'put_recovery_codes',
+      `WITH d AS (DELETE FROM recovery_codes WHERE user_id = $1)
+       INSERT INTO recovery_codes (user_id, hash, created_at) SELECT $1, h, $3 FROM unnest($2::bytea[]) AS h ON CONFLICT DO NOTHING`,
+    ),
+    putRecoveryPasscode: st(
+      'put_recovery_passcode',
+      `INSERT INTO recovery_passcodes (user_id, hash, mac, seen_ip, reported_ip, created_at, expires_at, attempts, key_id)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+       ON CONFLICT (user_id) DO UPDATE SET hash = excluded.hash, mac = excluded.mac, seen_ip = excluded.seen_ip,
+         reported_ip = excluded.reported_ip, created_at = excluded.created_at, expires_at = excluded.expires_at,
+         attempts = excluded.attempts, key_id = excluded.key_id`,
+    ),
+    getRecoveryPasscode: st('get_recovery_passcode', `SELECT ${PASSCODE_COLS} FROM recovery_passcodes WHERE user_id = $1`),
+    lockRecoveryPasscode: st('lock_recovery_passcode', `SELECT ${PASSCODE_COLS} FROM recovery_passcodes WHERE user_id = $1 FOR UPDATE`),
+    deleteRecoveryPasscode: st('delete_recovery_passcode', 'DELETE FROM recovery_passcodes WHERE user_id = $1'),
+    setRecoveryAttempts: st('set_recovery_attempts', 'UPDATE recovery_passcodes SET attempts = $2 WHERE user_id = $1'),
+    useRecoveryCode: st('use_recovery_code', 'DELETE FROM recovery_codes WHERE user_id = $1 AND hash = $2'),
+    countRecoveryCodes: st('count_recovery_codes', 'SELECT count(*)::int AS n FROM recovery_codes WHERE user_id = $1'),
+    listDevices: st('list_devices', `SELECT ${DEVICE_COLS} FROM devices WHERE user_id = $1 ORDER BY mac`),
+    getDevice: st('get_device', `SELECT ${DEVICE_COLS} FROM devices WHERE user_id = $1 AND mac = $2`),
+    // A login's device, one atomic statement at a time (see recordDeviceLogin): inserted (new), or
+    // first used (registered, never seen: new; a racing login waits on the row and finds it seen),
+    // or refreshed.
+    insertSeenDevice: st(
+      'insert_seen_device',
+      `INSERT INTO devices (user_id, mac, name, first_seen_at, last_seen_at, last_ip) VALUES ($1, $2, $3, $4, $4, $5)
+       ON CONFLICT (user_id, mac) DO NOTHING`,
+    ),
+    firstUseDevice: st(
+      'first_use_device',
+      `UPDATE devices SET first_seen_at = $4, last_seen_at = $4, last_ip = $5, name = coalesce(name, $3)
+       WHERE user_id = $1 AND mac = $2 AND first_seen_at IS NULL`,
+    ),
+    seenDevice: st(
+      'seen_device',
+      `UPDATE devices SET last_seen_at = greatest(coalesce(last_seen_at, 0), $4), last_ip = $5, name = coalesce(name, $3)
+       WHERE user_id = $1 AND mac = $2`,
+    ),
+    insertSeenAddress: st(
+      'insert_seen_address',
+      `INSERT INTO device_addresses (user_id, addr_group, first_seen_at, last_seen_at) VALUES ($1, $2, $3, $3)
+       ON CONFLICT (user_id, addr_group) DO NOTHING`,
+    ),
+    seenAddress: st(
+      'seen_address',
+      'UPDATE device_addresses SET last_seen_at = greatest(last_seen_at, $3) WHERE user_id = $1 AND addr_group = $2',
+    ),
+    registerDevice: st(
+      'register_device',
+      `INSERT INTO devices AS d (user_id, mac, name, registered_at, registered_by) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (user_id, mac) DO UPDATE SET name = coalesce(excluded.name, d.name), registered_at = excluded.registered_at,
+         registered_by = excluded.registered_by
+       RETURNING ${DEVICE_COLS}`,
+    ),
+    renameDevice: st('rename_device', 'UPDATE devices SET name = $3 WHERE user_id = $1 AND mac = $2'),
+    deleteDevice: st('delete_device', 'DELETE FROM devices WHERE user_id = $1 AND mac = $2'),
     blockCounter: st(
       'block_counter',
       `INSERT INTO counters AS c (key, count, until, expires_at) VALUES ($1, 0, $2, $2)
@@ -422,7 +515,7 @@ function operations(ctx: Ctx, st: Statements): StoreOps {
     async createSession(s) {
       const r = await q<{ id: number }>({
         ...st.insertSession,
-        values: [s.userId, s.master, s.mac, s.ip, s.createdAt, s.expiresAt, s.absoluteExpiresAt, s.keyId, s.device ?? null],
+        values: [s.userId, s.master, s.mac, s.ip, s.createdAt, s.expiresAt, s.absoluteExpiresAt, s.keyId, s.device ?? null, s.scope ?? 'full'],
       });
       return r.rows[0]!.id;
     },
@@ -469,6 +562,19 @@ function operations(ctx: Ctx, st: Statements): StoreOps {
     async countLiveSessions(b) {
       const r = await q<{ n: number }>({ ...st.countLive, values: [b.currentAfter, b.renewableAfter.absolute, b.renewableAfter.lastSeen] });
       return r.rows[0]!.n;
+    },
+    async sessionCounts(b) {
+      const rows = (await q<{ email: string; active: number; open: number }>({
+        ...st.sessionCounts,
+        values: [b.currentAfter, b.renewableAfter.absolute, b.renewableAfter.lastSeen],
+      })).rows;
+      const activeByUser = new Map<string, number>();
+      let inactive = 0;
+      for (const r of rows) {
+        if (r.active > 0) activeByUser.set(r.email, r.active);
+        inactive += r.open - r.active;
+      }
+      return { activeByUser, inactive };
     },
 
     async countSessionsByKey(now) {
@@ -538,6 +644,90 @@ function operations(ctx: Ctx, st: Statements): StoreOps {
     async forgetNode(id) {
       await q({ ...st.forgetNode, values: [id] });
     },
+
+    async listFactors(userId) {
+      return (await q<FactorRow>({ ...st.listFactors, values: [userId] })).rows.map(toFactor);
+    },
+    async putFactor(f) {
+      await q({ ...st.putFactor, values: [f.userId, f.factor, f.confirmedAt, f.mustEnroll, f.lastStep, f.createdAt] });
+    },
+    async deleteFactor(userId, factor) {
+      return count(await q({ ...st.deleteFactor, values: [userId, factor] })) === 1;
+    },
+    async useFactorStep(userId, factor, step) {
+      return count(await q({ ...st.useFactorStep, values: [userId, factor, step] })) === 1;
+    },
+    async getSecret(userId, kind) {
+      const row = (await q<SecretRow>({ ...(ctx.inTx ? st.lockSecret : st.getSecret), values: [userId, kind] })).rows[0];
+      return row && toSecret(row);
+    },
+    async putSecret(r) {
+      await q({ ...st.putSecret, values: [r.userId, r.kind, r.keyId, r.sealed, r.updatedAt] });
+    },
+    async deleteSecret(userId, kind) {
+      return count(await q({ ...st.deleteSecret, values: [userId, kind] })) === 1;
+    },
+    async listSecretsByKey(keyId, limit) {
+      return (await q<SecretRow>({ ...st.secretsByKey, values: [keyId, limit] })).rows.map(toSecret);
+    },
+    async resealSecret(userId, kind, fromKeyId, r) {
+      return count(await q({ ...st.resealSecret, values: [userId, kind, fromKeyId, r.keyId, r.sealed, r.updatedAt] })) === 1;
+    },
+    async putRecoveryPasscode(p) {
+      await q({
+        ...st.putRecoveryPasscode,
+        values: [p.userId, p.hash, p.mac, p.seenIp, p.reportedIp, p.createdAt, p.expiresAt, p.attempts, p.keyId],
+      });
+    },
+    async getRecoveryPasscode(userId) {
+      const row = (await q<PasscodeRow>({ ...(ctx.inTx ? st.lockRecoveryPasscode : st.getRecoveryPasscode), values: [userId] })).rows[0];
+      return row && toPasscode(row);
+    },
+    async deleteRecoveryPasscode(userId) {
+      await q({ ...st.deleteRecoveryPasscode, values: [userId] });
+    },
+    async setRecoveryPasscodeAttempts(userId, attempts) {
+      await q({ ...st.setRecoveryAttempts, values: [userId, attempts] });
+    },
+    async putRecoveryCodes(userId, hashes, now) {
+      await q({ ...st.putRecoveryCodes, values: [userId, [...hashes], now] });
+    },
+    async useRecoveryCode(userId, hash) {
+      return count(await q({ ...st.useRecoveryCode, values: [userId, hash] })) === 1;
+    },
+    async countRecoveryCodes(userId) {
+      return (await q<{ n: number }>({ ...st.countRecoveryCodes, values: [userId] })).rows[0]!.n;
+    },
+
+    async listDevices(userId) {
+      return (await q<DeviceRow>({ ...st.listDevices, values: [userId] })).rows.map(toDevice);
+    },
+    async getDevice(userId, mac) {
+      const row = (await q<DeviceRow>({ ...st.getDevice, values: [userId, mac] })).rows[0];
+      return row && toDevice(row);
+    },
+    async recordDeviceLogin(l) {
+      // Each statement is atomic on its own, and each decides "new" on the row as committed (an
+      // INSERT … DO NOTHING waits for a racing insert; an UPDATE re-checks its WHERE after a
+      // racing one): of two logins from one new device, exactly one is told so.
+      const device = [l.userId, l.mac, l.name, l.at, l.ip];
+      const newDevice =
+        count(await q({ ...st.insertSeenDevice, values: device })) === 1 || count(await q({ ...st.firstUseDevice, values: device })) === 1;
+      if (!newDevice) await q({ ...st.seenDevice, values: device });
+      const address = [l.userId, l.addressGroup, l.at];
+      const newAddress = count(await q({ ...st.insertSeenAddress, values: address })) === 1;
+      if (!newAddress) await q({ ...st.seenAddress, values: address });
+      return { newDevice, newAddress };
+    },
+    async registerDevice(userId, mac, name, at, by) {
+      return toDevice((await q<DeviceRow>({ ...st.registerDevice, values: [userId, mac, name, at, by] })).rows[0]!);
+    },
+    async renameDevice(userId, mac, name) {
+      return count(await q({ ...st.renameDevice, values: [userId, mac, name] })) === 1;
+    },
+    async deleteDevice(userId, mac) {
+      return count(await q({ ...st.deleteDevice, values: [userId, mac] })) === 1;
+    },
   };
 }
 
@@ -557,6 +747,8 @@ function auditQuery(query: AuditQuery): { text: string; values: unknown[] } {
       where.push(`action >= ${param(prefix)} AND action < ${param(prefix + '\uffff')}`);
     } else where.push(`action = ${param(query.action)}`);
   }
+  if (query.actor !== undefined) where.push(`actor = ${param(query.actor)}`);
+  if (query.actor !== undefined) where.push(`actor = ${param(query.actor)}`);
   if (query.outcome !== undefined) where.push(`outcome = ${param(query.outcome)}`);
   if (query.since !== undefined) where.push(`at >= ${param(query.since)}`);
   if (query.until !== undefined) where.push(`at < ${param(query.until)}`);

@@ -1,4 +1,5 @@
-import type { AuditRecord, CounterRecord, PasscodeRecord, RetiredTokenRecord, SessionRecord, UserRecord } from './store.js';
+import type { DeviceRecord } from './store.js';
+import type { AuditRecord, CounterRecord, FactorRecord, PasscodeRecord, RetiredTokenRecord, SealedSecretRecord, SessionRecord, UserRecord } from './store.js';
 
 // Rows as both backends' drivers answer them (snake_case columns; times as numbers: PostgreSQL's
 // BIGINT is parsed to a number by the store's type parser), and the records the Store answers.
@@ -30,6 +31,7 @@ export interface SessionRow {
   revoke_reason: string | null;
   key_id: number;
   device: string | null;
+  scope: string;
   user_email: string;
   user_role: string;
   user_disabled: boolean | number;
@@ -107,6 +109,8 @@ export const toSession = (r: SessionRow): SessionRecord => ({
   userDisabled: Boolean(r.user_disabled),
   keyId: r.key_id,
   device: r.device,
+  // Anything but `enroll` is a full session: the column only ever holds the two.
+  scope: r.scope === 'enroll' ? 'enroll' : 'full',
 });
 
 export const toPasscode = (r: PasscodeRow): PasscodeRecord => ({
@@ -148,3 +152,62 @@ export const toAudit = (r: AuditRow): AuditRecord => ({
 
 export const toCounter = (r: CounterRow): CounterRecord => ({ count: r.count, until: r.until, expiresAt: r.expires_at });
 
+
+export interface FactorRow {
+  user_id: number;
+  factor: string;
+  confirmed_at: number | null;
+  /** SQLite answers 0/1, PostgreSQL a boolean. */
+  must_enroll: boolean | number;
+  last_step: number;
+  created_at: number;
+}
+
+export interface SecretRow {
+  user_id: number;
+  kind: string;
+  key_id: number;
+  sealed: Buffer;
+  updated_at: number;
+}
+
+export const toFactor = (r: FactorRow): FactorRecord => ({
+  userId: r.user_id,
+  factor: r.factor,
+  confirmedAt: r.confirmed_at,
+  mustEnroll: Boolean(r.must_enroll),
+  lastStep: r.last_step,
+  createdAt: r.created_at,
+});
+
+export const toSecret = (r: SecretRow): SealedSecretRecord => ({
+  userId: r.user_id,
+  kind: r.kind,
+  keyId: r.key_id,
+  sealed: r.sealed,
+  updatedAt: r.updated_at,
+});
+
+export interface DeviceRow {
+  user_id: number;
+  mac: string;
+  name: string | null;
+  first_seen_at: number | null;
+  last_seen_at: number | null;
+  last_ip: string | null;
+  registered_at: number | null;
+  registered_by: string | null;
+}
+
+export const DEVICE_COLS = 'user_id, mac, name, first_seen_at, last_seen_at, last_ip, registered_at, registered_by';
+
+export const toDevice = (r: DeviceRow): DeviceRecord => ({
+  userId: r.user_id,
+  mac: r.mac,
+  name: r.name,
+  firstSeenAt: r.first_seen_at,
+  lastSeenAt: r.last_seen_at,
+  lastIp: r.last_ip,
+  registeredAt: r.registered_at,
+  registeredBy: r.registered_by,
+});

@@ -63,10 +63,18 @@ export interface NewSession {
   readonly keyId: number;
   /** What the client said about its device at login (passcode.auth `device`), if anything. */
   readonly device?: string | null;
+  /**
+   * `full` (absent: full), or `enroll`: the operator must enrol a required second factor first, and
+   * the session answers nothing but that enrolment (src/services/factors.ts).
+   */
+  readonly scope?: SessionScope;
 }
+
+export type SessionScope = 'full' | 'enroll';
 
 export interface SessionRecord extends NewSession {
   readonly device: string | null;
+  readonly scope: SessionScope;
   readonly id: number;
   readonly lastSeenAt: number;
   readonly generation: number;
@@ -220,6 +228,8 @@ export interface AuditRecord {
 /** Filters of an audit query; all optional, combined with AND. Newest first. */
 export interface AuditQuery {
   readonly email?: string;
+  /** Who acted, exactly as recorded (`admin:<email>`, `console:<email>`, `cli:<os user>`). */
+  readonly actor?: string;
   /** An action name, or a prefix ending in `*` (`admin.*`). */
   readonly action?: string;
   readonly outcome?: AuditOutcome;
@@ -240,6 +250,14 @@ export interface AuditQuery {
 export interface LiveBounds {
   readonly currentAfter: number;
   readonly renewableAfter: { readonly absolute: number; readonly lastSeen: number };
+}
+
+/** What Store.sessionCounts answers. */
+export interface SessionCounts {
+  /** Sessions inside the bounds, by their owner's email; owners with none are absent. */
+  readonly activeByUser: ReadonlyMap<string, number>;
+  /** Open sessions of enabled owners outside the bounds: expired, not yet deleted by housekeeping. */
+  readonly inactive: number;
 }
 
 /** A shared counter (rate limits, lockout): how many hits, and a time before which it blocks. */
@@ -329,6 +347,11 @@ export interface StoreOps {
   listAllOpenSessions(): Promise<SessionRecord[]>;
   /** Open sessions inside the given bounds (see LiveBounds), counted by the database. */
   countLiveSessions(bounds: LiveBounds): Promise<number>;
+  /**
+   * Open sessions of enabled owners, counted by the database (not loaded: a report must cost the
+   * event loop nothing however many there are): those inside `bounds` per owner, and the others.
+   */
+  sessionCounts(bounds: LiveBounds): Promise<SessionCounts>;
 
   /** Sessions not revoked and inside their absolute limit, by the server key their master was made with. */
   countSessionsByKey(now: number): Promise<Map<number, number>>;
@@ -365,12 +388,98 @@ export interface StoreOps {
   /** Forgets the counters. */
   clearCounters(keys: readonly string[]): Promise<void>;
 
+  // Second factors (src/services/factors.ts). Every row below goes with its user (cascade).
+  /** The user's factor rows (any state), by factor name. */
+  listFactors(userId: number): Promise<FactorRecord[]>;
+  /** Inserts or replaces the user's row for `record.factor`. */
+  putFactor(record: FactorRecord): Promise<void>;
+  /** Deletes the user's row for the factor; false when none. */
+  deleteFactor(userId: number, factor: string): Promise<boolean>;
+  /**
+   * Records `step` as the factor's last used step, only when it is greater than the one recorded
+   * (atomically: two nodes racing the same code, one wins); false when it is not (a replay).
+   */
+  useFactorStep(userId: number, factor: string, step: number): Promise<boolean>;
+
+  /** The sealed secret of that kind; inside a transaction the row is locked until commit. */
+  getSecret(userId: number, kind: string): Promise<SealedSecretRecord | undefined>;
+  /** Inserts or replaces the user's secret of `record.kind`. */
+  putSecret(record: SealedSecretRecord): Promise<void>;
+  deleteSecret(userId: number, kind: string): Promise<boolean>;
+  /** Up to `limit` secrets sealed under `keyId` (for re-sealing before that key is retired). */
+  listSecretsByKey(keyId: number, limit: number): Promise<SealedSecretRecord[]>;
+  /**
+   * Replaces a secret's ciphertext and key id only while it is still sealed under `fromKeyId`
+   * (a concurrent re-enrolment wins); false when nothing was changed.
+   */
+  resealSecret(userId: number, kind: string, fromKeyId: number, record: SealedSecretRecord): Promise<boolean>;
+
+  /**
+   * The passcode of a self-service recovery (recovery.request), kept apart from the login passcode
+   * so that asking for one (which needs only an email) cannot void a login in progress. Same
+   * semantics as the passcode methods above; inside a transaction `get` locks the row.
+   */
+  putRecoveryPasscode(passcode: PasscodeRecord): Promise<void>;
+  getRecoveryPasscode(userId: number): Promise<PasscodeRecord | undefined>;
+  deleteRecoveryPasscode(userId: number): Promise<void>;
+  setRecoveryPasscodeAttempts(userId: number, attempts: number): Promise<void>;
+
+  /** Replaces the user's recovery codes (keyed hashes) with these; none: deletes them all. */
+  putRecoveryCodes(userId: number, hashes: readonly Buffer[], now: number): Promise<void>;
+  /** Deletes the code with this hash, once: true for the one call that found it. */
+  useRecoveryCode(userId: number, hash: Buffer): Promise<boolean>;
+  /** How many unused recovery codes the user has. */
+  countRecoveryCodes(userId: number): Promise<number>;
+
   /** Records (or refreshes) a running node and the key it signs with. */
   recordNode(node: NodeRecord): Promise<void>;
   /** Nodes seen at or after `since`, by id. */
   listNodes(since: number): Promise<NodeRecord[]>;
   /** A node that stopped cleanly removes itself. */
   forgetNode(id: string): Promise<void>;
+
+  // Known devices (src/services/device-service.ts). Every row below goes with its user (cascade).
+  /** The user's devices (any state), by MAC. */
+  listDevices(userId: number): Promise<DeviceRecord[]>;
+  /** The user's device with this (normalized) MAC. */
+  getDevice(userId: number, mac: string): Promise<DeviceRecord | undefined>;
+  /**
+   * A completed login: creates or refreshes the device (first seen, last seen, last address; a name
+   * only where it has none) and the address group, atomically per row, and answers which of the
+   * two the user had never logged in from (a registered device never used counts as new). Two
+   * logins racing from the same new device or group: exactly one is told it is new.
+   */
+  recordDeviceLogin(login: DeviceLogin): Promise<DeviceNovelty>;
+  /** Creates or marks the device registered (`name` replaces the name when given); answers the row. */
+  registerDevice(userId: number, mac: string, name: string | null, at: number, by: string): Promise<DeviceRecord>;
+  /** Sets the device's name; false when there is no such device. */
+  renameDevice(userId: number, mac: string, name: string | null): Promise<boolean>;
+  /** Forgets the device (registered or not); false when none. Its address groups stay known. */
+  deleteDevice(userId: number, mac: string): Promise<boolean>;
+}
+
+/**
+ * One second factor of one user (src/services/factors.ts). `confirmedAt` set: the factor counts.
+ * `mustEnroll`: the user must enrol it again before anything else (lost-authenticator recovery).
+ * `lastStep`: the last time step a proof was accepted in (TOTP replay refusal, ASVS 2.8.4).
+ */
+export interface FactorRecord {
+  readonly userId: number;
+  readonly factor: string;
+  readonly confirmedAt: number | null;
+  readonly mustEnroll: boolean;
+  readonly lastStep: number;
+  readonly createdAt: number;
+}
+
+/** A secret sealed by the SecretBox (src/keys/secret-box.ts) under server key `keyId`. */
+export interface SealedSecretRecord {
+  readonly userId: number;
+  /** What it is: `totp`, `recovery-key`, `face`, … (also bound into the ciphertext). */
+  readonly kind: string;
+  readonly keyId: number;
+  readonly sealed: Buffer;
+  readonly updatedAt: number;
 }
 
 /** A running server as the others see it: which server key it makes new hashes with. */
@@ -380,6 +489,42 @@ export interface NodeRecord {
   readonly currentKeyId: number;
   /** When the node last said so (it repeats every minute while running). */
   readonly seenAt: number;
+}
+
+/**
+ * A device (a MAC, as the client asserts it [P-3.3]) an operator logged in from, or that was
+ * registered for them. `firstSeenAt` null: registered, never used for a login yet.
+ */
+export interface DeviceRecord {
+  readonly userId: number;
+  /** Normalized (lower case, colons). */
+  readonly mac: string;
+  /** Given by an administrator or the operator, else the client's `device` description at first login. */
+  readonly name: string | null;
+  readonly firstSeenAt: number | null;
+  readonly lastSeenAt: number | null;
+  /** The address the server saw at the last login from it. */
+  readonly lastIp: string | null;
+  /** Set: registered (by an administrator, or by the operator's device recovery). */
+  readonly registeredAt: number | null;
+  /** Who registered it, as in the audit trail's `actor` (`admin:<email>`, `cli:<user>`, `recovery`). */
+  readonly registeredBy: string | null;
+}
+
+export interface DeviceLogin {
+  readonly userId: number;
+  readonly mac: string;
+  readonly ip: string;
+  /** The address group (src/net/address-group.ts) the login came from: what "a new address" means. */
+  readonly addressGroup: string;
+  /** The client's device description, kept as the name of a device that has none. */
+  readonly name: string | null;
+  readonly at: number;
+}
+
+export interface DeviceNovelty {
+  readonly newDevice: boolean;
+  readonly newAddress: boolean;
 }
 
 /** The handle of one open transaction: its operations commit together or not at all. */

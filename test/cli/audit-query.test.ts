@@ -2,10 +2,11 @@ import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { parseTime } from '../../src/cli.js';
+import { parseTime } from '../../src/cli/values.js';
 import { openSqliteStore } from '../../src/store/sqlite-store.js';
 import type { AuditEvent } from '../../src/store/store.js';
-import { auditJson, cli, env, type AuditRow } from '../helpers/processes.js';
+import { env } from '../helpers/processes.js';
+import { runCli, auditJson, type AuditRow } from '../helpers/cli.js';
 
 // `hellwall audit`'s filters, paging and output, with the built CLI on a database seeded with
 // known rows at known times. Each CLI run costs a process start: the cases below are chosen, not
@@ -36,43 +37,43 @@ t.test('hellwall audit filters by email, action, prefix, outcome, time and pages
   const store = openSqliteStore(path.join(dataDir, 'hellwall.db'));
   await store.appendAudit(events);
   await store.close();
-  const ids = (...args: string[]) => auditJson(e, ...args).map((r) => r.id);
+  const ids = async (...args: string[]) => (await auditJson(e, ...args)).map((r) => r.id);
 
-  t.same(ids(), [9, 8, 7, 6, 5, 4, 3, 2, 1], 'newest first');
-  t.same(ids('--email', 'ANN@Example.com'), [5, 4, 3, 1], 'by email, case-insensitively');
-  t.same(ids('--action', 'login'), [8, 6, 1], 'by action');
-  t.same(ids('--action', 'admin.*'), [9, 7, 4, 3], 'by prefix');
-  t.same(ids('--action', 'admin.user.*'), [4, 3]);
-  t.same(ids('--outcome', 'failure'), [8, 6, 2], 'by outcome');
-  t.same(ids('--email', 'bob@example.com', '--outcome', 'failure'), [6, 2], 'filters combine');
-  t.same(ids('--since', '7d'), [9, 8, 7, 6, 5, 4, 3], 'since a relative age');
-  t.same(ids('--since', '30m'), [9, 8, 7]);
-  t.same(ids('--since', '3d', '--until', '1d'), [4, 3], 'between two ages');
-  t.same(ids('--since', new Date(now - 9 * DAY).toISOString().slice(0, 16)), [9, 8, 7, 6, 5, 4, 3, 2], 'since an ISO time without a zone: UTC');
+  t.same(await ids(), [9, 8, 7, 6, 5, 4, 3, 2, 1], 'newest first');
+  t.same(await ids('--email', 'ANN@Example.com'), [5, 4, 3, 1], 'by email, case-insensitively');
+  t.same(await ids('--action', 'login'), [8, 6, 1], 'by action');
+  t.same(await ids('--action', 'admin.*'), [9, 7, 4, 3], 'by prefix');
+  t.same(await ids('--action', 'admin.user.*'), [4, 3]);
+  t.same(await ids('--outcome', 'failure'), [8, 6, 2], 'by outcome');
+  t.same(await ids('--email', 'bob@example.com', '--outcome', 'failure'), [6, 2], 'filters combine');
+  t.same(await ids('--since', '7d'), [9, 8, 7, 6, 5, 4, 3], 'since a relative age');
+  t.same(await ids('--since', '30m'), [9, 8, 7]);
+  t.same(await ids('--since', '3d', '--until', '1d'), [4, 3], 'between two ages');
+  t.same(await ids('--since', new Date(now - 9 * DAY).toISOString().slice(0, 16)), [9, 8, 7, 6, 5, 4, 3, 2], 'since an ISO time without a zone: UTC');
   const inIndia = new Date(now - 2 * DAY + 500 + 5.5 * HOUR).toISOString().replace('Z', '+05:30');
-  t.same(ids('--until', inIndia), [3, 2, 1], 'until an ISO time with an offset');
-  t.same(ids('--since', '2000-01-01', '--action', 'token.denied'), [5], 'an ISO date');
+  t.same(await ids('--until', inIndia), [3, 2, 1], 'until an ISO time with an offset');
+  t.same(await ids('--since', '2000-01-01', '--action', 'token.denied'), [5], 'an ISO date');
 
   // Paging: --limit, then --before-id the last id shown, reaches every row once.
   const pages: number[][] = [];
   for (let before: number | undefined; ; ) {
-    const page = ids('--limit', '4', ...(before === undefined ? [] : ['--before-id', String(before)]));
+    const page = await ids('--limit', '4', ...(before === undefined ? [] : ['--before-id', String(before)]));
     pages.push(page);
     if (page.length < 4) break;
     before = page.at(-1);
   }
   t.same(pages, [[9, 8, 7, 6], [5, 4, 3, 2], [1]]);
-  t.same(ids('--action', 'login', '--limit', '1', '--before-id', '8'), [6], 'paging within a filter');
+  t.same(await ids('--action', 'login', '--limit', '1', '--before-id', '8'), [6], 'paging within a filter');
 
-  // --json: one array on one line, every field, `at` as ISO, detail as an object; nothing else.
-  const json = cli(['audit', '--json', '--email', 'ann@example.com', '--limit', '2'], e);
+  // --json: one array on one line, every field, `at` in ms (as on the wire), detail as an object; nothing else.
+  const json = await runCli(['audit', '--json', '--email', 'ann@example.com', '--limit', '2'], e);
   t.equal(json.stderr, '', 'nothing else is said, not even the paging hint');
   t.equal(json.stdout.split('\n').length, 2, 'one line');
   const rows = JSON.parse(json.stdout) as AuditRow[];
   t.same(rows, [
     {
       id: 5,
-      at: new Date(now - 3 * HOUR).toISOString(),
+      at: now - 3 * HOUR,
       action: 'token.denied',
       outcome: 'denied',
       userId: 1,
@@ -85,7 +86,7 @@ t.test('hellwall audit filters by email, action, prefix, outcome, time and pages
     },
     {
       id: 4,
-      at: new Date(now - 2 * DAY + 1000).toISOString(),
+      at: now - 2 * DAY + 1000,
       action: 'admin.user.enable',
       outcome: 'success',
       userId: 1,
@@ -99,7 +100,7 @@ t.test('hellwall audit filters by email, action, prefix, outcome, time and pages
   ]);
 
   // For people: a table, times in ISO, '-' for nothing, detail as key=value.
-  const human = cli(['audit'], e);
+  const human = await runCli(['audit'], e);
   t.equal(human.code, 0);
   t.equal(human.stderr, '');
   const lines = human.stdout.trimEnd().split('\n');
@@ -113,7 +114,7 @@ t.test('hellwall audit filters by email, action, prefix, outcome, time and pages
   t.match(line(8), /evil\\u001b\[2J@example\.com/, 'a control character is shown escaped');
   t.match(line(8), /reason=unknown-account note="two words"$/);
   t.notOk(human.stdout.includes('\u001b'), 'no escape byte reaches the terminal');
-  const limited = cli(['audit', '--limit', '2'], e);
+  const limited = await runCli(['audit', '--limit', '2'], e);
   t.equal(limited.stdout.trimEnd().split('\n').length, 3);
   t.match(limited.stderr, /2 rows shown \(the limit\); older ones: --before-id 8/, 'says how to page on');
 
@@ -128,12 +129,12 @@ t.test('hellwall audit filters by email, action, prefix, outcome, time and pages
     [['--since', '1d', '--until', '2d'], 1, /since must be before until/],
   ];
   for (const [args, code, message] of bad) {
-    const r = cli(['audit', ...args], e);
+    const r = await runCli(['audit', ...args], e);
     t.equal(r.code, code, `audit ${args.join(' ')} exits ${code}`);
     t.match(r.stderr, message);
     t.equal(r.stdout, '', 'and prints nothing on stdout');
   }
-  t.equal(auditJson(e).length, 9, 'queries from the CLI, good or bad, add no row');
+  t.equal((await auditJson(e)).length, 9, 'queries from the CLI, good or bad, add no row');
 });
 
 t.test('--since and --until take ISO-8601 dates and times or an age', async (t) => {

@@ -6,7 +6,8 @@ import t from 'tap';
 import { DATABASE_FILE } from '../../src/app.js';
 import { HellwallClient } from '../../src/client/client.js';
 import { DEV_CERT_FILE } from '../../src/tls/tls-files.js';
-import { cli, env, startServer, type RunningServer } from '../helpers/processes.js';
+import { env, startServer, type RunningServer } from '../helpers/processes.js';
+import { runCli } from '../helpers/cli.js';
 
 /*
  * [abuse resistance] An acknowledged login must survive a crash. Clients log in and check tokens
@@ -107,7 +108,7 @@ t.test('every acknowledged login survives SIGKILL and restart, and the database 
   });
 
   for (const u of users) {
-    const add = cli(['user', 'add', '--email', u.email, '--phone', u.phone], { ...e, HELLWALL_PASSWORD: PASSWORD });
+    const add = await runCli(['user', 'add', '--email', u.email, '--phone', u.phone], { ...e, HELLWALL_PASSWORD: PASSWORD });
     t.equal(add.code, 0, add.stderr);
   }
 

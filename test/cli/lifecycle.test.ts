@@ -7,7 +7,8 @@ import { generate } from 'selfsigned';
 import t from 'tap';
 import { metricsText } from '../helpers/http.js';
 import { HellwallClient } from '../../src/client/client.js';
-import { cli, env, startServer } from '../helpers/processes.js';
+import { env, startServer } from '../helpers/processes.js';
+import { runCli } from '../helpers/cli.js';
 
 // Signals against the real server process: SIGHUP reloads the certificate without dropping
 // connections; SIGTERM ends within the configured grace even when mail cannot be delivered.
@@ -80,7 +81,7 @@ t.test('SIGTERM ends within the grace even when queued mail cannot be delivered'
     HELLWALL_SHUTDOWN_GRACE_MS: '1000',
   });
   const password = 'correct horse battery staple';
-  t.equal(cli(['user', 'add', '--email', 'ops@example.com', '--phone', '+1 555 0100'], { ...e, HELLWALL_PASSWORD: password }).code, 0);
+  t.equal((await runCli(['user', 'add', '--email', 'ops@example.com', '--phone', '+1 555 0100'], { ...e, HELLWALL_PASSWORD: password })).code, 0);
   const server = await startServer(e);
   t.teardown(() => server.child.kill('SIGKILL'));
   const client = await HellwallClient.connect({ host: '127.0.0.1', port: server.port, ca: readFileSync(path.join(dataDir, 'dev-cert.pem')), connectTimeoutMs: 5000 });

@@ -5,7 +5,8 @@ import path from 'node:path';
 import t from 'tap';
 import { HellwallClient } from '../../src/client/client.js';
 import { metricsText, sample } from '../helpers/http.js';
-import { cli, env, MAIN, startServer } from '../helpers/processes.js';
+import { env, MAIN, startServer } from '../helpers/processes.js';
+import { runCli } from '../helpers/cli.js';
 
 // The authorization policy against the real server process: SIGHUP applies a rewritten policy
 // file; a malformed one is refused at start-up (exit 2) and, on reload, leaves the previous one.
@@ -34,7 +35,7 @@ t.test('SIGHUP applies a rewritten policy file; a malformed one is logged and th
   const deny = { rules: [{ requests: ['inventory.*'], roles: ['admin'] }] };
   writeFileSync(policyFile, JSON.stringify(allow));
   const e = env(dataDir, { HELLWALL_PORT: '0', HELLWALL_POLICY: policyFile });
-  t.equal(cli(['user', 'add', '--email', EMAIL, '--phone', PHONE], { ...e, HELLWALL_PASSWORD: PASSWORD }).code, 0);
+  t.equal((await runCli(['user', 'add', '--email', EMAIL, '--phone', PHONE], { ...e, HELLWALL_PASSWORD: PASSWORD })).code, 0);
   const server = await startServer(e);
   t.teardown(() => server.child.kill('SIGKILL'));
   t.match(await server.waitForLog('authorization policy loaded'), { policy: policyFile, rules: 1 });

@@ -3,7 +3,8 @@ import { mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { CLI, cli, env, MAIN, startServer } from '../helpers/processes.js';
+import { runCli } from '../helpers/cli.js';
+import { CLI, env, MAIN, startServer } from '../helpers/processes.js';
 
 const PASSWORD = 'correct horse battery staple';
 const MAC = '00:1a:2b:3c:4d:5e';
@@ -12,13 +13,13 @@ t.test('a newcomer: user add, npm start, passcode from the outbox, login, check,
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'hellwall-proc-'));
   const e = env(dataDir, { HELLWALL_PORT: '0' });
 
-  const add = cli(['user', 'add', '--email', 'ops@example.com', '--phone', '+1 555 0100', '--role', 'admin'], { ...e, HELLWALL_PASSWORD: PASSWORD });
+  const add = await runCli(['user', 'add', '--email', 'ops@example.com', '--phone', '+1 555 0100', '--role', 'admin'], { ...e, HELLWALL_PASSWORD: PASSWORD });
   t.equal(add.code, 0, add.stderr);
   t.match(add.stdout, /added admin ops@example\.com/);
-  const dup = cli(['user', 'add', '--email', 'OPS@example.com', '--phone', '+1 555 0100'], { ...e, HELLWALL_PASSWORD: PASSWORD });
+  const dup = await runCli(['user', 'add', '--email', 'OPS@example.com', '--phone', '+1 555 0100'], { ...e, HELLWALL_PASSWORD: PASSWORD });
   t.equal(dup.code, 1, 'a duplicate user is refused');
   t.match(dup.stderr, /already exists/);
-  const weak = cli(['user', 'add', '--email', 'new@example.com', '--phone', '+1 555 0101'], { ...e, HELLWALL_PASSWORD: 'short' });
+  const weak = await runCli(['user', 'add', '--email', 'new@example.com', '--phone', '+1 555 0101'], { ...e, HELLWALL_PASSWORD: 'short' });
   t.equal(weak.code, 1);
   t.match(weak.stderr, /at least 8 characters/);
 
@@ -32,11 +33,11 @@ t.test('a newcomer: user add, npm start, passcode from the outbox, login, check,
   t.equal(statSync(path.join(dataDir, 'dev-key.pem')).mode & 0o777, 0o600, 'dev private key is 0600');
 
   const ce = { ...e, HELLWALL_PORT: String(port), HELLWALL_PASSWORD: PASSWORD };
-  const hello = cli(['client', 'hello'], ce);
+  const hello = await runCli(['client', 'hello'], ce);
   t.equal(hello.code, 0, hello.stderr);
   t.match(JSON.parse(hello.stdout), { status: 'ok', protocol: 'hellwall' });
 
-  const req = cli(['client', 'passcode', '--email', 'ops@example.com', '--mac', MAC], ce);
+  const req = await runCli(['client', 'passcode', '--email', 'ops@example.com', '--mac', MAC], ce);
   t.equal(req.code, 0, req.stderr);
   const outbox = path.join(dataDir, 'outbox');
   let files: string[] = [];
@@ -49,20 +50,20 @@ t.test('a newcomer: user add, npm start, passcode from the outbox, login, check,
   const passcode = /passcode is: ([A-Z0-9]{6})/.exec(mail)?.[1];
   t.ok(passcode, 'the message holds the passcode');
 
-  const login = cli(['client', 'login', '--email', 'ops@example.com', '--phone', '+1 555 0100', '--mac', MAC, '--passcode', passcode!], ce);
+  const login = await runCli(['client', 'login', '--email', 'ops@example.com', '--phone', '+1 555 0100', '--mac', MAC, '--passcode', passcode!], ce);
   t.equal(login.code, 0, login.stderr);
   const { token, user } = JSON.parse(login.stdout) as { token: string; user: unknown };
   t.same(user, { email: 'ops@example.com', role: 'admin' });
 
-  const check = cli(['client', 'check', '--token', token, '--mac', MAC, '--request', 'inventory.read'], ce);
+  const check = await runCli(['client', 'check', '--token', token, '--mac', MAC, '--request', 'inventory.read'], ce);
   t.equal(check.code, 0);
   t.equal(JSON.parse(check.stdout).status, 'authorized');
-  const viaEnv = cli(['client', 'check', '--mac', MAC], { ...ce, HELLWALL_TOKEN: token });
+  const viaEnv = await runCli(['client', 'check', '--mac', MAC], { ...ce, HELLWALL_TOKEN: token });
   t.equal(JSON.parse(viaEnv.stdout).status, 'authorized', 'the token can come from $HELLWALL_TOKEN, out of ps and history');
-  const badData = cli(['client', 'check', '--mac', MAC, '--data', '{oops'], { ...ce, HELLWALL_TOKEN: token });
+  const badData = await runCli(['client', 'check', '--mac', MAC, '--data', '{oops'], { ...ce, HELLWALL_TOKEN: token });
   t.equal(badData.code, 2);
   t.match(badData.stderr, /--data must be JSON/);
-  const denied = cli(['client', 'check', '--token', token, '--mac', '00:1a:2b:3c:4d:5f'], ce);
+  const denied = await runCli(['client', 'check', '--token', token, '--mac', '00:1a:2b:3c:4d:5f'], ce);
   t.equal(denied.code, 1, 'an unauthorized check exits 1');
   t.equal(JSON.parse(denied.stdout).status, 'unauthorized');
 
@@ -126,7 +127,7 @@ t.test('the password prompt does not echo, and ignores arrow keys and honours ba
     child.kill('SIGKILL');
   });
   const ce = env(dataDir, { HELLWALL_PORT: String(port), HELLWALL_PASSWORD: 'correct horse battery staple' });
-  t.equal(cli(['client', 'passcode', '--email', 'tty@example.com', '--mac', MAC], ce).code, 0);
+  t.equal((await runCli(['client', 'passcode', '--email', 'tty@example.com', '--mac', MAC], ce)).code, 0);
   let mail = '';
   for (let i = 0; i < 50 && !mail; i++) {
     const files = readdirSync(path.join(dataDir, 'outbox'));
@@ -147,23 +148,23 @@ t.test('an invalid configuration stops start-up with a message naming the option
 });
 
 t.test('the CLI explains its usage and refuses unknown commands', async (t) => {
-  const help = cli(['help'], env('/tmp/unused'));
+  const help = await runCli(['help'], env('/tmp/unused'));
   t.equal(help.code, 0);
   t.match(help.stdout, /Usage: hellwall/);
-  const bad = cli(['frobnicate'], env('/tmp/unused'));
+  const bad = await runCli(['frobnicate'], env('/tmp/unused'));
   t.equal(bad.code, 2);
-  t.match(bad.stderr, /unknown command frobnicate/);
-  const missing = cli(['user', 'add', '--email', 'x@example.com'], env(mkdtempSync(path.join(os.tmpdir(), 'hellwall-proc-')), { HELLWALL_PASSWORD: PASSWORD }));
+  t.match(bad.stderr, /unknown command "frobnicate"/);
+  const missing = await runCli(['user', 'add', '--email', 'x@example.com'], env(mkdtempSync(path.join(os.tmpdir(), 'hellwall-proc-')), { HELLWALL_PASSWORD: PASSWORD }));
   t.equal(missing.code, 2);
   t.match(missing.stderr, /--phone is required/);
 });
 
 t.test('user add warns under 12 characters and refuses a common password, saying why', async (t) => {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'hellwall-proc-'));
-  const short = cli(['user', 'add', '--email', 'short@example.com', '--phone', '+1 555 0103'], env(dataDir, { HELLWALL_PASSWORD: 'vq7#kz2wab1' }));
+  const short = await runCli(['user', 'add', '--email', 'short@example.com', '--phone', '+1 555 0103'], env(dataDir, { HELLWALL_PASSWORD: 'vq7#kz2wab1' }));
   t.equal(short.code, 0, 'accepted');
   t.match(short.stderr, /shorter than the recommended 12/);
-  const common = cli(['user', 'add', '--email', 'common@example.com', '--phone', '+1 555 0104'], env(dataDir, { HELLWALL_PASSWORD: 'Baseball1' }));
+  const common = await runCli(['user', 'add', '--email', 'common@example.com', '--phone', '+1 555 0104'], env(dataDir, { HELLWALL_PASSWORD: 'Baseball1' }));
   t.equal(common.code, 1, 'refused');
   t.match(common.stderr, /commonly used passwords/);
   t.notMatch(common.stderr, /Baseball1/i, 'without repeating the password');

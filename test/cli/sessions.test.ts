@@ -3,7 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { HellwallClient } from '../../src/client/client.js';
-import { cli, env, startServer } from '../helpers/processes.js';
+import { env, startServer } from '../helpers/processes.js';
+import { runCli } from '../helpers/cli.js';
 
 // `hellwall sessions …` and `hellwall stats` against the database of a running server; revocations
 // are audited.
@@ -38,7 +39,7 @@ async function login(client: HellwallClient, dataDir: string, mac: string, devic
 t.test('sessions list, sessions revoke and stats work on a running server\'s database', async (t) => {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'hellwall-sessions-'));
   const e = env(dataDir, { HELLWALL_PORT: '0' });
-  t.equal(cli(['user', 'add', '--email', EMAIL, '--phone', '+1 555 0100'], { ...e, HELLWALL_PASSWORD: PASSWORD }).code, 0);
+  t.equal((await runCli(['user', 'add', '--email', EMAIL, '--phone', '+1 555 0100'], { ...e, HELLWALL_PASSWORD: PASSWORD })).code, 0);
   const server = await startServer(e);
   t.teardown(() => server.child.kill('SIGKILL'));
   const client = await HellwallClient.connect({ host: '127.0.0.1', port: server.port, ca: readFileSync(path.join(dataDir, 'dev-cert.pem')) });
@@ -48,45 +49,45 @@ t.test('sessions list, sessions revoke and stats work on a running server\'s dat
   const a = await login(client, dataDir, macA, 'ann laptop');
   const b = await login(client, dataDir, macB);
 
-  const listed = JSON.parse(cli(['sessions', 'list', '--json'], e).stdout) as Array<Record<string, unknown>>;
+  const listed = JSON.parse((await runCli(['sessions', 'list', '--json'], e)).stdout) as Array<Record<string, unknown>>;
   t.match(listed, [
     { id: 1, email: EMAIL, mac: macA, ip: '127.0.0.1', device: 'ann laptop' },
     { id: 2, email: EMAIL, mac: macB, device: null },
   ]);
   t.notOk(JSON.stringify(listed).includes('Awfer_hellwall_'), 'no token is shown');
-  const text = cli(['sessions', 'list', '--email', EMAIL], e);
+  const text = await runCli(['sessions', 'list', '--email', EMAIL], e);
   t.equal(text.code, 0);
-  t.match(text.stdout, /^id\s+email\s+mac\s+ip\s+device\s+created\s+last seen\n1\s+ann@example\.com\s+00:1a:2b:3c:4d:01\s+127\.0\.0\.1\s+ann laptop\s/);
+  t.match(text.stdout, /^id\s+email\s+mac\s+ip\s+device\s+created\s+last seen\s+expires\n1\s+ann@example\.com\s+00:1a:2b:3c:4d:01\s+127\.0\.0\.1\s+ann laptop\s/);
 
-  t.same(JSON.parse(cli(['stats', '--json'], e).stdout), { activeSessions: 2, activeUsers: 1, expiredSessions: 0, pendingPasscodes: 0, sessionsPerUser: { [EMAIL]: 2 } });
-  t.match(cli(['stats'], e).stdout, /active sessions\s+2\nactive users\s+1\n/);
+  t.same(JSON.parse((await runCli(['stats', '--json'], e)).stdout), { activeSessions: 2, activeUsers: 1, expiredSessions: 0, pendingPasscodes: 0, sessionsPerUser: { [EMAIL]: 2 } });
+  t.match((await runCli(['stats'], e)).stdout, /active sessions\s+2\nactive users\s+1\n/);
 
-  const revoked = cli(['sessions', 'revoke', '--id', '1'], e);
+  const revoked = await runCli(['sessions', 'revoke', '--id', '1'], e);
   t.equal(revoked.code, 0);
   t.match(revoked.stdout, /session 1 of ann@example\.com ended/);
   t.match(await client.check({ token: a, mac: macA, request: 'x' }), { status: 'unauthorized' }, 'the running server sees the revocation');
   t.match(await client.check({ token: b, mac: macB, request: 'x' }), { status: 'authorized' });
-  t.equal(cli(['sessions', 'revoke', '--id', '99'], e).code, 1, 'an unknown id is an error');
-  const again = cli(['sessions', 'revoke', '--id', '1'], e);
+  t.equal((await runCli(['sessions', 'revoke', '--id', '99'], e)).code, 1, 'an unknown id is an error');
+  const again = await runCli(['sessions', 'revoke', '--id', '1'], e);
   t.equal(again.code, 1, 'so is a session that has already ended');
   t.match(again.stderr, /session 1 had already ended \(admin-revoked\)/);
-  t.equal(cli(['sessions', 'revoke'], e).code, 2, 'revoke needs --id or --email');
+  t.equal((await runCli(['sessions', 'revoke'], e)).code, 2, 'revoke needs --id or --email');
 
-  t.match(cli(['sessions', 'revoke', '--email', EMAIL], e).stdout, /1 session\(s\) of ann@example\.com ended/);
+  t.match((await runCli(['sessions', 'revoke', '--email', EMAIL], e)).stdout, /1 session\(s\) of ann@example\.com ended/);
   t.match(await client.check({ token: b, mac: macB, request: 'x' }), { status: 'unauthorized' });
-  t.same(JSON.parse(cli(['sessions', 'list', '--json'], e).stdout), []);
-  t.match(JSON.parse(cli(['stats', '--json'], e).stdout), { activeSessions: 0, activeUsers: 0 });
+  t.same(JSON.parse((await runCli(['sessions', 'list', '--json'], e)).stdout), []);
+  t.match(JSON.parse((await runCli(['stats', '--json'], e)).stdout), { activeSessions: 0, activeUsers: 0 });
 
-  const audit = (action: string) =>
-    (JSON.parse(cli(['audit', '--action', action, '--json'], e).stdout) as Array<Record<string, unknown>>).reverse();
-  t.match(audit('admin.session.*'), [
+  const audit = async (action: string) =>
+    (JSON.parse((await runCli(['audit', '--action', action, '--json'], e)).stdout) as Array<Record<string, unknown>>).reverse();
+  t.match(await audit('admin.session.*'), [
     { action: 'admin.session.revoke', outcome: 'success', email: EMAIL, actor: `cli:${os.userInfo().username}`, detail: { target: 1, targetMac: macA, targetIp: '127.0.0.1' } },
     { action: 'admin.session.revoke', outcome: 'failure', email: null, detail: { target: 99, reason: 'not-found' } },
     { action: 'admin.session.revoke', outcome: 'failure', detail: { target: 1, reason: 'conflict' } },
     { action: 'admin.session.revoke_user', outcome: 'success', email: EMAIL, detail: { ended: 1 } },
   ]);
-  t.equal(audit('admin.session.*').length, 4);
-  t.match(audit('login'), [
+  t.equal((await audit('admin.session.*')).length, 4);
+  t.match(await audit('login'), [
     { outcome: 'success', email: EMAIL, mac: macA, ip: '127.0.0.1', sessionId: 1, actor: null },
     { outcome: 'success', email: EMAIL, mac: macB, sessionId: 2 },
   ], 'the logins are there too');

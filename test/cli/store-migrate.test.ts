@@ -8,7 +8,7 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import t, { type Test } from 'tap';
 import { createApp, type App } from '../../src/app.js';
-import { main } from '../../src/cli.js';
+import { runCli, type CliResult } from '../helpers/cli.js';
 import type { Config } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { migrateSqliteToPostgres, MIGRATED_TABLES, StoreMigrateError } from '../../src/store/migrate-sqlite-to-postgres.js';
@@ -21,6 +21,7 @@ import { ALICE, MAC, startHarness, TEST_SCRYPT, type Harness } from '../helpers/
 import { LogSink } from '../helpers/log-sink.js';
 import { pgOrSkip } from '../helpers/postgres.js';
 import { passcodeFrom } from '../helpers/smtp-sink.js';
+import { enrolTotp, recoveryPasscode } from '../helpers/totp.js';
 
 const HOUR = 3_600_000;
 const BOB = { email: 'bob@example.com', phone: '+1 555 0101', password: 'another horse battery staple', role: 'admin' };
@@ -32,21 +33,8 @@ const SQLITE_SCHEMA = MIGRATIONS.at(-1)!.version;
 const cluster = await pgOrSkip(t, { name: 'migrate' });
 
 /** `hellwall store …` in this process, with its stdout and stderr captured. */
-async function store(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const writeOut = process.stdout.write;
-  const writeErr = process.stderr.write;
-  process.stdout.write = ((chunk: string | Uint8Array) => out.push(String(chunk)) > 0) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => err.push(String(chunk)) > 0) as typeof process.stderr.write;
-  let code: number;
-  try {
-    code = await main(['store', ...args], env);
-  } finally {
-    process.stdout.write = writeOut;
-    process.stderr.write = writeErr;
-  }
-  return { code, stdout: out.join(''), stderr: err.join('') };
+function store(args: string[], env: NodeJS.ProcessEnv): Promise<CliResult> {
+  return runCli(['store', ...args], env);
 }
 
 /** The CLI's environment: the data directory, and no log lines on the test's stdout. */
@@ -139,6 +127,11 @@ async function filledDataDir(t: Test): Promise<{ h: Harness; oldToken: string; r
   if (bobOut.status !== 'ok') throw new Error(`no logout: ${JSON.stringify(bobOut)}`);
   await h.requestPasscode(client);
   await client.requestPasscode({ email: ALICE.email, password: 'not the password', mac: MAC });
+  // Second factors (issue 13): Bob's authenticator (factor row, sealed secrets, recovery codes) and
+  // a pending recovery passcode of Alice's.
+  const bobAgain = await h.login(client, BOB, BOB_MAC);
+  await enrolTotp(h, client, bobAgain.token, BOB_MAC);
+  await recoveryPasscode(h, client, ALICE.email);
   t.ok(await h.app.store.deleteUser(carol.id), 'the newest operator is deleted');
   await h.app.close();
   return { h, oldToken: alice.token, renewedToken: renewed.token, bobToken: bob.token, carolId: carol.id };
@@ -354,22 +347,12 @@ t.test('store usage: a subcommand and a URL are required', async (t) => {
   const dataDir = tempDir(t);
   const none = await store([], cliEnv(dataDir));
   t.equal(none.code, 2);
-  t.match(none.stderr, /unknown store command/);
+  t.match(none.stderr, /Usage: hellwall store <command>[^]*migrate/, 'the group alone shows its usage');
   const noUrl = await store(['migrate'], cliEnv(dataDir));
   t.equal(noUrl.code, 2);
   t.match(noUrl.stderr, /--to postgres:\/\/… \(or \$HELLWALL_STORE_URL\) is required/);
   const help = await store(['migrate', '--bogus'], cliEnv(dataDir));
   t.equal(help.code, 2);
-  const usage = await (async () => {
-    const out: string[] = [];
-    const write = process.stdout.write;
-    process.stdout.write = ((chunk: string | Uint8Array) => out.push(String(chunk)) > 0) as typeof process.stdout.write;
-    try {
-      await main(['help'], {});
-    } finally {
-      process.stdout.write = write;
-    }
-    return out.join('');
-  })();
-  t.match(usage, /store migrate \[--to URL\] \[--data-dir D\] \[--yes\]/, 'listed in the usage');
+  const usage = (await store(['migrate', '--help'], {})).stdout;
+  t.match(usage, /Usage: hellwall store migrate[^]*--to URL[^]*--yes[^]*--data-dir D/, 'its help lists its options');
 });

@@ -15,11 +15,20 @@ export function env(dataDir: string, more: Record<string, string> = {}): NodeJS.
     PATH: process.env.PATH,
     HOME: process.env.HOME,
     HELLWALL_DATA_DIR: dataDir,
+    // `client login` keeps the token here, not in the developer's ~/.hellwall-token.
+    HELLWALL_TOKEN_FILE: path.join(dataDir, 'client-token'),
     HELLWALL_OPS_PORT: '0',
+    // The admin console likewise (its default 7444 would collide too).
+    HELLWALL_CONSOLE_PORT: '0',
+    // One process, as before workers existed (the default is one per core); test/workers asks for 2.
+    HELLWALL_WORKERS: '1',
     // Process tests log in many times from 127.0.0.1; the limits are tested in-process.
     HELLWALL_LIMIT_IP_PASSCODE_REQUESTS: '100000',
     HELLWALL_LIMIT_IP_LOGINS: '100000',
     HELLWALL_LIMIT_IP_FAILED_CHECKS: '100000',
+    // The new-sign-in alert mails after a first login from a device: tests that read "the next
+    // mail to the operator" for its passcode would race it (its own tests are in-process).
+    HELLWALL_ALERT_NEW_DEVICE: 'false',
     ...more,
   };
 }
@@ -84,10 +93,10 @@ export function startServer(e: NodeJS.ProcessEnv): Promise<RunningServer> {
   });
 }
 
-/** One row of `hellwall audit --json`. */
+/** One row of `hellwall audit --json` (times in ms, as on the wire). */
 export interface AuditRow {
   id: number;
-  at: string;
+  at: number;
   action: string;
   outcome: string;
   userId: number | null;

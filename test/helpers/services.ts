@@ -5,6 +5,8 @@ import { AuditLog } from '../../src/audit/audit-log.js';
 import { AccountService } from '../../src/services/account-service.js';
 import type { ServiceErrorKind } from '../../src/errors.js';
 import { AdminService, type Actor } from '../../src/services/admin-service.js';
+import { Alerts } from '../../src/services/alerts.js';
+import { DeviceService } from '../../src/services/device-service.js';
 import { KeyRing } from '../../src/keys/key-ring.js';
 import { PasscodeService, type LoginResult } from '../../src/services/passcode-service.js';
 import { PasswordHasher } from '../../src/primitives/passwords.js';
@@ -75,9 +77,9 @@ export class RecordingMailer implements Mailer {
     this.closed = true;
   }
 
-  /** The passcode of the last message sent to `to`. */
+  /** The passcode of the last passcode mail sent to `to` (alerts may have come after it). */
   passcodeFor(to: string): string {
-    const mail = this.sent.filter((m) => m.to === to).at(-1);
+    const mail = this.sent.filter((m) => m.to === to && /passcode is: /.test(m.text)).at(-1);
     const code = mail && /passcode is: ([A-Z0-9]+)/.exec(mail.text)?.[1];
     if (!code) throw new Error(`no passcode mail to ${to}`);
     return code;
@@ -170,6 +172,8 @@ export interface Kit {
   readonly sessions: SessionService;
   readonly admin: AdminService;
   readonly account: AccountService;
+  readonly alerts: Alerts;
+  readonly devices: DeviceService;
   readonly logs: LogSink;
   readonly log: Logger;
   readonly users: Record<string, UserRecord>;
@@ -191,7 +195,9 @@ interface Teardown {
 export async function buildKit(t: Teardown, opts: KitOptions = {}): Promise<Kit> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'hellwall-svc-'));
   const file = opts.file ?? ':memory:';
-  const config = loadConfig({}, { ...opts.config, dataDir });
+  // The new-device alert mails after every first login from a MAC or address: tests that count
+  // mail would count it too. Its own tests set `alerts` themselves.
+  const config = loadConfig({}, { alerts: { newDevice: false }, ...opts.config, dataDir });
   const clock = { now: T0 };
   const now = (): number => clock.now;
   const random = seededRandom(opts.seed ?? 1);
@@ -204,15 +210,17 @@ export async function buildKit(t: Teardown, opts: KitOptions = {}): Promise<Kit>
   const mailer = new RecordingMailer();
   const metrics = countingMetrics();
   const mail = new MailQueue(mailer, log, { metrics, attempts: opts.mail?.attempts ?? 3, retryDelayMs: opts.mail?.retryDelayMs ?? 5 });
-  const throttle = new Throttle(config.limits, now, store);
+  const throttle = new Throttle(config.limits, now, store, (email, until, ip) => alerts.accountLocked(email, until, ip));
   const audit = new AuditLog({ store, clock: now, log, metrics });
+  const alerts = new Alerts({ config, mail, audit, clock: now, log, store });
   const cache = new SessionCache(store);
   const policy = { current: new PolicyLoader({ file: '', defaultDeny: true }).load() };
-  const tokens = new TokenService({ config, store, sessions: cache, keys, clock: now, random, metrics, throttle, audit, policy });
-  const passcodes = new PasscodeService({ config, store, hasher, keys, clock: now, random, mail, throttle, audit });
+  const tokens = new TokenService({ config, store, sessions: cache, keys, clock: now, random, metrics, throttle, audit, policy, alerts });
+  const devices = new DeviceService({ config, store, sessions: cache, clock: now, audit, alerts, mail, tokens });
+  const passcodes = new PasscodeService({ config, store, hasher, keys, clock: now, random, mail, throttle, audit, devices });
   const sessions = new SessionService({ config, store, sessions: cache, clock: now, tokens, audit });
-  const admin = new AdminService({ config, store, sessions: cache, hasher, clock: now, audit, tokens, roles: () => policy.current.roles });
-  const account = new AccountService({ store, hasher, clock: now, tokens, throttle, mail, audit });
+  const admin = new AdminService({ config, store, sessions: cache, hasher, clock: now, audit, tokens, roles: () => policy.current.roles, alerts });
+  const account = new AccountService({ store, hasher, clock: now, tokens, throttle, mail, audit, alerts });
 
   t.teardown(async () => {
     await mail.drain(1000);
@@ -249,6 +257,8 @@ export async function buildKit(t: Teardown, opts: KitOptions = {}): Promise<Kit>
     sessions,
     admin,
     account,
+    alerts,
+    devices,
     logs,
     log,
     users,

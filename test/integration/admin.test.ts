@@ -52,7 +52,7 @@ async function sessionIdOf(h: Harness, email: string, mac: string): Promise<numb
 t.test('the client names the admin commands with the codes of protocol/index.json', async (t) => {
   const fromIndex = [...NAMES].filter(([, name]) => name.startsWith('admin.')).map(([code, name]) => [name, code]);
   t.same(Object.fromEntries(fromIndex), ADMIN_CODES);
-  t.equal(fromIndex.length, 13);
+  t.equal(fromIndex.length, 16);
 });
 
 t.test('an administrator runs the account and session commands over the wire, and each has its effect', async (t) => {
@@ -337,6 +337,9 @@ t.test("every admin command with a plain operator's token answers E_FORBIDDEN, i
     { code: 18, email: BOB.email },
     { code: 19 },
     { code: 20, limit: 10 },
+    { code: 32, email: BOB.email },
+    { code: 33, email: BOB.email, device: BOB_MAC },
+    { code: 34, email: BOB.email, device: BOB_MAC },
   ];
   t.same(requests.map((r) => r.code), Object.values(ADMIN_CODES).sort((a, b) => a - b), 'every admin command');
   const before = await snapshot(h);

@@ -51,7 +51,7 @@ t.test('configured certificate files are served and no development certificate i
 
   await t.rejects(
     HellwallClient.connect({ host: '127.0.0.1', port: h.port, servername: 'hellwall.test' }),
-    { code: 'DEPTH_ZERO_SELF_SIGNED_CERT' },
+    { name: 'ConnectFailure', reason: 'untrusted', cause: { code: 'DEPTH_ZERO_SELF_SIGNED_CERT' } },
     'a client that does not trust it is refused by its own verification',
   );
 });

@@ -116,9 +116,16 @@ def base_env(data_dir: str, **more: str) -> Dict[str, str]:
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "HELLWALL_DATA_DIR": data_dir,
            # The health/metrics listener on a free port: 9464 may be taken by another test or server.
            "HELLWALL_OPS_PORT": "0",
+           # The admin console likewise (default 7444).
+           "HELLWALL_CONSOLE_PORT": "0",
+           # One process (the default is one per core); the workers have tests of their own.
+           "HELLWALL_WORKERS": "1",
            # Many logins from 127.0.0.1 within a minute; the limits have tests of their own.
            "HELLWALL_LIMIT_IP_PASSCODE_REQUESTS": "100000", "HELLWALL_LIMIT_IP_LOGINS": "100000",
-           "HELLWALL_LIMIT_IP_FAILED_CHECKS": "100000"}
+           "HELLWALL_LIMIT_IP_FAILED_CHECKS": "100000",
+           # The new-sign-in alert mails after a first login from a device, and may arrive after the
+           # next passcode request; a test reading "the next mail" for its passcode would race it.
+           "HELLWALL_ALERT_NEW_DEVICE": "false"}
     env.update(more)
     return env
 

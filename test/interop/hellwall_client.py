@@ -19,8 +19,11 @@ each echoed `id` is checked.
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
+import hashlib
+import hmac
 import itertools
 import json
 import socket
@@ -296,6 +299,18 @@ class Reply:
         return parse_response(raw, self._parse_ok, self.code, self._client.strict)
 
 
+def totp_code(secret_base32: str, at_seconds: float, digits: int = 6, period: int = 30) -> str:
+    """RFC 6238 TOTP (HMAC-SHA-1, RFC 4226 dynamic truncation) from the standard library alone:
+    the code an authenticator app shows at `at_seconds` for the base32 secret totp.enroll gave."""
+    padded = secret_base32.upper() + "=" * (-len(secret_base32) % 8)
+    key = base64.b32decode(padded)
+    counter = struct.pack(">Q", int(at_seconds // period))
+    digest = hmac.new(key, counter, hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    value = struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF
+    return str(value % (10**digits)).zfill(digits)
+
+
 class HellwallClient:
     """One persistent TLS connection to a Hellwall server. Not thread-safe."""
 
@@ -471,14 +486,20 @@ class HellwallClient:
         request = ht.PasscodeRequestRequest(code=1, email=email, mac=mac, password=password, ip=ip)
         return self._submit(request, ht.passcode_request_request_to_dict, ht.passcode_request_response_from_dict, wait)
 
-    def login(self, email: str, phone: str, password: str, passcode: str, mac: str, device: Optional[str] = None, *, wait: bool = True) -> Any:
+    def login(
+        self, email: str, phone: str, password: str, passcode: str, mac: str, device: Optional[str] = None, totp: Optional[str] = None, *, wait: bool = True
+    ) -> Any:
         """passcode.auth [P-4.3]. `device` (since 1.2) describes this device in the operator's
         session list. It is sent only when given and only to a server whose hello reported 1.2 or
         later (an older one refuses fields it does not know [P-2.1]); to an older server the login
-        goes without it. With a `device`, call hello() first (RuntimeError otherwise)."""
+        goes without it. With a `device`, call hello() first (RuntimeError otherwise). `totp`
+        (since 1.5) is the authenticator's current code (see totp_code); a server older than 1.5
+        has no authenticators, so sending it there is refused (RuntimeError) rather than dropped."""
         if device is not None and not self.server_has_minor(2):
             device = None
-        request = ht.PasscodeAuthRequest(code=2, email=email, mac=mac, passcode=passcode, password=password, phone=phone, device=device)
+        if totp is not None and not self.server_has_minor(5):
+            raise RuntimeError("totp is sent only to a server that reports 1.5 or later")
+        request = ht.PasscodeAuthRequest(code=2, email=email, mac=mac, passcode=passcode, password=password, phone=phone, device=device, totp=totp)
         return self._submit(request, ht.passcode_auth_request_to_dict, ht.passcode_auth_response_from_dict, wait)
 
     def check(self, token: str, mac: str, request: str, data: Any = None, *, wait: bool = True) -> Any:
@@ -506,6 +527,18 @@ class HellwallClient:
         marked `current`. Never a token."""
         req = ht.SessionListRequest(code=6, mac=mac, token=token)
         return self._submit(req, ht.session_list_request_to_dict, ht.session_list_response_from_dict, wait)
+
+    # Second factors (since 1.5) [P-4.14]-[P-4.15].
+
+    def totp_enroll(self, token: str, mac: str, *, wait: bool = True) -> Any:
+        """totp.enroll [P-4.14]: a new, unconfirmed TOTP secret (base32), its otpauth URI and QR code."""
+        req = ht.TotpEnrollRequest(code=22, mac=mac, token=token)
+        return self._submit(req, ht.totp_enroll_request_to_dict, ht.totp_enroll_response_from_dict, wait)
+
+    def totp_confirm(self, token: str, mac: str, totp: str, *, wait: bool = True) -> Any:
+        """totp.confirm [P-4.15]: the first code; the answer carries the recovery codes, shown once."""
+        req = ht.TotpConfirmRequest(code=23, mac=mac, token=token, totp=totp)
+        return self._submit(req, ht.totp_confirm_request_to_dict, ht.totp_confirm_response_from_dict, wait)
 
     # Receiving.
 

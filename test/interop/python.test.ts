@@ -39,6 +39,7 @@ const EXPECTED = [
   'test_flow.SessionCommandsTest.test_logout_ends_the_callers_session_only',
   'test_flow.SessionCommandsTest.test_logout_all_ends_every_session_of_the_operator_and_no_other',
   'test_flow.RenewalTest.test_renewal_rotation_grace_and_reuse',
+  'test_flow.TotpLoginTest.test_enrol_confirm_and_log_in_with_a_code_computed_here',
   'test_vectors.DecoderVectorsTest.test_decoder_vectors',
   'test_vectors.ExchangeVectorsTest.test_exchange_vectors',
 ];

@@ -438,6 +438,63 @@ class SessionCommandsTest(unittest.TestCase):
         self.assertEqual(c.check(other.token, MAC, "x").status, AUTHORIZED, "another operator's session is untouched")
 
 
+class TotpLoginTest(unittest.TestCase):
+    """Protocol 1.5's authenticator [P-4.14]-[P-4.15]: enrolment, confirmation, and a login with a
+    code this client computes itself (RFC 6238 with the standard library's hmac)."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        # Alert mails (a first login from a device) would come between the passcode mails read here.
+        start_stack(cls, HELLWALL_ALERTS_DISABLED="all")
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        stop_cleanly(cls.server)
+
+    def test_enrol_confirm_and_log_in_with_a_code_computed_here(self) -> None:
+        email = "totp@example.com"
+        harness.add_user(self.data_dir, email=email)
+        c = self.server.connect()
+        self.addCleanup(c.close)
+        c.hello()
+        self.assertTrue(c.server_has_minor(5), "the server speaks 1.5 or later")
+        session = log_in(self, c, self.sink, email, MAC)
+
+        started = c.totp_enroll(session.token, MAC)
+        self.assertIsInstance(started, ht.TotpEnrollResponse, f"totp.enroll failed: {started}")
+        self.assertTrue(started.uri.startswith("otpauth://totp/"))
+        self.assertIn(f"secret={started.secret}", started.uri)
+        now = now_ms() / 1000
+        confirmed = c.totp_confirm(session.token, MAC, hc.totp_code(started.secret, now))
+        self.assertIsInstance(confirmed, ht.TotpConfirmResponse, f"totp.confirm failed: {confirmed}")
+        self.assertEqual(len(confirmed.recovery_codes), 10)
+
+        # From now on a login needs the code: without it, refused like any wrong factor.
+        since = self.sink.count()
+        c.request_passcode(email, PASSWORD, MAC)
+        passcode = passcode_from(self.sink.wait_for(email, since))
+        refused = c.login(email, PHONE, PASSWORD, passcode, MAC)
+        self.assertIsInstance(refused, ht.ErrorResponse)
+        self.assertEqual(refused.error, ht.ErrorCode.E_AUTH_FAILED)
+
+        # The confirmation used this time step; the next step's code is within the allowed drift.
+        code = hc.totp_code(started.secret, now + 30)
+        since = self.sink.count()
+        c.request_passcode(email, PASSWORD, MAC)
+        passcode = passcode_from(self.sink.wait_for(email, since))
+        ok = c.login(email, PHONE, PASSWORD, passcode, MAC, totp=code)
+        self.assertIsInstance(ok, ht.PasscodeAuthResponse, f"login with the code failed: {ok}")
+        self.assertEqual(c.check(ok.token, MAC, "x").status, AUTHORIZED)
+
+        # The same code again is a replay: refused.
+        since = self.sink.count()
+        c.request_passcode(email, PASSWORD, MAC)
+        passcode = passcode_from(self.sink.wait_for(email, since))
+        replay = c.login(email, PHONE, PASSWORD, passcode, MAC, totp=code)
+        self.assertIsInstance(replay, ht.ErrorResponse)
+        self.assertEqual(replay.error, ht.ErrorCode.E_AUTH_FAILED)
+
+
 class RenewalTest(unittest.TestCase):
     """[P-4.5] with a 2 s token life and a 1 s grace: renewal, rotation, the grace, reuse detection."""
 

@@ -94,7 +94,7 @@ t.test('retire marks the key, deletes its material, revokes its sessions and dro
   t.same([...(await store.countSessionsByKey(5))].sort(), [[1, 1], [2, 1]]);
 
   const r = await retireKey({ dataDir, store, now: 5, log }, 1);
-  t.same(r, { sessions: 1, passcodes: 1, alreadyRetired: false });
+  t.same(r, { sessions: 1, passcodes: 1, secrets: 0, alreadyRetired: false });
   t.notOk(existsSync(path.join(dataDir, 'server.key')), 'the key material is gone');
   t.equal(mode(path.join(dataDir, 'server.key.1.retired')), 0o600, 'the marker is 0600');
   t.equal((await store.findSessionById(old))?.revokeReason, 'key-retired');
@@ -108,7 +108,7 @@ t.test('retire marks the key, deletes its material, revokes its sessions and dro
   ring.reload();
   t.equal(ring.get(1), undefined, 'after the reload it is gone');
   t.same(ring.verifying.map((k) => k.id), [2]);
-  t.same(await retireKey({ dataDir, store, now: 6, log }, 1), { sessions: 0, passcodes: 0, alreadyRetired: true }, 'retiring again is harmless');
+  t.same(await retireKey({ dataDir, store, now: 6, log }, 1), { sessions: 0, passcodes: 0, secrets: 0, alreadyRetired: true }, 'retiring again is harmless');
   t.equal(KeyRing.open(dataDir, randomBytes, log).current.id, 2, 'a new start does not recreate server.key');
   t.equal(rotateKey(dataDir, randomBytes, log), 3, 'ids are never reused');
 });

@@ -17,7 +17,7 @@ t.test('COMMAND_CODES is the index, name for name', async (t) => {
 });
 
 t.test('the client and the CLI write no command code by hand', async (t) => {
-  for (const file of ['src/client/client.ts', 'src/cli.ts']) {
+  for (const file of ['src/client/client.ts', 'src/client/authenticated.ts', 'src/cli.ts', 'src/cli/client.ts', 'src/cli/client-admin.ts', 'src/cli/client-connection.ts', 'src/cli/menu.ts']) {
     const text = readFileSync(path.join(ROOT, file), 'utf8');
     t.same(text.match(/\bcode: \d+/g) ?? [], [], `${file}: codes come from COMMAND_CODES`);
   }

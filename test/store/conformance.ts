@@ -356,6 +356,7 @@ export function storeConformance(t: Test, name: string, factory: ConformanceFact
         absoluteExpiresAt: FAR,
         keyId: 4,
         device: null,
+        scope: 'full',
         lastSeenAt: NOW - 5,
         generation: 0,
         revokedAt: null,
@@ -513,6 +514,35 @@ export function storeConformance(t: Test, name: string, factory: ConformanceFact
       t.equal(await store.countLiveSessions(bounds), 3, "an enabled owner's session counts");
     });
 
+    t.test('counts open sessions per owner, inside the bounds and not, without loading them', async (t) => {
+      const store = await open(t);
+      const u = await addUser(store);
+      const v = await addUser(store);
+      const off = await addUser(store);
+      const idle = await addUser(store);
+      const bounds: LiveBounds = { currentAfter: NOW, renewableAfter: { absolute: NOW, lastSeen: NOW - IDLE } };
+      await addSession(store, u.id, { createdAt: NOW - 1, expiresAt: NOW + 1 }); // current
+      await addSession(store, u.id, { createdAt: NOW - IDLE + 1, expiresAt: NOW, absoluteExpiresAt: NOW + 1 }); // renewable
+      await addSession(store, u.id, { createdAt: NOW, expiresAt: NOW, absoluteExpiresAt: NOW }); // at both limits: inactive
+      await addSession(store, v.id, { expiresAt: NOW + HOUR });
+      const revoked = await addSession(store, v.id, { expiresAt: NOW + HOUR });
+      await store.revokeSession(revoked.id, NOW, 'logout'); // not open: in neither count
+      await addSession(store, off.id, { expiresAt: NOW + HOUR });
+      await store.setUserDisabled(off.id, true); // a disabled owner's: in neither count
+      await addSession(store, idle.id, { createdAt: NOW - IDLE, expiresAt: NOW, absoluteExpiresAt: FAR }); // idle exactly: inactive
+
+      const counts = await store.sessionCounts(bounds);
+      t.strictSame(Object.fromEntries(counts.activeByUser), { [u.email]: 2, [v.email]: 1 }, 'owners with none are absent');
+      t.equal(counts.inactive, 2);
+      t.equal([...counts.activeByUser.values()].reduce((a, b) => a + b, 0), await store.countLiveSessions(bounds), 'agrees with countLiveSessions');
+      await store.setUserDisabled(off.id, false);
+      t.equal((await store.sessionCounts(bounds)).activeByUser.get(off.email), 1, "an enabled owner's session counts");
+      t.strictSame(await store.transaction((tx) => tx.sessionCounts(bounds)), await store.sessionCounts(bounds), 'the same inside a transaction');
+      const none = await store.sessionCounts({ currentAfter: FAR, renewableAfter: { absolute: FAR, lastSeen: FAR } });
+      t.equal(none.activeByUser.size, 0);
+      t.equal(none.inactive, 6);
+    });
+
     t.test('counts sessions by server key, and revokes sessions and passcodes of a retired key', async (t) => {
       const store = await open(t);
       const u = await addUser(store);
@@ -612,6 +642,8 @@ export function storeConformance(t: Test, name: string, factory: ConformanceFact
 
       t.strictSame(await actions({ email: 'a@example.com' }), ['x%y.three', 'x_y.one', 'administrator', 'login', 'passcode.request']);
       t.strictSame(await actions({ action: 'login' }), ['login', 'login']);
+      t.strictSame(await actions({ actor: 'admin:c@example.com' }), ['x_y.one'], 'by actor, exactly');
+      t.strictSame(await actions({ actor: 'admin:' }), [], 'an actor is matched whole, not as a prefix');
       t.strictSame(await actions({ action: 'admin.*' }), ['admin.user.disable'], 'a prefix up to and including the dot');
       t.strictSame(await actions({ action: 'admin*' }), ['administrator', 'admin.user.disable']);
       t.strictSame(await actions({ action: 'x_y.*' }), ['x_y.one'], 'the prefix is literal: _ is no wildcard');
@@ -687,6 +719,231 @@ export function storeConformance(t: Test, name: string, factory: ConformanceFact
       t.strictSame(await store.listNodes(NOW), [{ id: 'b:2', currentKeyId: 2, seenAt: NOW + 1 }], 'only those seen since');
       await store.forgetNode('b:2');
       t.strictSame(await store.listNodes(NOW), []);
+    });
+
+    // ----------------------------------------------------------------------------------------------
+    // Known devices
+    // ----------------------------------------------------------------------------------------------
+
+    t.test('records logins by device and address group, telling which was new', async (t) => {
+      const store = await open(t);
+      const u = await addUser(store);
+      const login = { userId: u.id, mac: '00:11:22:33:44:55', ip: '192.0.2.1', addressGroup: '192.0.2.1', name: 'laptop', at: NOW };
+      t.strictSame(await store.recordDeviceLogin(login), { newDevice: true, newAddress: true }, 'the first login: both new');
+      t.strictSame(await store.recordDeviceLogin({ ...login, name: 'other', ip: '192.0.2.1', at: NOW + HOUR }), { newDevice: false, newAddress: false });
+      t.strictSame(await store.getDevice(u.id, login.mac), {
+        userId: u.id,
+        mac: login.mac,
+        name: 'laptop',
+        firstSeenAt: NOW,
+        lastSeenAt: NOW + HOUR,
+        lastIp: '192.0.2.1',
+        registeredAt: null,
+        registeredBy: null,
+      }, 'last use moved; the first name stays');
+      t.strictSame(await store.recordDeviceLogin({ ...login, mac: '00:11:22:33:44:00', name: null }), { newDevice: true, newAddress: false });
+      t.strictSame(await store.recordDeviceLogin({ ...login, ip: '2001:db8::1', addressGroup: '2001:db8::/64' }), { newDevice: false, newAddress: true });
+      t.strictSame(await store.recordDeviceLogin({ ...login, ip: '2001:db8::2', addressGroup: '2001:db8::/64', at: NOW - DAY }), { newDevice: false, newAddress: false });
+      t.match(await store.getDevice(u.id, login.mac), { lastSeenAt: NOW + HOUR, lastIp: '2001:db8::2' }, 'an older time does not move last use back');
+      t.strictSame((await store.listDevices(u.id)).map((d) => [d.mac, d.name]), [['00:11:22:33:44:00', null], ['00:11:22:33:44:55', 'laptop']], 'by MAC');
+      const other = await addUser(store);
+      t.strictSame(await store.listDevices(other.id), [], "another user's list is their own");
+      t.strictSame(await store.recordDeviceLogin({ ...login, userId: other.id }), { newDevice: true, newAddress: true }, 'devices and addresses are per user');
+      t.equal(await store.getDevice(u.id, '00:11:22:33:44:99'), undefined);
+    });
+
+    t.test('registers, renames and deletes devices; a registered device never used is new at its first login', async (t) => {
+      const store = await open(t);
+      const u = await addUser(store);
+      const mac = '00:11:22:33:44:66';
+      t.strictSame(await store.registerDevice(u.id, mac, 'desk', NOW, 'admin:root@example.com'), {
+        userId: u.id,
+        mac,
+        name: 'desk',
+        firstSeenAt: null,
+        lastSeenAt: null,
+        lastIp: null,
+        registeredAt: NOW,
+        registeredBy: 'admin:root@example.com',
+      });
+      const login = { userId: u.id, mac, ip: '192.0.2.1', addressGroup: '192.0.2.1', name: 'laptop', at: NOW + MINUTE };
+      t.strictSame(await store.recordDeviceLogin(login), { newDevice: true, newAddress: true });
+      t.strictSame(await store.recordDeviceLogin(login), { newDevice: false, newAddress: false });
+      t.match(await store.getDevice(u.id, mac), { name: 'desk', firstSeenAt: NOW + MINUTE, registeredAt: NOW }, 'the given name stays');
+      // Registering a device already seen keeps its history; no name keeps the name it has.
+      await store.recordDeviceLogin({ ...login, mac: '00:11:22:33:44:77', name: 'phone' });
+      t.match(await store.registerDevice(u.id, '00:11:22:33:44:77', null, NOW + HOUR, 'recovery'), {
+        name: 'phone',
+        firstSeenAt: NOW + MINUTE,
+        registeredAt: NOW + HOUR,
+        registeredBy: 'recovery',
+      });
+      t.equal(await store.renameDevice(u.id, mac, 'renamed'), true);
+      t.equal((await store.getDevice(u.id, mac))!.name, 'renamed');
+      t.equal(await store.renameDevice(u.id, mac, null), true);
+      t.equal((await store.getDevice(u.id, mac))!.name, null);
+      t.equal(await store.renameDevice(u.id, '00:11:22:33:44:99', 'x'), false, 'no such device');
+      t.equal(await store.deleteDevice(u.id, mac), true);
+      t.equal(await store.deleteDevice(u.id, mac), false, 'once');
+      t.strictSame((await store.listDevices(u.id)).map((d) => d.mac), ['00:11:22:33:44:77']);
+      t.strictSame(await store.recordDeviceLogin(login), { newDevice: true, newAddress: false }, 'a deleted device is new again; its address is still known');
+    });
+
+    t.test("deleting a user deletes its devices; a transaction's device writes roll back with it", async (t) => {
+      const store = await open(t);
+      const u = await addUser(store);
+      await store.recordDeviceLogin({ userId: u.id, mac: '00:11:22:33:44:55', ip: '192.0.2.1', addressGroup: '192.0.2.1', name: null, at: NOW });
+      await store.registerDevice(u.id, '00:11:22:33:44:66', null, NOW, 'cli:root');
+      await t.rejects(
+        store.transaction(async (tx) => {
+          await tx.registerDevice(u.id, '00:11:22:33:44:88', 'x', NOW, 'cli:root');
+          t.ok(await tx.getDevice(u.id, '00:11:22:33:44:88'), 'seen inside');
+          throw new Error('abort');
+        }),
+        { message: 'abort' },
+      );
+      t.equal(await store.getDevice(u.id, '00:11:22:33:44:88'), undefined, 'rolled back');
+      t.equal(await store.deleteUser(u.id), true);
+      t.strictSame(await store.listDevices(u.id), []);
+    });
+
+    t.test('of two nodes recording the same new device and address at once, exactly one is told it is new', async (t) => {
+      const a = await open(t);
+      const b = await peerOf(t, a);
+      const u = await addUser(a);
+      for (const mac of ['00:11:22:33:44:01', '00:11:22:33:44:02', '00:11:22:33:44:03']) {
+        const group = `198.51.100.${mac.slice(-1)}`;
+        const login = { userId: u.id, mac, ip: group, addressGroup: group, name: null, at: NOW };
+        const results = await Promise.all([a, b, a, b].map((s) => attempt(() => s.recordDeviceLogin(login))));
+        const ok = results.filter((r): r is { ok: true; value: { newDevice: boolean; newAddress: boolean } } => r.ok).map((r) => r.value);
+        t.ok(results.every((r) => r.ok || (factory.busyUnderContention && isBusy(r))), 'each answered (or busy where that may happen)');
+        t.equal(ok.filter((v) => v.newDevice).length, 1, `${mac}: one new device`);
+        t.equal(ok.filter((v) => v.newAddress).length, 1, `${mac}: one new address`);
+      }
+      // A registered device's first use, raced: the same.
+      await a.registerDevice(u.id, '00:11:22:33:44:09', null, NOW, 'cli:root');
+      const first = { userId: u.id, mac: '00:11:22:33:44:09', ip: '198.51.100.1', addressGroup: '198.51.100.1', name: null, at: NOW };
+      const raced = await Promise.all([a, b].map((s) => attempt(() => s.recordDeviceLogin(first))));
+      t.equal(raced.filter((r) => r.ok && r.value.newDevice).length, 1);
+    });
+
+    // ----------------------------------------------------------------------------------------------
+    // Second factors (issue 13): factor state, sealed secrets, recovery codes and passcodes
+    // ----------------------------------------------------------------------------------------------
+
+    t.test('stores, replaces and deletes factor rows; a step is used once and only forwards', async (t) => {
+      const store = await open(t);
+      const u = await addUser(store);
+      const other = await addUser(store);
+      t.strictSame(await store.listFactors(u.id), []);
+      const row = { userId: u.id, factor: 'totp', confirmedAt: null, mustEnroll: true, lastStep: 0, createdAt: NOW };
+      await store.putFactor(row);
+      await store.putFactor({ ...row, factor: 'face', mustEnroll: false });
+      await store.putFactor({ ...row, userId: other.id });
+      t.strictSame(await store.listFactors(u.id), [{ ...row, factor: 'face', mustEnroll: false }, row], 'by factor name');
+      await store.putFactor({ ...row, confirmedAt: NOW + 1, mustEnroll: false, lastStep: 5 });
+      t.strictSame((await store.listFactors(u.id))[1], { ...row, confirmedAt: NOW + 1, mustEnroll: false, lastStep: 5 }, 'replaced');
+      t.equal(await store.useFactorStep(u.id, 'totp', 5), false, 'the step already used');
+      t.equal(await store.useFactorStep(u.id, 'totp', 4), false, 'an older step');
+      t.equal(await store.useFactorStep(u.id, 'totp', 57_000_000_000), true, 'a newer step (beyond 2^32)');
+      t.equal((await store.listFactors(u.id))[1]!.lastStep, 57_000_000_000);
+      t.equal(await store.useFactorStep(u.id, 'none', 9), false, 'no such factor');
+      t.equal(await store.deleteFactor(u.id, 'face'), true);
+      t.equal(await store.deleteFactor(u.id, 'face'), false);
+      t.equal((await store.listFactors(other.id)).length, 1, 'another user\'s row untouched');
+    });
+
+    t.test('of two nodes using the same step at once, exactly one succeeds', async (t) => {
+      const a = await open(t);
+      const b = await peerOf(t, a);
+      const u = await addUser(a);
+      await a.putFactor({ userId: u.id, factor: 'totp', confirmedAt: NOW, mustEnroll: false, lastStep: 0, createdAt: NOW });
+      for (const step of [100, 101, 102]) {
+        const results = await Promise.all([a, b, a, b].map((s) => attempt(() => s.transaction((tx) => tx.useFactorStep(u.id, 'totp', step)))));
+        t.equal(results.filter((r) => r.ok && r.value === true).length, 1, `step ${step}: one winner`);
+        t.ok(results.every((r) => r.ok || (factory.busyUnderContention && isBusy(r))), 'the others lose fairly');
+      }
+    });
+
+    t.test('stores sealed secrets per user and kind, lists them by key and re-seals only from the key named', async (t) => {
+      const store = await open(t);
+      const u = await addUser(store);
+      const v = await addUser(store);
+      const secret = (userId: number, kind: string, keyId: number, fill: number) => ({ userId, kind, keyId, sealed: Buffer.alloc(45, fill), updatedAt: NOW });
+      await store.putSecret(secret(u.id, 'totp', 1, 1));
+      await store.putSecret(secret(u.id, 'recovery', 1, 2));
+      await store.putSecret(secret(v.id, 'totp', 2, 3));
+      t.strictSame(await store.getSecret(u.id, 'totp'), secret(u.id, 'totp', 1, 1));
+      t.equal(await store.getSecret(u.id, 'face'), undefined);
+      t.strictSame((await store.listSecretsByKey(1, 10)).map((s) => [s.userId, s.kind]), [[u.id, 'recovery'], [u.id, 'totp']]);
+      t.equal((await store.listSecretsByKey(1, 1)).length, 1, 'at most the limit');
+      t.equal(await store.resealSecret(u.id, 'totp', 2, secret(u.id, 'totp', 3, 9)), false, 'not under that key: unchanged');
+      t.equal(await store.resealSecret(u.id, 'totp', 1, secret(u.id, 'totp', 3, 9)), true);
+      t.strictSame(await store.getSecret(u.id, 'totp'), secret(u.id, 'totp', 3, 9));
+      await store.putSecret(secret(u.id, 'totp', 4, 7));
+      t.strictSame(await store.getSecret(u.id, 'totp'), secret(u.id, 'totp', 4, 7), 'replaced');
+      t.equal(await store.deleteSecret(u.id, 'totp'), true);
+      t.equal(await store.deleteSecret(u.id, 'totp'), false);
+      t.ok(await store.getSecret(v.id, 'totp'), 'another user\'s secret untouched');
+    });
+
+    t.test('replaces recovery codes as a set; each is used once', async (t) => {
+      const store = await open(t);
+      const u = await addUser(store);
+      const v = await addUser(store);
+      const hashes = [1, 2, 3].map((n) => Buffer.alloc(32, n));
+      await store.putRecoveryCodes(u.id, hashes, NOW);
+      await store.putRecoveryCodes(v.id, [Buffer.alloc(32, 1)], NOW);
+      t.equal(await store.countRecoveryCodes(u.id), 3);
+      t.equal(await store.useRecoveryCode(u.id, hashes[1]!), true);
+      t.equal(await store.useRecoveryCode(u.id, hashes[1]!), false, 'not twice');
+      t.equal(await store.useRecoveryCode(u.id, Buffer.alloc(32, 9)), false, 'not an unknown one');
+      t.equal(await store.countRecoveryCodes(u.id), 2);
+      await store.putRecoveryCodes(u.id, [Buffer.alloc(32, 7)], NOW);
+      t.equal(await store.countRecoveryCodes(u.id), 1, 'a new set voids the old');
+      t.equal(await store.useRecoveryCode(u.id, hashes[0]!), false);
+      await store.putRecoveryCodes(u.id, [], NOW);
+      t.equal(await store.countRecoveryCodes(u.id), 0, 'an empty set deletes them all');
+      t.equal(await store.countRecoveryCodes(v.id), 1, 'another user\'s codes untouched');
+      const a = await peerOf(t, store);
+      await store.putRecoveryCodes(u.id, [Buffer.alloc(32, 5)], NOW);
+      const raced = await Promise.all([store, a, store, a].map((s) => attempt(() => s.useRecoveryCode(u.id, Buffer.alloc(32, 5)))));
+      t.equal(raced.filter((r) => r.ok && r.value === true).length, 1, 'of racing nodes, one uses it');
+    });
+
+    t.test('stores recovery passcodes apart from login passcodes', async (t) => {
+      const store = await open(t);
+      const u = await addUser(store);
+      await store.putPasscode(passcodeOf(u.id));
+      await store.putRecoveryPasscode(passcodeOf(u.id, { hash: Buffer.alloc(32, 0x77), mac: '00:11:22:33:44:66' }));
+      t.strictSame(await store.getRecoveryPasscode(u.id), passcodeOf(u.id, { hash: Buffer.alloc(32, 0x77), mac: '00:11:22:33:44:66' }));
+      t.strictSame(await store.getPasscode(u.id), passcodeOf(u.id), 'the login passcode is untouched');
+      await store.setRecoveryPasscodeAttempts(u.id, 3);
+      t.equal((await store.getRecoveryPasscode(u.id))?.attempts, 3);
+      await store.putRecoveryPasscode(passcodeOf(u.id, { attempts: 0, keyId: 2 }));
+      t.match(await store.getRecoveryPasscode(u.id), { attempts: 0, keyId: 2 }, 'replaced');
+      await store.deleteRecoveryPasscode(u.id);
+      t.equal(await store.getRecoveryPasscode(u.id), undefined);
+      t.ok(await store.getPasscode(u.id));
+    });
+
+    t.test('sessions carry their scope; deleting a user deletes every second-factor row', async (t) => {
+      const store = await open(t);
+      const u = await addUser(store);
+      const full = await addSession(store, u.id);
+      const enrol = await addSession(store, u.id, { scope: 'enroll' });
+      t.equal((await store.findSessionById(full.id))?.scope, 'full', 'full by default');
+      t.equal((await store.findSessionByMaster(enrol.master))?.scope, 'enroll');
+      await store.putFactor({ userId: u.id, factor: 'totp', confirmedAt: NOW, mustEnroll: false, lastStep: 1, createdAt: NOW });
+      await store.putSecret({ userId: u.id, kind: 'totp', keyId: 1, sealed: Buffer.alloc(40, 1), updatedAt: NOW });
+      await store.putRecoveryCodes(u.id, [Buffer.alloc(32, 1)], NOW);
+      await store.putRecoveryPasscode(passcodeOf(u.id));
+      t.equal(await store.deleteUser(u.id), true);
+      t.strictSame(await store.listFactors(u.id), []);
+      t.equal(await store.getSecret(u.id, 'totp'), undefined);
+      t.equal(await store.countRecoveryCodes(u.id), 0);
+      t.equal(await store.getRecoveryPasscode(u.id), undefined);
+      t.equal((await store.listSecretsByKey(1, 10)).length, 0);
     });
 
     // ----------------------------------------------------------------------------------------------

@@ -437,3 +437,31 @@ t.test('a migration run with foreign keys off that would break one changes nothi
   t.equal(db.prepare('SELECT count(*) FROM sessions').pluck().get(), 0, 'rolled back');
   t.equal(db.pragma('foreign_keys', { simple: true }), 1, 'foreign keys are on again');
 });
+
+t.test('a v8 database upgrades to known devices (v9) seeded from its sessions, so no operator gets a mail per device', async (t) => {
+  const file = tmp();
+  const now = Date.UTC(2026, 0, 1);
+  const db = new Database(file);
+  t.equal(migrate(db, MIGRATIONS.filter((m) => m.version <= 8)), 8, 'the fixture is at v8');
+  const a = insert(db, 'users', { email: 'a@example.com', phone: '+1555', role: 'user', password_hash: 'h', created_at: now });
+  const session = (mac: string, ip: string, at: number, fill: number) =>
+    insert(db, 'sessions', {
+      user_id: a, master: Buffer.alloc(32, fill), mac, ip, created_at: at, last_seen_at: at + 10, expires_at: at + 1000, absolute_expires_at: at + 9000, key_id: 1,
+    });
+  session('00:1a:2b:3c:4d:5e', '192.0.2.1', now, 1);
+  session('00:1a:2b:3c:4d:5e', '192.0.2.2', now + 100, 2);
+  session('00:1a:2b:3c:4d:ff', '2001:db8::1', now + 200, 3);
+  db.close();
+
+  const store = openSqliteStore(file);
+  t.teardown(() => store.close());
+  t.equal(await store.schemaVersion(), MIGRATIONS.at(-1)!.version);
+  t.same(
+    (await store.listDevices(a)).map((d) => [d.mac, d.firstSeenAt, d.lastSeenAt, d.registeredAt]),
+    [['00:1a:2b:3c:4d:5e', now, now + 110, null], ['00:1a:2b:3c:4d:ff', now + 200, now + 210, null]],
+    'one device per MAC, first and last use from its sessions',
+  );
+  const login = { userId: a, mac: '00:1a:2b:3c:4d:5e', name: null, at: now + 1000 };
+  t.same(await store.recordDeviceLogin({ ...login, ip: '192.0.2.2', addressGroup: '192.0.2.2' }), { newDevice: false, newAddress: false }, 'a known device and IPv4 address');
+  t.same(await store.recordDeviceLogin({ ...login, ip: '2001:db8::1', addressGroup: '2001:db8::/64' }), { newDevice: false, newAddress: true }, 'IPv6 groups are learnt anew');
+});
