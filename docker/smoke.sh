@@ -11,7 +11,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DOCKER=${DOCKER:-$(command -v docker || echo /usr/bin/docker)}
+# A client whose BuildKit works (the builds below set DOCKER_BUILDKIT=1): a newer client without its
+# buildx plugin refuses to build, while Debian's docker.io client (20.10) has BuildKit built in
+# (../shared/DOCKER.md). So the first docker on PATH, unless it lacks buildx and Debian's is there.
+if [ -z "${DOCKER:-}" ]; then
+  DOCKER=$(command -v docker || echo /usr/bin/docker)
+  if ! $DOCKER buildx version >/dev/null 2>&1 && [ -x /usr/bin/docker ]; then DOCKER=/usr/bin/docker; fi
+fi
 PREPARE=../shared/docker/prepare.sh
 IMAGE=${HELLWALL_SMOKE_IMAGE:-hellwall:ci}
 SINK_IMAGE=${HELLWALL_SMOKE_SINK_IMAGE:-hellwall-smtp-sink:ci}
@@ -65,7 +71,8 @@ trap 'reason="interrupted"; exit 130' INT TERM
 client() {
   local port=$1 ca=$2
   shift 2
-  node dist/cli.js client "$@" --host 127.0.0.1 --port "$port" --ca "$ca"
+  # `client login` stores the token; a file of this run's own, never the caller's ~/.hellwall-token.
+  HELLWALL_TOKEN_FILE="$TMP/hellwall-token" node dist/cli.js client "$@" --host 127.0.0.1 --port "$port" --ca "$ca"
 }
 json() { node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const v=JSON.parse(s)[process.argv[1]];console.log(typeof v==="string"?v:JSON.stringify(v))})' "$1"; }
 host_port() { $DOCKER port "$1" "$2" | sed -n 's/^127\.0\.0\.1:\([0-9]*\)$/\1/p' | tail -n 1; }

@@ -486,6 +486,15 @@ const exchanges = [
     then: 'open',
   },
   {
+    // Recovery carries the face like passcode.auth does (an operator with the factor proves it):
+    // the field exists, and like every image it must be base64.
+    name: 'recovery.password with a face that is not base64',
+    rule: 'P-4.30',
+    send: frame({ code: 26, id: 'f', email: NOBODY.email, passcode: 'K7M2QX', mac: MAC, newPassword: 'a brand new passphrase for spring', totp: '492039', face: 'not a JPEG!' }),
+    expect: [{ match: err('E_SCHEMA', { id: 'f', code: 26 }) }],
+    then: 'open',
+  },
+  {
     name: 'session.revoke with an unknown token',
     rule: 'P-3.6',
     send: frame({ code: 7, id: 'r', token: TOKEN, mac: MAC, sessionId: 1 }),

@@ -312,9 +312,9 @@ export function buildApp(deps: AppDeps): App {
       let consoleAddress: AddressInfo | null = null;
       if (config.console.enabled) {
         // Its own HTTPS server with the listener's certificate; it uses the services the wire uses.
-        const { passcodes, sessions: sessionService, admin } = services;
+        const { passcodes, sessions: sessionService, admin, devices } = services;
         adminConsole = new ConsoleServer(
-          { config, log, clock, random, passcodes, sessions: sessionService, admin, store, housekeeper, mail, audit, readiness, roles: () => policy.current.roles },
+          { config, log, clock, random, passcodes, sessions: sessionService, admin, devices, store, housekeeper, mail, audit, readiness, roles: () => policy.current.roles },
           tls,
         );
         consoleAddress = await adminConsole.listen(config.console.port, config.console.host);

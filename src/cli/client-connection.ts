@@ -181,6 +181,19 @@ export function storedFrom(res: { token: string; user: { email: string; role: st
   return { token: res.token, email: res.user.email, role: res.user.role, expiresAt: res.expiresAt, renewableUntil: res.renewableUntil };
 }
 
+/** One visible line from the terminal (a passcode is single-use and short-lived: no need to hide it). */
+export async function readLine(ctx: Ctx, prompt: string): Promise<string> {
+  const { createInterface } = await import('node:readline/promises');
+  const rl = createInterface({ input: ctx.io.stdin, output: ctx.io.stderr as NodeJS.WritableStream, terminal: false });
+  try {
+    ctx.io.stderr.write(prompt);
+    const line = await rl.question('');
+    return line.trim();
+  } finally {
+    rl.close();
+  }
+}
+
 /** A refusal from the server: `hellwall: <message> (<code>)` on stderr, exit 1. */
 export function refused(res: ErrorResponse | { status: string }): CliError {
   if (res.status === 'error') {

@@ -5,11 +5,13 @@ import type { ErrorResponse } from '../protocol/messages.gen.js';
 import { flag, groupHelp, JSON_OPTION, need, text, type Command, type Ctx, type Group, type Parsed } from './command.js';
 import { adminCommand } from './client-admin.js';
 import { readFaceImage } from './client-face.js';
+import { recoveryCommand } from './client-recovery.js';
 import {
   authenticated,
   CONNECTION_OPTIONS,
   credentials,
   forgetToken,
+  readLine,
   refused,
   saveToken,
   sessionListText,
@@ -126,19 +128,6 @@ const login: Command = {
     });
   },
 };
-
-/** One visible line from the terminal (a passcode is single-use and short-lived: no need to hide it). */
-async function readLine(ctx: Ctx, prompt: string): Promise<string> {
-  const { createInterface } = await import('node:readline/promises');
-  const rl = createInterface({ input: ctx.io.stdin, output: ctx.io.stderr as NodeJS.WritableStream, terminal: false });
-  try {
-    ctx.io.stderr.write(prompt);
-    const line = await rl.question('');
-    return line.trim();
-  } finally {
-    rl.close();
-  }
-}
 
 const check: Command = {
   name: 'check',
@@ -286,7 +275,7 @@ export const clientGroup: Group = {
     'Connection options on every command: --host, --port, --ca, --servername, --timeout (defaults: the\n' +
     "server's own configuration and data directory). Exit codes: 0 done, 1 refused by the server, 2 usage,\n" +
     '3 could not reach or trust the server, 130 cancelled.',
-  commands: [menu, hello, passcode, login, check, sessions, revoke, logout, password, adminCommand, send],
+  commands: [menu, hello, passcode, login, check, sessions, revoke, logout, password, recoveryCommand, adminCommand, send],
 };
 
 function usage(ctx: Ctx): Promise<number> {

@@ -168,9 +168,8 @@ async function login(state: MenuState): Promise<void> {
     // gives its code, one without leaves it empty.
     const props = properties(state, 'passcode.auth') ?? {};
     const totp = 'totp' in props ? await askOptionalSecret(state, 'TOTP code from your authenticator (Enter if you have none):') : '';
-    // Likewise the face factor, where the server offers it: a JPEG file, or `camera` (ffmpeg).
-    const faceSpec = 'face' in props ? (await input({ message: 'Face photo, a JPEG file or "camera" (Enter if you have no face factor):' }, state.prompt)).trim() : '';
-    const face = faceSpec === '' ? undefined : readFaceImage(faceSpec);
+    // Likewise the face factor, where the server offers it.
+    const face = 'face' in props ? await askFace(state) : undefined;
     const res = await client.send({
       code: codeOf(state, 'passcode.auth'),
       email,
@@ -308,6 +307,12 @@ async function recovery(state: MenuState, stored: StoredToken | null): Promise<v
     const fields: Record<string, unknown> = { email, mac, passcode: await ask(state, 'Recovery passcode from the mail:') };
     for (const [key, prop] of Object.entries(props)) {
       if (AUTOMATIC.has(key) || key in fields) continue;
+      // A JPEG, never base64 typed in: asked as at login, and read from the file or the camera.
+      if (key === 'face') {
+        const face = await askFace(state);
+        if (face !== undefined) fields.face = face;
+        continue;
+      }
       const label = `${key}${required.has(key) ? '' : ' (optional: Enter to skip)'}:`;
       const answer = SECRET.test(key) ? (required.has(key) ? await askSecret(state, label) : await askOptionalSecret(state, label)) : required.has(key) ? await ask(state, label) : (await input({ message: label }, state.prompt)).trim();
       if (answer !== '') fields[key] = prop.type === 'integer' ? Number(answer) : answer;
@@ -318,6 +323,15 @@ async function recovery(state: MenuState, stored: StoredToken | null): Promise<v
     const { code: _code, id: _id, status: _status, ...rest } = res;
     ctx.out(`Done${Object.keys(rest).length > 0 ? `: ${printable(JSON.stringify(rest))}` : '.'}`);
   });
+}
+
+/**
+ * The face photo, for login and recovery alike: a JPEG file or `camera` (ffmpeg). Enter sends none,
+ * since the server never says whether the account has the factor [P-4.3].
+ */
+async function askFace(state: MenuState): Promise<string | undefined> {
+  const spec = (await input({ message: 'Face photo, a JPEG file or "camera" (Enter if you have no face factor):' }, state.prompt)).trim();
+  return spec === '' ? undefined : readFaceImage(spec);
 }
 
 async function logout(state: MenuState): Promise<void> {

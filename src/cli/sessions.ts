@@ -10,7 +10,7 @@ import { sessionsText } from './views.js';
 
 const list: Command = {
   name: 'list',
-  summary: 'active sessions (all operators, or one): id, operator, MAC, address, device, login and last use',
+  summary: 'active sessions (all operators, or one): id, operator, MAC, address, device (its known-device name, registered or not), login and last use',
   local: true,
   options: { email: { type: 'string', value: 'E', help: "only this operator's sessions" }, ...JSON_OPTION },
   examples: ['hellwall sessions list --email ops@example.com'],

@@ -17,9 +17,14 @@ export function userText(user: Account & { activeSessions: number }, asJson: boo
 export function sessionsText(sessions: readonly AdminSession[], asJson: boolean): string {
   if (asJson) return json(sessions);
   return table(
-    ['id', 'email', 'mac', 'ip', 'device', 'created', 'last seen', 'expires'],
-    sessions.map((s) => [s.id, s.email, s.mac, s.ip, s.device, isoTime(s.createdAt), isoTime(s.lastSeenAt), isoTime(s.expiresAt)]),
+    ['id', 'email', 'mac', 'ip', 'device', 'device name', 'registered', 'created', 'last seen', 'expires'],
+    sessions.map((s) => [s.id, s.email, s.mac, s.ip, s.device, s.deviceName, registered(s.deviceRegistered), isoTime(s.createdAt), isoTime(s.lastSeenAt), isoTime(s.expiresAt)]),
   );
+}
+
+// `-` (as for any absent value) when the MAC is not a known device yet: not the same as `no`.
+function registered(flag: boolean | undefined): string | undefined {
+  return flag === undefined ? undefined : flag ? 'yes' : 'no';
 }
 
 export interface StatsView {

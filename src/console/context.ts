@@ -7,6 +7,7 @@ import type { MailQueue } from '../mail/mailer.js';
 import { normalizeIp } from '../net/ip.js';
 import type { Housekeeper } from '../ops/housekeeper.js';
 import type { Actor, AdminService } from '../services/admin-service.js';
+import type { DeviceService } from '../services/device-service.js';
 import type { PasscodeService } from '../services/passcode-service.js';
 import type { SessionService } from '../services/session-service.js';
 import type { Store } from '../store/store.js';
@@ -30,6 +31,8 @@ export interface ConsoleDeps {
   readonly passcodes: PasscodeService;
   readonly sessions: SessionService;
   readonly admin: AdminService;
+  /** An operator's known devices on their page, as admin.user.devices lists them. */
+  readonly devices: Pick<DeviceService, 'listFor'>;
   readonly store: Store;
   readonly housekeeper: Pick<Housekeeper, 'runOnce'>;
   readonly mail: Pick<MailQueue, 'sent' | 'failed' | 'pending'>;

@@ -1,6 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import type { Actor } from '../services/admin-service.js';
-import type { SessionRecord } from '../store/store.js';
+import type { Actor, AdminSessionRecord } from '../services/admin-service.js';
 import { noticeFor, sendPage, type AdminRequest, type ConsoleContext } from './context.js';
 import { html, type Html } from './html.js';
 import { confirmPage, page, type Notice } from './layout.js';
@@ -23,7 +22,7 @@ export function registerSessionsPage(app: FastifyInstance, ctx: ConsoleContext):
   const sessionsPage = async (a: AdminRequest, filter: Filter, notice?: Notice, actor: Actor = a.actor): Promise<Html> => {
     const email = filter.email?.trim() || undefined;
     const ip = filter.ip?.trim() ?? '';
-    let listed: SessionRecord[];
+    let listed: AdminSessionRecord[];
     try {
       listed = await deps.admin.listSessions(actor, email);
     } catch (err) {

@@ -1,7 +1,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AuditAction } from '../audit/audit-log.js';
-import type { Actor } from '../services/admin-service.js';
-import type { SessionRecord, UserRecord } from '../store/store.js';
+import type { Actor, AdminSessionRecord } from '../services/admin-service.js';
+import type { DeviceView } from '../services/device-service.js';
+import type { UserRecord } from '../store/store.js';
 import { noticeFor, sendPage, type AdminRequest, type ConsoleContext } from './context.js';
 import { html, time, type Html } from './html.js';
 import { actionForm, confirmPage, csrfField, page, type Notice, type Viewer } from './layout.js';
@@ -53,14 +54,18 @@ ${csrfField(a.viewer.csrf)}
 
   const userPage = async (a: AdminRequest, email: string, notice?: Notice): Promise<Html> => {
     let user: UserRecord;
-    let sessions: SessionRecord[];
+    let devices: DeviceView[];
+    let sessions: AdminSessionRecord[];
     try {
       user = (await deps.admin.showUser(a.actor, email)).user;
-      sessions = await deps.admin.listSessions({ ...a.actor, auditReads: false }, user.email);
+      // One page view, audited once (as admin.user.show): the reads that fill it are not.
+      const quiet = { ...a.actor, auditReads: false };
+      devices = await deps.devices.listFor(quiet, user.email);
+      sessions = await deps.admin.listSessions(quiet, user.email);
     } catch (err) {
       return usersPage(a, '', noticeFor(err), { ...a.actor, auditReads: false });
     }
-    return page('users', user.email, a.viewer, userDetail(a.viewer, user, sessions, deps.roles()), notice);
+    return page('users', user.email, a.viewer, userDetail(a.viewer, user, devices, sessions, deps.roles()), notice);
   };
 
   app.get<{ Querystring: { q?: string } }>(
@@ -165,10 +170,8 @@ function roleSelect(id: string, roles: readonly string[], selected: string): Htm
   return html`<select id="${id}" name="role">${roles.map((r) => html`<option${r === selected ? html` selected` : ''}>${r}</option>`)}</select>`;
 }
 
-function userDetail(viewer: Viewer, user: UserRecord, sessions: SessionRecord[], roles: readonly string[]): Html {
+function userDetail(viewer: Viewer, user: UserRecord, devices: readonly DeviceView[], sessions: readonly AdminSessionRecord[], roles: readonly string[]): Html {
   const e = user.email;
-  // The devices the operator is logged in from, as their sessions name them (MAC and label).
-  const devices = [...new Map(sessions.map((s) => [s.mac, s])).values()];
   return html`<dl class="facts"><dt>Phone</dt><dd>${user.phone}</dd><dt>Role</dt><dd>${user.role}</dd><dt>State</dt><dd>${user.disabled ? 'disabled' : 'enabled'}</dd><dt>Created</dt><dd>${time(user.createdAt)}</dd></dl>
 <section aria-labelledby="actions"><h2 id="actions">Actions</h2>
 <div class="actions">
@@ -188,19 +191,37 @@ ${csrfField(viewer.csrf)}<input type="hidden" name="email" value="${e}">
 </form>
 </section>
 <section aria-labelledby="devices"><h2 id="devices">Devices</h2>
-${devices.length === 0 ? html`<p>No device logged in.</p>` : html`<table><thead><tr><th scope="col">MAC</th><th scope="col">Device</th><th scope="col">Last seen</th></tr></thead><tbody>${devices.map((s) => html`<tr><td>${s.mac}</td><td>${s.device ?? '-'}</td><td>${time(s.lastSeenAt)}</td></tr>`)}</tbody></table>`}
+${deviceTable(devices)}
 </section>
 <section aria-labelledby="user-sessions"><h2 id="user-sessions">Active sessions</h2>
 ${sessionTable(viewer, sessions)}
 </section>`;
 }
 
+/**
+ * The operator's known devices (DeviceService.listFor, as admin.user.devices and `hellwall user
+ * device list` show them): registered ones, and the ones they logged in from.
+ */
+function deviceTable(devices: readonly DeviceView[]): Html {
+  if (devices.length === 0) return html`<p>No known device.</p>`;
+  return html`<table><thead><tr><th scope="col">MAC</th><th scope="col">Name</th><th scope="col">Registered</th><th scope="col">First seen</th><th scope="col">Last seen</th></tr></thead>
+<tbody>${devices.map(
+    (d) =>
+      html`<tr><td>${d.mac}</td><td>${d.name ?? '-'}</td><td>${d.registered ? html`yes (${d.registeredBy ?? '?'}, ${time(d.registeredAt ?? null)})` : 'no'}</td><td>${time(d.firstSeenAt ?? null)}</td><td>${time(d.lastSeenAt ?? null)}</td></tr>`,
+  )}</tbody></table>`;
+}
+
+/** Whether a session's MAC is registered; `-` while it is not a known device yet. */
+function registeredText(flag: boolean | undefined): string {
+  return flag === undefined ? '-' : flag ? 'yes' : 'no';
+}
+
 /** Sessions with a button each to end one; shared with the sessions page. */
-export function sessionTable(viewer: Viewer, sessions: readonly SessionRecord[]): Html {
+export function sessionTable(viewer: Viewer, sessions: readonly AdminSessionRecord[]): Html {
   if (sessions.length === 0) return html`<p>No active session.</p>`;
-  return html`<table><thead><tr><th scope="col">Id</th><th scope="col">Operator</th><th scope="col">Address</th><th scope="col">MAC</th><th scope="col">Device</th><th scope="col">Logged in</th><th scope="col">Last seen</th><th scope="col"><span class="visually-hidden">Action</span></th></tr></thead>
+  return html`<table><thead><tr><th scope="col">Id</th><th scope="col">Operator</th><th scope="col">Address</th><th scope="col">MAC</th><th scope="col">Device</th><th scope="col">Device name</th><th scope="col">Registered</th><th scope="col">Logged in</th><th scope="col">Last seen</th><th scope="col"><span class="visually-hidden">Action</span></th></tr></thead>
 <tbody>${sessions.map(
-    (s) => html`<tr><td>${s.id}</td><td><a href="/user?email=${encodeURIComponent(s.userEmail)}">${s.userEmail}</a></td><td>${s.ip}</td><td>${s.mac}</td><td>${s.device ?? '-'}</td><td>${time(s.createdAt)}</td><td>${time(s.lastSeenAt)}</td>
+    (s) => html`<tr><td>${s.id}</td><td><a href="/user?email=${encodeURIComponent(s.userEmail)}">${s.userEmail}</a></td><td>${s.ip}</td><td>${s.mac}</td><td>${s.device ?? '-'}</td><td>${s.deviceName ?? '-'}</td><td>${registeredText(s.deviceRegistered)}</td><td>${time(s.createdAt)}</td><td>${time(s.lastSeenAt)}</td>
 <td>${actionForm(viewer, '/sessions/revoke', 'End', { id: s.id }, `End session ${s.id} of ${s.userEmail}?`)}</td></tr>`,
   )}</tbody></table>`;
 }

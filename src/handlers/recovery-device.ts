@@ -15,6 +15,9 @@ export const recoveryDevice: Handler<RecoveryDeviceRequest> = async (services, r
       totp: req.totp,
       oldMac: req.oldMac,
       name: req.name,
+      // TOTP is the flow's own check, so it is not a proof here; every other factor the account has
+      // must be, the face included (ASVS 6.4.3) [P-4.30].
+      factorProofs: { face: req.face },
     },
     ctx.log,
   )),

@@ -14,6 +14,9 @@ export const recoveryPassword: Handler<RecoveryPasswordRequest> = async (service
       newPassword: req.newPassword,
       totp: req.totp,
       recoveryCode: req.recoveryCode,
+      // TOTP (or the recovery code standing in for it) is the flow's own check, so it is not a proof
+      // here; every other factor the account has must be, the face included (ASVS 6.4.3) [P-4.30].
+      factorProofs: { face: req.face },
     },
     ctx.log,
   )),

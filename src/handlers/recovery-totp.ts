@@ -13,6 +13,9 @@ export const recoveryTotp: Handler<RecoveryTotpRequest> = async (services, req, 
       clientTime: req.clientTime,
       password: req.password,
       recoveryCode: req.recoveryCode,
+      // The recovery code stands in for the lost TOTP; every other factor the account has must still
+      // be proven, the face included (ASVS 6.4.3) [P-4.30].
+      factorProofs: { face: req.face },
     },
     ctx.log,
   )),

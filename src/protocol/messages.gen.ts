@@ -340,6 +340,14 @@ export interface AdminSession {
    */
   device?: string;
   /**
+   * Since 1.5: the name of the session's MAC in its operator's known devices [P-4.40], when it has one.
+   */
+  deviceName?: string;
+  /**
+   * Since 1.5: whether the session's MAC is a registered device of its operator [P-4.40]; absent when it is not a known device yet.
+   */
+  deviceRegistered?: boolean;
+  /**
    * When the session was opened (the login).
    */
   createdAt: number;
@@ -1608,6 +1616,10 @@ export interface RecoveryDeviceRequest {
    */
   totp: string;
   /**
+   * Since 1.5: a JPEG of the operator's face, base64; required when the operator has the face factor enrolled, as at login: recovery stands in for one lost factor, never for the face (E_FACE_* when the image is unusable, E_AUTH_FAILED when it is not them) [P-4.30].
+   */
+  face?: string;
+  /**
    * The client device's MAC address, six hex pairs separated by ':' or '-'; compared case-insensitively and separator-insensitively [P-3.3].
    */
   oldMac?: string;
@@ -1678,6 +1690,10 @@ export interface RecoveryPasswordRequest {
    * Since 1.5: one of the recovery codes totp.confirm or recovery_codes.regenerate showed, e.g. `K7M2Q-XHP4R`; case, spaces and dashes do not matter. Each works once, and only in the recovery commands [P-4.16].
    */
   recoveryCode?: string;
+  /**
+   * Since 1.5: a JPEG of the operator's face, base64; required when the operator has the face factor enrolled, as at login: recovery stands in for one lost factor, never for the face (E_FACE_* when the image is unusable, E_AUTH_FAILED when it is not them) [P-4.30].
+   */
+  face?: string;
 }
 
 // recovery-password.response.json
@@ -1788,6 +1804,10 @@ export interface RecoveryTotpRequest {
    * Since 1.5: one of the recovery codes totp.confirm or recovery_codes.regenerate showed, e.g. `K7M2Q-XHP4R`; case, spaces and dashes do not matter. Each works once, and only in the recovery commands [P-4.16].
    */
   recoveryCode: string;
+  /**
+   * Since 1.5: a JPEG of the operator's face, base64; required when the operator has the face factor enrolled, as at login: recovery stands in for one lost factor, never for the face (E_FACE_* when the image is unusable, E_AUTH_FAILED when it is not them) [P-4.30].
+   */
+  face?: string;
 }
 
 // recovery-totp.response.json

@@ -18,6 +18,7 @@ import type { SessionCache } from './session-cache.js';
 import { isActiveSession, liveBounds } from './session-rules.js';
 import type { PasswordHasher } from '../primitives/passwords.js';
 import type { Caller } from './session-service.js';
+import { withKnownDevices, type SessionDevice } from './device-service.js';
 import type { TokenService } from './token-service.js';
 import type { Alerts } from './alerts.js';
 import {
@@ -55,6 +56,9 @@ export interface Actor {
    */
   readonly auditReads: boolean;
 }
+
+/** A session as the admin views show it: the record, and its MAC among the known devices. */
+export type AdminSessionRecord = SessionRecord & SessionDevice;
 
 export interface Stats {
   activeSessions: number;
@@ -180,19 +184,25 @@ export class AdminService {
     });
   }
 
-  /** Active sessions (isActiveSession) of every operator, or of one; oldest first. */
-  listSessions(actor: Actor, email?: string): Promise<SessionRecord[]> {
+  /**
+   * Active sessions (isActiveSession) of every operator, or of one; oldest first; each with its
+   * MAC's name and registration among its operator's known devices, as session.list shows them.
+   */
+  listSessions(actor: Actor, email?: string): Promise<AdminSessionRecord[]> {
     return this.#audited(actor, 'admin.session.list', { email: email === undefined ? null : normalizeEmail(email) }, async () => {
       const { store } = this.#d;
       const user = email === undefined ? undefined : await requireUser(store, email);
-      const sessions = this.#active(user ? await store.listOpenSessions(user.id) : await store.listAllOpenSessions());
+      const sessions = await withKnownDevices(store, this.#active(user ? await store.listOpenSessions(user.id) : await store.listAllOpenSessions()));
       this.#read(actor, 'admin.session.list', { ...(user && { user }), detail: { count: sessions.length } });
       return sessions;
     });
   }
 
-  /** Ends one session (reason `admin-revoked`); one already ended is a conflict [P-4.12]. */
-  revokeSession(actor: Actor, sessionId: number): Promise<SessionRecord> {
+  /**
+   * Ends one session (reason `admin-revoked`); one already ended is a conflict [P-4.12]. Answers
+   * the session as it was, with its known device as listSessions shows it.
+   */
+  revokeSession(actor: Actor, sessionId: number): Promise<AdminSessionRecord> {
     return this.#audited(actor, 'admin.session.revoke', { detail: { target: sessionId } }, async () => {
       const { store, clock } = this.#d;
       const now = clock();
@@ -206,7 +216,8 @@ export class AdminService {
           user: { id: found.userId, email: found.userEmail },
           detail: { target: found.id, targetMac: found.mac, targetIp: found.ip },
         });
-        return found;
+        const [shown] = await withKnownDevices(tx, [found]);
+        return shown!;
       });
       this.#d.sessions.forget(session.id);
       return session;

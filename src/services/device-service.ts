@@ -19,7 +19,7 @@ import { ServiceError } from '../errors.js';
 import type { MailQueue } from '../mail/mailer.js';
 import { addressGroup } from '../net/address-group.js';
 import { normalizeEmail, normalizeMac } from '../primitives/normalize.js';
-import type { DeviceRecord, Store, StoreOps, UserRecord } from '../store/store.js';
+import type { DeviceRecord, SessionRecord, Store, StoreOps, UserRecord } from '../store/store.js';
 import type { Actor } from './admin-service.js';
 import type { Alerts } from './alerts.js';
 import type { SessionCache } from './session-cache.js';
@@ -50,6 +50,33 @@ export function deviceView(d: DeviceRecord): DeviceView {
     ...(d.lastSeenAt !== null && { lastSeenAt: d.lastSeenAt }),
     ...(d.lastIp !== null && { lastIp: d.lastIp }),
   };
+}
+
+/**
+ * What a session shows of its MAC among its operator's known devices [P-4.40]: the device's name,
+ * if it has one, and whether it is registered; neither when the MAC is not a known device yet (the
+ * login's device is recorded just after its answer). session.list and the admin views alike.
+ */
+export interface SessionDevice {
+  deviceName?: string;
+  deviceRegistered?: boolean;
+}
+
+/**
+ * Sessions with their known-device fields (SessionDevice), for session.list and the admin session
+ * views: one device list per operator among them, matched by MAC, so both join the same way.
+ */
+export async function withKnownDevices<S extends Pick<SessionRecord, 'userId' | 'mac'>>(store: Pick<StoreOps, 'listDevices'>, sessions: readonly S[]): Promise<Array<S & SessionDevice>> {
+  const byUser = new Map<number, Map<string, DeviceRecord>>();
+  // One indexed query per operator listed, not per session: an operator's devices are few, and the
+  // every-operator admin list has already read each of its sessions.
+  for (const userId of new Set(sessions.map((s) => s.userId))) {
+    byUser.set(userId, new Map((await store.listDevices(userId)).map((d) => [d.mac, d])));
+  }
+  return sessions.map((s) => {
+    const d = byUser.get(s.userId)!.get(s.mac);
+    return { ...s, ...(d?.name != null && { deviceName: d.name }), ...(d && { deviceRegistered: d.registeredAt !== null }) };
+  });
 }
 
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;

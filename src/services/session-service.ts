@@ -3,6 +3,7 @@ import type { Config } from '../config.js';
 import type { Clock, Logger } from '../deps.js';
 import type { SessionRecord, Store } from '../store/store.js';
 import { ServiceError } from '../errors.js';
+import { withKnownDevices, type SessionDevice } from './device-service.js';
 import type { SessionCache } from './session-cache.js';
 import { isActiveSession } from './session-rules.js';
 import type { TokenService } from './token-service.js';
@@ -111,14 +112,8 @@ export class SessionService {
     const s = await this.#d.tokens.authenticate({ ...caller, command: 'session.list' }, log);
     const now = this.#d.clock();
     const idleMs = this.#d.config.tokens.idleSeconds * 1000;
-    const open = await this.#d.store.listOpenSessions(s.userId);
-    const devices = new Map((await this.#d.store.listDevices(s.userId)).map((d) => [d.mac, d]));
-    return open
-      .filter((r) => isActiveSession(r, now, idleMs))
-      .map((r) => {
-        const d = devices.get(r.mac);
-        return { ...toView(r, r.id === s.id), ...(d?.name != null && { deviceName: d.name }), ...(d && { deviceRegistered: d.registeredAt !== null }) };
-      });
+    const active = (await this.#d.store.listOpenSessions(s.userId)).filter((r) => isActiveSession(r, now, idleMs));
+    return (await withKnownDevices(this.#d.store, active)).map((r) => toView(r, r.id === s.id));
   }
 }
 
@@ -127,12 +122,14 @@ function audited(s: SessionRecord, caller: Caller): { userId: number; email: str
   return { userId: s.userId, email: s.userEmail, sessionId: s.id, ip: caller.seenIp, mac: s.mac };
 }
 
-function toView(r: SessionRecord, current: boolean): SessionView {
+function toView(r: SessionRecord & SessionDevice, current: boolean): SessionView {
   return {
     id: r.id,
     mac: r.mac,
     ip: r.ip,
     ...(r.device !== null && { device: r.device }),
+    ...(r.deviceName !== undefined && { deviceName: r.deviceName }),
+    ...(r.deviceRegistered !== undefined && { deviceRegistered: r.deviceRegistered }),
     createdAt: r.createdAt,
     lastSeenAt: r.lastSeenAt,
     current,

@@ -1,5 +1,6 @@
 import type { Account, AdminSession, AuditEntry } from '../protocol/messages.gen.js';
 import type { AuditRecord, SessionRecord, UserRecord } from '../store/store.js';
+import type { SessionDevice } from './device-service.js';
 
 // How the admin commands show what the store holds, shared by the wire handlers and the CLI: the
 // one place that decides which fields leave the server (never a hash, a token or a secret).
@@ -9,14 +10,19 @@ export function userView(u: UserRecord): Account {
   return { id: u.id, email: u.email, phone: u.phone, role: u.role, disabled: u.disabled, createdAt: u.createdAt };
 }
 
-/** A session as admin commands show one: never a token or master token. */
-export function adminSessionView(s: SessionRecord): AdminSession {
+/**
+ * A session as admin commands show one: never a token or master token. Its known-device fields
+ * when the AdminService filled them in (withKnownDevices).
+ */
+export function adminSessionView(s: SessionRecord & SessionDevice): AdminSession {
   return {
     id: s.id,
     email: s.userEmail,
     mac: s.mac,
     ip: s.ip,
     ...(s.device !== null && { device: s.device }),
+    ...(s.deviceName !== undefined && { deviceName: s.deviceName }),
+    ...(s.deviceRegistered !== undefined && { deviceRegistered: s.deviceRegistered }),
     createdAt: s.createdAt,
     lastSeenAt: s.lastSeenAt,
     expiresAt: s.expiresAt,

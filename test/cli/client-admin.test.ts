@@ -28,12 +28,21 @@ t.test('remote admin prints what the local commands print', async (t) => {
   h.clock.now = Date.now();
   const env = await loggedIn(t, h, ROOT);
   const local = { HELLWALL_DATA_DIR: h.dataDir, HOME: env.HOME };
-  for (const words of [['user', 'list'], ['user', 'list', '--json'], ['user', 'show', '--email', ALICE.email, '--json'], ['sessions', 'list', '--json'], ['stats'], ['stats', '--json']]) {
+  // Sessions with their known devices: ROOT's on a registered, named device, ALICE's on one not.
+  await h.app.services.devices.register({ name: 'cli:test', auditReads: false }, ROOT.email, MAC, 'root desk');
+  await h.login(await h.connect(), ALICE);
+  await h.app.mail.drain();
+  for (const words of [['user', 'list'], ['user', 'list', '--json'], ['user', 'show', '--email', ALICE.email, '--json'], ['sessions', 'list'], ['sessions', 'list', '--json'], ['stats'], ['stats', '--json']]) {
     const remote = await runCli(['client', 'admin', ...words], env);
     t.equal(remote.code, 0, `${words.join(' ')}: ${remote.stderr}`);
     const here = await runCli(words, local);
     t.equal(remote.stdout, here.stdout, `client admin ${words.join(' ')} = ${words.join(' ')}`);
   }
+  const shown = JSON.parse((await runCli(['client', 'admin', 'sessions', 'list', '--json'], env)).stdout) as Array<Record<string, unknown>>;
+  t.match(shown.find((s) => s.email === ROOT.email), { mac: MAC, deviceName: 'root desk', deviceRegistered: true });
+  t.match(shown.find((s) => s.email === ALICE.email), { mac: MAC, deviceRegistered: false });
+  t.match((await runCli(['client', 'admin', 'sessions', 'list', '--email', ROOT.email], env)).stdout, /^id\s+email\s+mac\s+ip\s+device\s+device name\s+registered\s.*\n\d+\s+root@example\.com\s.*\sroot desk\s+yes\s/);
+  await runCli(['client', 'admin', 'sessions', 'revoke', '--email', ALICE.email], env);
 
   const add = await runCli(['client', 'admin', 'user', 'add', '--email', 'new@example.com', '--phone', '+1 555 0142'], { ...env, HELLWALL_PASSWORD: 'a new operator passphrase' });
   t.equal(add.code, 0, add.stderr);

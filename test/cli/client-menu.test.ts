@@ -1,13 +1,13 @@
-import { mkdtempSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { readTokenFile } from '../../src/client/token-file.js';
-import { ALICE, startHarness, type Harness } from '../helpers/harness.js';
+import { ALICE, MAC, startHarness, type Harness } from '../helpers/harness.js';
 import { CLI } from '../helpers/processes.js';
 import { passcodeFrom } from '../helpers/smtp-sink.js';
 import { startTerminal, type Terminal } from '../helpers/tmux.js';
-import { enrolTotp } from '../helpers/totp.js';
+import { enrolTotp, mailMatching } from '../helpers/totp.js';
 
 // `hellwall client` alone, on a real pseudo-terminal (tmux), used as a person would: the menu, the
 // prompts, the mail, the keys. The server is the harness's (real TLS, real SMTP sink); the client
@@ -154,4 +154,53 @@ t.test('Ctrl-C at the menu leaves cleanly (130), and at a password prompt too', 
   const after = await second.term.waitFor(/\[exit 130\]/);
   t.notMatch(after, /half a pass/, 'what was typed is not shown');
   t.notMatch(after, /Error|at .*\.js:\d+/, 'no stack trace');
+});
+
+t.test('the recovery form asks for the face photo as login does, and reads it as a JPEG file', async (t) => {
+  const h = await startHarness(t, { users: [ALICE] });
+  h.clock.now = Date.now();
+  const client = await h.connect();
+  const { token } = await h.login(client);
+  const enrolled = await enrolTotp(h, client, token);
+  h.clock.advance(30_000);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'hellwall-menu-face-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const png = path.join(dir, 'me.png');
+  writeFileSync(png, Buffer.from('89504e470d0a1a0a', 'hex'));
+  const { term } = await menu(t, h);
+
+  /** Recovery → Forgotten password, up to the face prompt; answers it with `face`. */
+  const forgotten = async (face: string): Promise<void> => {
+    await term.waitFor(/Hellwall: not logged in/);
+    term.type('Recovery');
+    term.press('Enter');
+    await term.waitFor(/Forgotten password/);
+    term.type('Forgotten');
+    term.press('Enter');
+    await answer(term, /Email:/, ALICE.email);
+    const since = h.smtp.messages.length;
+    const screen = await term.waitFor(/MAC:|Recovery passcode from the mail:/);
+    if (/MAC:/.test(screen) && !/Recovery passcode from the mail:/.test(screen)) {
+      term.type('00:1a:2b:3c:4d:5e');
+      term.press('Enter');
+    }
+    const passcode = passcodeFrom(await mailMatching(h, ALICE.email, since, /Subject: Your Hellwall recovery passcode/));
+    await answer(term, /Recovery passcode from the mail:/, passcode);
+    await answer(term, /newPassword:/, 'a brand new passphrase for spring');
+    await answer(term, /totp \(optional: Enter to skip\):/, enrolled.code());
+    await answer(term, /recoveryCode \(optional: Enter to skip\):/, '');
+    await answer(term, /Face photo, a JPEG file or "camera" \(Enter if you have no face factor\):/, face);
+  };
+
+  await forgotten(png);
+  const refused = await term.waitFor(/not a JPEG image/);
+  t.notMatch(refused, /face \(optional/, 'the face is never asked for as text');
+  t.match(await client.check({ token, mac: MAC, request: 'x.read' }), { status: 'authorized' }, 'nothing was sent: the session goes on');
+
+  await forgotten('');
+  await term.waitFor(/Done: \{"sessionsEnded":1\}/);
+  t.match(await client.check({ token, mac: MAC, request: 'x.read' }), { status: 'unauthorized' }, 'without a face factor, Enter sends none and the recovery goes through');
+  term.type('Exit');
+  term.press('Enter');
+  await term.waitFor(/\[exit 0\]/);
 });

@@ -195,3 +195,29 @@ t.test('login without --passcode asks for it on a terminal, and refuses to guess
   t.equal(res.code, 2, 'no terminal to ask on');
   t.match(res.stderr, /--passcode is required/);
 });
+
+t.test('client recovery: request mails a recovery passcode; each flow takes only its own options', async (t) => {
+  const h = await startHarness(t);
+  h.clock.now = Date.now();
+  const env = clientEnv(h);
+  const since = h.smtp.messages.length;
+  const req = await runCli(['client', 'recovery', 'request', '--email', ALICE.email, '--mac', MAC], env);
+  t.equal(req.code, 0, req.stderr);
+  t.match(req.stdout, /a recovery passcode is on its way to alice@example\.com .*works from 00:1a:2b:3c:4d:5e only/);
+  t.match((await h.smtp.waitFor(ALICE.email, since)).raw, /Subject: Your Hellwall recovery passcode/);
+
+  const usage = async (args: string[], message: RegExp, what: string) => {
+    const r = await runCli(['client', 'recovery', ...args, '--email', ALICE.email, '--passcode', 'K7M2QX'], env);
+    t.equal(r.code, 2, what);
+    t.match(r.stderr, message, what);
+  };
+  await usage(['password'], /needs --totp or --recovery-code/, 'password without a second factor');
+  await usage(['password', '--totp', '123456', '--recovery-code', 'AAAAA-BBBBB'], /needs --totp or --recovery-code \(one of them\)/, 'password with both');
+  await usage(['totp', '--totp', '123456'], /client recovery totp has no option --totp/, 'an option of another flow');
+  await usage(['device'], /--totp is required/, 'device without --totp');
+  await usage(['lost'], /unknown recovery flow "lost"/, 'an unknown flow');
+  // An account without an authenticator cannot recover by itself: the server refuses (exit 1).
+  const refusedNoTotp = await runCli(['client', 'recovery', 'password', '--email', ALICE.email, '--mac', MAC, '--passcode', 'K7M2QX', '--recovery-code', 'AAAAA-BBBBB'], { ...env, HELLWALL_NEW_PASSWORD: 'a brand new passphrase for spring' });
+  t.equal(refusedNoTotp.code, 1);
+  t.match(refusedNoTotp.stderr, /E_AUTH_FAILED/);
+});

@@ -46,18 +46,22 @@ t.test('sessions list, sessions revoke and stats work on a running server\'s dat
   t.teardown(() => client.destroy());
   const macA = '00:1a:2b:3c:4d:01';
   const macB = '00:1a:2b:3c:4d:02';
+  // A registered device whose name carries a bidi override: shown escaped, never raw.
+  t.equal((await runCli(['user', 'device', 'add', '--email', EMAIL, '--mac', macA, '--name', 'ann desk\u202e'], e)).code, 0);
   const a = await login(client, dataDir, macA, 'ann laptop');
   const b = await login(client, dataDir, macB);
 
   const listed = JSON.parse((await runCli(['sessions', 'list', '--json'], e)).stdout) as Array<Record<string, unknown>>;
   t.match(listed, [
-    { id: 1, email: EMAIL, mac: macA, ip: '127.0.0.1', device: 'ann laptop' },
+    { id: 1, email: EMAIL, mac: macA, ip: '127.0.0.1', device: 'ann laptop', deviceName: 'ann desk\u202e', deviceRegistered: true },
     { id: 2, email: EMAIL, mac: macB, device: null },
   ]);
   t.notOk(JSON.stringify(listed).includes('Awfer_hellwall_'), 'no token is shown');
   const text = await runCli(['sessions', 'list', '--email', EMAIL], e);
   t.equal(text.code, 0);
-  t.match(text.stdout, /^id\s+email\s+mac\s+ip\s+device\s+created\s+last seen\s+expires\n1\s+ann@example\.com\s+00:1a:2b:3c:4d:01\s+127\.0\.0\.1\s+ann laptop\s/);
+  t.match(text.stdout, /^id\s+email\s+mac\s+ip\s+device\s+device name\s+registered\s+created\s+last seen\s+expires\n1\s+ann@example\.com\s+00:1a:2b:3c:4d:01\s+127\.0\.0\.1\s+ann laptop\s+ann desk\\u202e\s+yes\s/);
+  t.notOk(text.stdout.includes('\u202e'), 'the bidi override is escaped (printable), as in every table');
+  t.notOk((await runCli(['sessions', 'list', '--json'], e)).stdout.includes('\u202e'), 'and in --json');
 
   t.same(JSON.parse((await runCli(['stats', '--json'], e)).stdout), { activeSessions: 2, activeUsers: 1, expiredSessions: 0, pendingPasscodes: 0, sessionsPerUser: { [EMAIL]: 2 } });
   t.match((await runCli(['stats'], e)).stdout, /active sessions\s+2\nactive users\s+1\n/);

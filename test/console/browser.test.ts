@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { ALICE, startHarness } from '../helpers/harness.js';
+import { ALICE, MAC, startHarness } from '../helpers/harness.js';
 import { ROOT } from '../helpers/console-client.js';
 import { passcodeFrom } from '../helpers/smtp-sink.js';
 import { ROOT as REPO } from '../helpers/processes.js';
@@ -12,6 +12,7 @@ import { ROOT as REPO } from '../helpers/processes.js';
 const CHROMIUM = '/usr/bin/chromium';
 // Gitignored: every run writes one screenshot per page here (two are kept in docs/console/).
 const SHOTS = path.join(REPO, 'artifacts', 'console');
+const DEVICE_NAME = '<script>x</script>';
 
 if (!existsSync(CHROMIUM) && !process.env.HELLWALL_REQUIRE_BROWSER) {
   t.test('the console in a real browser', { skip: `no browser at ${CHROMIUM} (apt-get install chromium; CI sets HELLWALL_REQUIRE_BROWSER=1 and runs this)` }, () => {});
@@ -19,9 +20,12 @@ if (!existsSync(CHROMIUM) && !process.env.HELLWALL_REQUIRE_BROWSER) {
   t.test('an administrator uses every page of the console in a real browser', async (t) => {
     const { chromium } = await import('playwright-core');
     const h = await startHarness(t, { users: [ALICE, ROOT] });
-    // An operator logged in on the wire, for the sessions page to end.
+    // An operator logged in on the wire, for the sessions page to end, on a registered device
+    // whose name is markup (it must show as text).
+    await h.app.services.devices.register({ name: 'cli:test', auditReads: false }, ALICE.email, MAC, DEVICE_NAME);
     const wire = await h.connect();
     await h.login(wire);
+    await h.app.mail.drain();
     const base = `https://127.0.0.1:${h.consolePort}`;
     mkdirSync(SHOTS, { recursive: true });
 
@@ -88,6 +92,10 @@ if (!existsSync(CHROMIUM) && !process.env.HELLWALL_REQUIRE_BROWSER) {
       await page.click('form.filters button');
       const alice = (await h.app.store.findUserByEmail(ALICE.email))!;
       const [open] = await h.app.store.listOpenSessions(alice.id);
+      const row = page.locator(`tr:has(input[value="${open!.id}"])`);
+      t.equal(await row.locator('td:nth-child(6)').textContent(), DEVICE_NAME, 'the device name, as text');
+      t.equal(await row.locator('td:nth-child(7)').textContent(), 'yes', 'registered');
+      t.equal(await page.locator('main script').count(), 0, 'no script element made of it');
       await page.screenshot({ path: path.join(SHOTS, 'sessions.png'), fullPage: true });
       await page.click(`form[action="/sessions/revoke"]:has(input[value="${open!.id}"]) button`);
       t.match(await page.textContent('.notice'), new RegExp(`Ended session ${open!.id}`));
@@ -128,7 +136,7 @@ if (!existsSync(CHROMIUM) && !process.env.HELLWALL_REQUIRE_BROWSER) {
       const axeContext: BrowserContext = await browser.newContext({ ignoreHTTPSErrors: true, bypassCSP: true, storageState: await context.storageState() });
       const axePage: Page = await axeContext.newPage();
       const axe = readFileSync(path.join(REPO, 'node_modules/axe-core/axe.min.js'), 'utf8');
-      for (const p of ['/login', '/overview', '/users', '/user?email=bob%40example.com', '/sessions', '/audit', '/maintenance']) {
+      for (const p of ['/login', '/overview', '/users', '/user?email=bob%40example.com', '/user?email=alice%40example.com', '/sessions', '/audit', '/maintenance']) {
         await axePage.goto(`${base}${p}`);
         await axePage.addScriptTag({ content: axe });
         const violations = await axePage.evaluate(async () => {

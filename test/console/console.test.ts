@@ -150,6 +150,41 @@ t.test('user text is shown as text: an email holding <script> cannot run', async
   t.match((await c.get('/users')).body, /&lt;script&gt;alert\(1\)&lt;\/script&gt;@example.com/);
 });
 
+t.test("sessions and the user page show each session's known device; the user page lists the operator's devices", async (t) => {
+  const { h, c } = await consoleHarness(t);
+  const evil = '<script>x</script>';
+  const OTHER_MAC = '00:1a:2b:3c:4d:77';
+  const cli = { name: 'cli:test', auditReads: false };
+  await h.app.services.devices.register(cli, ALICE.email, MAC, evil);
+  await h.app.services.devices.register(cli, ALICE.email, OTHER_MAC, 'spare laptop');
+  await h.login(await h.connect());
+  await h.app.mail.drain();
+  await c.login(h);
+
+  const registeredAt = new Date(h.clock.now).toISOString();
+  const row = (body: string, mac: string) => new RegExp(`<tr><td>${mac}</td>.*?</tr>`, 's').exec(body)?.[0] ?? '';
+  for (const path of ['/sessions', `/user?email=${encodeURIComponent(ALICE.email)}`]) {
+    const page = await c.get(path);
+    t.equal(page.status, 200, path);
+    t.notOk(page.body.includes(evil), `${path}: the device name is not markup`);
+    t.match(page.body, /<th scope="col">Device name<\/th><th scope="col">Registered<\/th>/, `${path}: the session table has the device columns`);
+    t.match(page.body, /<td>00:1a:2b:3c:4d:5e<\/td><td>-<\/td><td>&lt;script&gt;x&lt;\/script&gt;<\/td><td>yes<\/td>/, `${path}: the session's device name, as text, and registered`);
+  }
+
+  const user = (await c.get(`/user?email=${encodeURIComponent(ALICE.email)}`)).body;
+  t.match(user, /<h2 id="devices">Devices<\/h2>\s*<table><thead><tr><th scope="col">MAC<\/th><th scope="col">Name<\/th><th scope="col">Registered<\/th><th scope="col">First seen<\/th><th scope="col">Last seen<\/th>/);
+  const used = row(user, MAC);
+  t.match(used, /<td>&lt;script&gt;x&lt;\/script&gt;<\/td>/, 'the device used, by its name as text');
+  t.match(used, `<td>yes (cli:test, <time datetime="${registeredAt}">`);
+  t.equal([...used.matchAll(/<time datetime="(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)">/g)].length, 3, 'registered, first and last seen as ISO-8601');
+  const spare = row(user, OTHER_MAC);
+  t.match(spare, /<td>spare laptop<\/td><td>yes \(cli:test, /, 'a registered device never used is listed too');
+  t.match(spare, /<td>-<\/td><td>-<\/td><\/tr>$/, 'with no first or last use');
+  const rootPage = (await c.get(`/user?email=${encodeURIComponent(ROOT.email)}`)).body;
+  t.match(row(rootPage, '02:[0-9a-f:]+'), /<td>Hellwall admin console<\/td><td>no<\/td>/, "the console's own browser is a known, unregistered device");
+  t.equal((await h.auditRows({ action: 'admin.user.devices' })).length, 0, 'the page view is audited once, as admin.user.show');
+});
+
 t.test('a session ends when idle, when its Hellwall session is revoked, and on logout', async (t) => {
   const { h, c } = await consoleHarness(t);
   await c.login(h);

@@ -181,4 +181,16 @@ t.test('session.list shows each session\'s known device: its name and whether it
   const sessions = list.status === 'ok' ? list.sessions : [];
   t.match(sessions.find((s) => s.mac === MAC), { deviceName: 'desk', deviceRegistered: true, device: 'laptop: test' });
   t.match(sessions.find((s) => s.mac === OTHER_MAC), { deviceName: 'laptop: test', deviceRegistered: false });
+
+  // The admin views show the same (issue 13 item 4): admin.session.list, and revoke's answer.
+  const admin = await send(c, { code: 16, token: root.token, mac: ROOT_MAC, email: ALICE.email });
+  t.match(admin, { status: 'ok' });
+  const byMac = (mac: string) => (admin.sessions as Array<Record<string, unknown>>).find((s) => s.mac === mac);
+  t.match(byMac(MAC), { email: ALICE.email, device: 'laptop: test', deviceName: 'desk', deviceRegistered: true });
+  t.match(byMac(OTHER_MAC), { deviceName: 'laptop: test', deviceRegistered: false });
+  const everyone = await send(c, { code: 16, token: root.token, mac: ROOT_MAC });
+  const rootSession = (everyone.sessions as Array<Record<string, unknown>>).find((s) => s.email === ROOT.email);
+  t.match(rootSession, { mac: ROOT_MAC, deviceRegistered: false }, "each session's device is its own operator's");
+  t.notOk(rootSession && 'deviceName' in rootSession, 'a device without a name has no deviceName');
+  t.match(await send(c, { code: 17, token: root.token, mac: ROOT_MAC, sessionId: byMac(MAC)!.id }), { status: 'ok', session: { deviceName: 'desk', deviceRegistered: true } });
 });

@@ -2,6 +2,7 @@ import t from 'tap';
 import type { Actor } from '../../src/services/admin-service.js';
 import type { Store, UserRecord } from '../../src/store/store.js';
 import { ALICE, BOB, buildKit, IP, MAC, ROOT, SECOND, T0, type Kit, refusal, type Refusal } from '../helpers/services.js';
+import { adminSessionView } from '../../src/services/views.js';
 
 const CLI: Actor = { name: 'cli:root', auditReads: false };
 const CAROL = { email: 'carol@example.com', phone: '+15550103', role: 'user', password: 'carol has a long passphrase' };
@@ -245,4 +246,31 @@ t.test('reads are audited on the wire, not from the CLI', async (t) => {
     ['admin.user.list', `admin:${ROOT.email}`, { count: 3 }],
     ['admin.stats', `admin:${ROOT.email}`, null],
   ]);
+});
+
+t.test("admin session lists and revocations show each session's known device, as session.list does", async (t) => {
+  const { kit, root, actor } = await adminKit(t);
+  const OTHER_MAC = '00:1a:2b:3c:4d:ff';
+  const desk = await kit.openSession(ALICE.email, { device: 'laptop: cli' });
+  await kit.devices.register(actor, ALICE.email, MAC, 'desk');
+  const phone = await kit.login(ALICE, { mac: OTHER_MAC, device: 'phone: app' });
+  await kit.mail.drain();
+
+  const listed = await kit.admin.listSessions(actor, ALICE.email);
+  t.match(listed.map(adminSessionView), [
+    { id: desk.id, mac: MAC, device: 'laptop: cli', deviceName: 'desk', deviceRegistered: true },
+    { id: phone.id, mac: OTHER_MAC, device: 'phone: app', deviceName: 'phone: app', deviceRegistered: false },
+  ]);
+  const own = await kit.sessions.list(phone.caller, kit.log);
+  t.same(
+    own.map((s) => [s.id, s.deviceName, s.deviceRegistered]),
+    listed.map((s) => [s.id, s.deviceName, s.deviceRegistered]),
+    'the operator sees the same in session.list',
+  );
+
+  // Devices are per operator: ROOT's session on the same MAC is not a known device of theirs.
+  const rootView = (await kit.admin.listSessions(CLI)).map(adminSessionView).find((s) => s.id === root.id)!;
+  t.notOk('deviceName' in rootView || 'deviceRegistered' in rootView, 'neither field for a MAC not known yet');
+
+  t.match(adminSessionView(await kit.admin.revokeSession(actor, desk.id)), { id: desk.id, deviceName: 'desk', deviceRegistered: true }, 'revoke answers it too');
 });
