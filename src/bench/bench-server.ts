@@ -230,6 +230,9 @@ async function main(): Promise<void> {
       tokens: { ttlSeconds: 86400 },
       ops: { port: 0 },
       console: { enabled: false },
+      // The propagation figures log in from many MACs: each first login's new-device alert would be
+      // read as the next passcode mail.
+      alerts: { newDevice: false },
       limits: { enabled: mode !== 'hellwall-nolimits' },
       // Every load-client connection comes from 127.0.0.1.
       maxConnectionsPerIp: 100_000,
