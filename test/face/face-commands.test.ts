@@ -1,7 +1,7 @@
 // face.enroll (40), face.confirm (41) and face.remove (42) over real TLS, on the real engine.
 import t from 'tap';
 import { ALICE, startHarness, type Harness } from '../helpers/harness.js';
-import { cutFace, decodeSamples, faceSkip, loadAugment, requireFace, SAMPLE_BOXES, type Augment, type Rgb } from '../helpers/face.js';
+import { cutFace, decodeSamples, faceSkip, jpeg64, loadAugment, requireFace, SAMPLE_BOXES } from '../helpers/face.js';
 import type { HellwallClient } from '../../src/client/client.js';
 
 const MAC = '00:1a:2b:3c:4d:5e';
@@ -10,12 +10,6 @@ const ALICE_PASSWORD = ALICE.password;
 const skip = faceSkip();
 if (skip && requireFace) t.fail(`HELLWALL_REQUIRE_FACE=1 but ${skip}`);
 
-/** Base64 of a JPEG small enough for the default 64 KiB frame. */
-function jpeg64(aug: Augment, img: Rgb): string {
-  const b64 = aug.encodeJpeg(img, 75).toString('base64');
-  if (b64.length > 60_000) throw new Error(`test image too large for a frame: ${b64.length}`);
-  return b64;
-}
 
 /** The response without its echoed `id`, to compare whole. */
 function body(res: object): object {

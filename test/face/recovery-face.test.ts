@@ -7,7 +7,7 @@ import path from 'node:path';
 import t from 'tap';
 import type { HellwallClient } from '../../src/client/client.js';
 import { runCli } from '../helpers/cli.js';
-import { cutFace, decodeSamples, faceSkip, loadAugment, requireFace, SAMPLE_BOXES, type Augment, type Rgb } from '../helpers/face.js';
+import { cutFace, decodeSamples, faceSkip, jpeg64, loadAugment, requireFace, SAMPLE_BOXES } from '../helpers/face.js';
 import { ALICE, MAC, startHarness, type Harness } from '../helpers/harness.js';
 import { enrolTotp, mailMatching, recoveryPasscode, type Enrolled } from '../helpers/totp.js';
 import { passcodeFrom } from '../helpers/smtp-sink.js';
@@ -18,12 +18,6 @@ const NEW_MAC = '00:1a:2b:3c:4d:5f';
 const skip = faceSkip();
 if (skip && requireFace) t.fail(`HELLWALL_REQUIRE_FACE=1 but ${skip}`);
 
-/** Base64 of a JPEG small enough for the default 64 KiB frame. */
-function jpeg64(aug: Augment, img: Rgb): string {
-  const b64 = aug.encodeJpeg(img, 75).toString('base64');
-  if (b64.length > 60_000) throw new Error(`test image too large for a frame: ${b64.length}`);
-  return b64;
-}
 
 /** A fresh code from the authenticator: each step's code is used once, so the clock moves on first. */
 function nextCode(h: Harness, totp: Enrolled): string {

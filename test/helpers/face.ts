@@ -75,6 +75,13 @@ export function decodeSamples(aug: Augment, which: readonly number[]): Map<numbe
   return new Map(which.map((n) => [n, aug.decodeJpeg(readFileSync(samplePath(n)))]));
 }
 
+/** Base64 of a JPEG small enough for the default 64 KiB frame. */
+export function jpeg64(aug: Augment, img: Rgb): string {
+  const b64 = aug.encodeJpeg(img, 75).toString('base64');
+  if (b64.length > 60_000) throw new Error(`test image too large for a frame: ${b64.length}`);
+  return b64;
+}
+
 export const TEST_ENGINE = { minConfidence: FACE_MIN_CONFIDENCE, minFacePixels: 80, maxPixels: 4_000_000, maxSide: FACE_MAX_SIDE } as const;
 
 /** A pool on the installed package, closed when the test ends. */
