@@ -1,7 +1,7 @@
 import { auditView } from '../services/views.js';
 import { checkAuditQuery } from '../services/admin-service.js';
 import type { AuditOutcome, AuditQuery } from '../store/store.js';
-import { flag, JSON_OPTION, text, type Command } from './command.js';
+import { flag, JSON_OPTION, text, type Command, type OptionDefs } from './command.js';
 import { withAdmin } from './local.js';
 import { parseTime, wholeNumber } from './values.js';
 import { auditText } from './views.js';
@@ -11,11 +11,8 @@ import { auditText } from './views.js';
  * a usage error (exit 2); what the admin service refuses (an unknown outcome, a malformed action,
  * since not before until, a limit out of range) exits 1 with its message, as on the wire.
  */
-export const auditCommand: Command = {
-  name: 'audit',
-  summary: 'the audit trail, newest first',
-  local: true,
-  options: {
+/** The audit filters, the same for the local command and `client admin audit`. */
+export const AUDIT_FILTERS: OptionDefs = {
     email: { type: 'string', value: 'E', help: 'events about this operator' },
     action: { type: 'string', value: 'A', help: 'one action (login), or a prefix ending in * (admin.*)' },
     outcome: { type: 'string', value: 'O', help: 'only this outcome', choices: ['success', 'failure', 'denied'] },
@@ -23,6 +20,14 @@ export const auditCommand: Command = {
     until: { type: 'string', value: 'T', help: 'up to this time' },
     limit: { type: 'string', value: 'N', help: 'at most N rows: 1 to 1000 (default 100)' },
     'before-id': { type: 'string', value: 'N', help: 'page on: rows older than this id' },
+};
+
+export const auditCommand: Command = {
+  name: 'audit',
+  summary: 'the audit trail, newest first',
+  local: true,
+  options: {
+    ...AUDIT_FILTERS,
     ...JSON_OPTION,
   },
   details:

@@ -2,6 +2,7 @@ import { passwordPolicyWarning } from '../primitives/passwords.js';
 import type { AuditOutcome } from '../protocol/messages.gen.js';
 import { flag, JSON_OPTION, need, text, type Command, type Ctx, type OptionDefs, type Parsed } from './command.js';
 import type { AuthenticatedClient } from '../client/authenticated.js';
+import { AUDIT_FILTERS } from './audit.js';
 import { authenticated, CONNECTION_OPTIONS, credentials, refused, TOKEN_OPTIONS, withClient } from './client-connection.js';
 import { UsageError } from './errors.js';
 import { printable } from './output.js';
@@ -223,13 +224,7 @@ const audit: Command = {
   name: 'audit',
   summary: 'the audit trail, newest first',
   options: {
-    email: { type: 'string', value: 'E', help: 'events about this operator' },
-    action: { type: 'string', value: 'A', help: 'one action (login), or a prefix ending in * (admin.*)' },
-    outcome: { type: 'string', value: 'O', help: 'only this outcome', choices: ['success', 'failure', 'denied'] },
-    since: { type: 'string', value: 'T', help: 'from this time on' },
-    until: { type: 'string', value: 'T', help: 'up to this time' },
-    limit: { type: 'string', value: 'N', help: 'at most N rows: 1 to 1000 (default 100)' },
-    'before-id': { type: 'string', value: 'N', help: 'page on: rows older than this id' },
+    ...AUDIT_FILTERS,
     ...JSON_OPTION,
     ...REMOTE,
   },
