@@ -62,6 +62,12 @@ export interface AppDeps {
   readonly store?: Store;
   /** Where the optional face package is (tests point it elsewhere); absent: packages/face of this checkout. */
   readonly facePackageDir?: string;
+  /**
+   * The compiled protocol, when the caller already has one: compiling every schema costs tens of
+   * milliseconds of CPU, which a process building one app pays once, and a test process building
+   * dozens of apps would pay each time. Absent: protocol/ of this checkout, compiled here.
+   */
+  readonly protocol?: Protocol;
 }
 
 export interface App {
@@ -120,7 +126,7 @@ export function buildApp(deps: AppDeps): App {
   const { config, log } = deps;
   const clock = deps.clock ?? Date.now;
   const random = deps.random ?? randomBytes;
-  const protocol = loadProtocol();
+  const protocol = deps.protocol ?? loadProtocol();
   // Before anything is opened: a malformed policy file stops start-up with a PolicyError (a
   // ConfigError: `serve` exits 2) naming the file and the problem, and leaves nothing to close.
   const policyLoader = new PolicyLoader(config.policy);

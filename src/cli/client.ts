@@ -239,7 +239,7 @@ const send: Command = {
   examples: ['hellwall client send session.list', `hellwall client send admin.user.show --fields '{"email":"ops@example.com"}'`],
   run: (ctx, args) => {
     const name = args.positionals[0]!;
-    const protocol = loadProtocol();
+    const protocol = ctx.io.protocol ?? loadProtocol();
     const entry = [...protocol.commands.values()].find((c) => c.name === name);
     if (!entry) throw new UsageError(`unknown command ${JSON.stringify(name)}: see protocol/index.json`);
     let fields: Record<string, unknown>;

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { Protocol } from '../protocol/registry.js';
 
 /** Where a command's text goes: a terminal or pipe in a real process, buffers in a test. */
 export interface TextSink {
@@ -18,6 +19,11 @@ export interface CliIo {
   readonly stdout: TextSink;
   readonly stderr: TextSink;
   readonly stdin: TextSource;
+  /**
+   * The compiled protocol, when the caller has one (in-process tests run main() hundreds of times
+   * and share one); absent: protocol/ compiled by the command that needs it.
+   */
+  readonly protocol?: Protocol;
 }
 
 /** The real streams, for src/cli.ts. */

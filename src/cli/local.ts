@@ -5,6 +5,7 @@ import { createApp, DATABASE_FILE, type App } from '../app.js';
 import { loadConfig, type Config } from '../config.js';
 import type { Logger } from '../deps.js';
 import { createLogger } from '../log.js';
+import type { Protocol } from '../protocol/registry.js';
 import type { Actor, AdminService } from '../services/admin-service.js';
 import type { Ctx } from './command.js';
 
@@ -32,7 +33,7 @@ export function cliActor(): Actor {
  * has no database yet is about to get a new, empty one: said before it happens, since the likely
  * cause is running from another directory (the default data directory is ./data).
  */
-export function localContext(ctx: Ctx): { config: Config; log: Logger } {
+export function localContext(ctx: Ctx): { config: Config; log: Logger; protocol?: Protocol } {
   const config = loadConfig(ctx.env);
   const log = createLogger(ctx.env.HELLWALL_LOG_LEVEL ?? 'warn', ctx.io.stderr, { pretty: Boolean(ctx.io.stderr.isTTY), env: ctx.env });
   if (!config.store.url && !existsSync(path.join(config.dataDir, DATABASE_FILE))) {
@@ -41,7 +42,7 @@ export function localContext(ctx: Ctx): { config: Config; log: Logger } {
         '(to use an existing one, pass --data-dir or set HELLWALL_DATA_DIR)',
     );
   }
-  return { config, log };
+  return { config, log, ...(ctx.io.protocol && { protocol: ctx.io.protocol }) };
 }
 
 /** Runs `fn` on the app built from the local configuration, and closes it (writing queued audit events). */

@@ -45,7 +45,7 @@ export async function runMenu(ctx: Ctx, args: Parsed): Promise<number> {
     ctx,
     args,
     file: tokenFile(ctx, args),
-    protocol: loadProtocol(),
+    protocol: ctx.io.protocol ?? loadProtocol(),
     prompt: { input: ctx.io.stdin as NodeJS.ReadableStream, output: ctx.io.stdout as unknown as NodeJS.WritableStream },
     signal: abort.signal,
   };

@@ -1,11 +1,13 @@
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import t from 'tap';
+import { ROOT } from '../helpers/root.js';
 import { AUDIT_ACTIONS } from '../../src/audit/audit-log.js';
 
 // Every action the server can record is documented in README's "Audit trail" table, and the table
 // documents nothing the server does not record.
 t.test('README lists exactly the recorded audit actions', async (t) => {
-  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
   const start = readme.indexOf('\n## Audit trail\n');
   t.ok(start > 0, 'README has an "Audit trail" section');
   const section = readme.slice(start, readme.indexOf('\n## ', start + 1));

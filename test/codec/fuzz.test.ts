@@ -1,6 +1,8 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { duplexPair } from 'node:stream';
+import path from 'node:path';
 import tls from 'node:tls';
+import { pathToFileURL } from 'node:url';
 import t from 'tap';
 import { FrameDecoder, HEADER_BYTES, parseFrame, type DecodeFailure } from '../../src/codec/frame-decoder.js';
 import { frameBytes } from '../../src/codec/frame-encoder.js';
@@ -10,6 +12,7 @@ import type { Response } from '../../src/server/dispatcher.js';
 import { loadProtocol } from '../../src/protocol/registry.js';
 import { ALICE, MAC, startHarness, type Harness } from '../helpers/harness.js';
 import type { LogLine } from '../helpers/log-sink.js';
+import { ROOT } from '../helpers/root.js';
 import { mulberry32 } from '../helpers/test-utils.js';
 
 /*
@@ -474,7 +477,7 @@ t.test('random request streams through a Connection get one valid answer per fra
 
 /** Every request example in protocol/schemas: schema-valid messages, as a client author reads them. */
 const SCHEMA_EXAMPLES: ReadonlyArray<Record<string, unknown>> = (() => {
-  const dir = new URL('../../protocol/schemas/', import.meta.url);
+  const dir = pathToFileURL(path.join(ROOT, 'protocol/schemas') + '/');
   return readdirSync(dir)
     .filter((f) => f.endsWith('.request.json'))
     .flatMap((f) => (JSON.parse(readFileSync(new URL(f, dir), 'utf8')) as { examples?: Array<Record<string, unknown>> }).examples ?? []);

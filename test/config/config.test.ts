@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
+import { ROOT } from '../helpers/root.js';
 import { ConfigError, loadConfig, OPTIONS } from '../../src/config.js';
 
 t.test('defaults are the embedded ones', async (t) => {
@@ -56,7 +57,7 @@ t.test('options that are unsafe together are refused', async (t) => {
 });
 
 t.test('README documents every option with its env var and default', async (t) => {
-  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
   for (const o of OPTIONS) {
     const row = `| \`${o.key}\` | \`${o.env}\` | \`${String(o.default)}\` |`;
     t.ok(readme.includes(row), `README has the row for ${o.key}`);
@@ -64,7 +65,7 @@ t.test('README documents every option with its env var and default', async (t) =
 });
 
 t.test('README has exactly the table the schema generates: every row, its text, nothing stale', async (t) => {
-  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
   // The row format of scripts/gen-readme-config.mjs (`npm run gen:readme`).
   const head = '| option | env var | default | meaning |\n| --- | --- | --- | --- |\n';
   const rows = OPTIONS.map((o) => `| \`${o.key}\` | \`${o.env}\` | \`${String(o.default)}\` | ${o.doc} |`);

@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import { main } from '../../src/cli/main.js';
+import { sharedProtocol } from './shared-protocol.js';
 
 // The CLI in-process: main() with buffers for stdout and stderr, as `hellwall` would print them.
 // Process-level behaviour (signals, a TTY, the exit itself) stays with processes.ts `cli()`.
@@ -18,6 +19,7 @@ export async function runCli(args: readonly string[], env: NodeJS.ProcessEnv, op
     stdout: { write: (s: string) => (stdout += s) },
     stderr: { write: (s: string) => (stderr += s) },
     stdin: Readable.from(opts.stdin === undefined ? [] : [Buffer.from(opts.stdin)]),
+    protocol: sharedProtocol(),
   });
   return { code, stdout, stderr };
 }

@@ -5,6 +5,7 @@ import { buildApp, createApp, type App } from '../../src/app.js';
 import { HellwallClient, type ClientOptions } from '../../src/client/client.js';
 import type { PasscodeAuthResponse } from '../../src/protocol/messages.gen.js';
 import { loadConfig, type ConfigInput } from '../../src/config.js';
+import { sharedProtocol } from './shared-protocol.js';
 import { createLogger } from '../../src/log.js';
 import type { Mailer } from '../../src/mail/mailer.js';
 import type { AuditQuery, AuditRecord } from '../../src/store/store.js';
@@ -126,6 +127,7 @@ export async function startHarness(
     clock: clock.fn,
     scrypt: opts.scrypt ?? TEST_SCRYPT,
     mailRetryDelayMs: 10,
+    protocol: sharedProtocol(),
     ...(opts.mailer && { mailer: opts.mailer }),
   };
   const app = opts.storeUrl ? await createApp(appDeps) : buildApp(appDeps);

@@ -1,10 +1,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { ROOT } from './root.js';
 
 // Tests that run the built entry points (dist/), as `npm start` and an operator do; `npm test`
 // builds first.
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export { ROOT };
 export const CLI = path.join(ROOT, 'dist/cli.js');
 export const MAIN = path.join(ROOT, 'dist/main.js');
 

@@ -2,7 +2,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { ROOT } from '../helpers/root.js';
 import t from 'tap';
 
 /*
@@ -11,7 +11,6 @@ import t from 'tap';
  * against the built server (dist/, which `npm test` builds first). See test/interop/README.md.
  */
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const HERE = path.join(ROOT, 'test/interop');
 const PYTHON = process.env.HELLWALL_PYTHON ?? 'python3';
 const MODULES = ['test_flow', 'test_vectors'];

@@ -1,14 +1,13 @@
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { ROOT } from '../helpers/root.js';
 import t from 'tap';
 
 // Issue 16: imports run one way (transport -> dispatch -> handlers -> services -> store/mail/audit,
 // over a shared base). scripts/import-layers.mjs reads every import under src/ with the TypeScript
 // parser; this keeps the tree at zero and proves the script would notice one that runs backwards.
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const SCRIPT = path.join(ROOT, 'scripts/import-layers.mjs');
 
 const run = (root?: string) =>

@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -142,14 +142,20 @@ interface Run {
   detail: string;
   seconds: number;
 }
-function run(cmd: string, args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; timeout?: number }): Run {
+/** Runs a command to its end without blocking the event loop, so the three compilers run at once. */
+function run(cmd: string, args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; timeout?: number }): Promise<Run> {
   const started = performance.now();
-  const res = spawnSync(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, encoding: 'utf8', timeout: opts.timeout ?? 240_000, maxBuffer: 16 << 20 });
-  const seconds = (performance.now() - started) / 1000;
-  const detail = `${cmd} ${args.join(' ')}: ${res.error?.message ?? `exit ${res.status}${res.signal ? ` (${res.signal})` : ''}`}\n${res.stderr ?? ''}${res.stdout ?? ''}`.slice(0, 8000);
-  return { ok: !res.error && res.status === 0, stdout: res.stdout ?? '', detail, seconds };
+  return new Promise((resolve) => {
+    execFile(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, encoding: 'utf8', timeout: opts.timeout ?? 240_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      const seconds = (performance.now() - started) / 1000;
+      const e = err as (NodeJS.ErrnoException & { code?: number | string; signal?: string; killed?: boolean }) | null;
+      const how = !e ? 'exit 0' : typeof e.code === 'number' ? `exit ${e.code}${e.signal ? ` (${e.signal})` : ''}` : e.signal ? `killed (${e.signal})` : e.message;
+      const detail = `${cmd} ${args.join(' ')}: ${how}\n${stderr ?? ''}${stdout ?? ''}`.slice(0, 8000);
+      resolve({ ok: !e, stdout: stdout ?? '', detail, seconds });
+    });
+  });
 }
-const has = (cmd: string, args: string[]): boolean => run(cmd, args, { cwd: work, timeout: 30_000 }).ok;
+const has = async (cmd: string, args: string[]): Promise<boolean> => (await run(cmd, args, { cwd: work, timeout: 30_000 })).ok;
 
 /** Skips a toolchain's checks with the reason, or fails when CI requires every toolchain. */
 function missing(t: Test, reason: string): void {
@@ -245,12 +251,12 @@ t.test('the CLI keeps the contract test/interop relies on', async (t) => {
   // DIR/python/hellwall_types.py.
   const script = path.join(ROOT, 'scripts', 'gen-clients.mjs');
   const out = path.join(work, 'cli');
-  const ok = run(process.execPath, [script, '--lang', 'python', '--out', out], { cwd: ROOT });
+  const ok = await run(process.execPath, [script, '--lang', 'python', '--out', out], { cwd: ROOT });
   t.ok(ok.ok, 'python generated', { detail: ok.detail });
   t.ok(existsSync(path.join(out, 'python', 'hellwall_types.py')), 'at DIR/python/hellwall_types.py');
   t.same(readdirSync(out), ['python'], 'and no other language');
-  t.notOk(run(process.execPath, [script, '--lang', 'cobol', '--out', out], { cwd: ROOT }).ok, 'an unknown language fails');
-  t.notOk(run(process.execPath, [script, '--out'], { cwd: ROOT }).ok, 'a missing argument fails');
+  t.notOk((await run(process.execPath, [script, '--lang', 'cobol', '--out', out], { cwd: ROOT })).ok, 'an unknown language fails');
+  t.notOk((await run(process.execPath, [script, '--out'], { cwd: ROOT })).ok, 'a missing argument fails');
 });
 
 /** The declared struct/class names per language (enums and quicktype's helper classes aside). */
@@ -293,10 +299,10 @@ t.test('each language declares a type per request, response and the error respon
 
 // ---------------------------------------------------------------- Go
 
-t.test('Go: the generated package compiles and round-trips every example', async (t) => {
+const goRoundTrip = async (t: Test) => {
   const source = generated.get('go')?.find((f) => f.endsWith('.go'));
   if (!source) return t.fail('no Go output');
-  if (!has('go', ['version'])) return missing(t, 'no `go` on PATH (apt-get install golang-go)');
+  if (!(await has('go', ['version']))) return missing(t, 'no `go` on PATH (apt-get install golang-go)');
   const dir = path.join(work, 'build-go');
   const gotmp = path.join(work, 'go-env');
   // Everything Go writes goes under the temp dir (HOME may be odd when tests run as root), and
@@ -318,7 +324,7 @@ t.test('Go: the generated package compiles and round-trips every example', async
   // The generated file is package hellwall, as a client would vendor it: a subpackage of a
   // throwaway module, imported by a main package that dispatches on the type name.
   writeFileSync(path.join(dir, 'hellwall', 'hellwall_types.go'), readFileSync(source));
-  const init = run('go', ['mod', 'init', 'hellwallcheck'], { cwd: dir, env });
+  const init = await run('go', ['mod', 'init', 'hellwallcheck'], { cwd: dir, env });
   if (!t.ok(init.ok, 'go mod init', { detail: init.detail })) return;
   const dispatch = TYPES.map(
     (ty) => `\tcase "${ty}":\n\t\tv, err := hellwall.Unmarshal${ty}(in)\n\t\tif err != nil {\n\t\t\treturn nil, err\n\t\t}\n\t\treturn v.Marshal()\n`,
@@ -367,22 +373,22 @@ func main() {
 }
 `,
   );
-  const vet = run('go', ['vet', './...'], { cwd: dir, env });
+  const vet = await run('go', ['vet', './...'], { cwd: dir, env });
   t.ok(vet.ok, 'go vet is clean', { detail: vet.detail });
-  const build = run('go', ['build', '-o', 'roundtrip', '.'], { cwd: dir, env });
+  const build = await run('go', ['build', '-o', 'roundtrip', '.'], { cwd: dir, env });
   if (!t.ok(build.ok, 'go build', { detail: build.detail })) return;
-  const exec = run(path.join(dir, 'roundtrip'), [casesFile], { cwd: dir, env });
+  const exec = await run(path.join(dir, 'roundtrip'), [casesFile], { cwd: dir, env });
   if (!t.ok(exec.ok, 'the round-trip program ran', { detail: exec.detail })) return;
   checkRoundTrips(t, exec.stdout);
   t.comment(`go vet ${vet.seconds.toFixed(1)} s, go build ${build.seconds.toFixed(1)} s, run ${exec.seconds.toFixed(1)} s`);
-});
+};
 
 // ---------------------------------------------------------------- Java
 
-t.test('Java: the generated classes compile against Jackson and round-trip every example', async (t) => {
+const javaRoundTrip = async (t: Test) => {
   const files = generated.get('java');
   if (!files) return t.fail('no Java output');
-  if (!has('javac', ['-version']) || !has('java', ['-version'])) return missing(t, 'no `javac`/`java` on PATH (a JDK, e.g. openjdk-17-jdk-headless)');
+  if (!(await has('javac', ['-version'])) || !(await has('java', ['-version']))) return missing(t, 'no `javac`/`java` on PATH (a JDK, e.g. openjdk-17-jdk-headless)');
   const absent = JACKSON_JARS.filter((j) => !existsSync(j));
   if (absent.length) return missing(t, `Jackson jars missing: ${absent.join(', ')} (apt-get install libjackson2-databind-java)`);
   const dir = path.join(work, 'build-java');
@@ -428,22 +434,22 @@ public class RoundTrip {
   );
   const classpath = JACKSON_JARS.join(path.delimiter);
   const javaSources = [...sources.map((f) => path.join(src, path.basename(f))), path.join(dir, 'src', 'RoundTrip.java')];
-  const build = run('javac', ['-d', path.join(dir, 'classes'), '-cp', classpath, ...javaSources], { cwd: dir });
+  const build = await run('javac', ['-d', path.join(dir, 'classes'), '-cp', classpath, ...javaSources], { cwd: dir });
   if (!t.ok(build.ok, 'javac', { detail: build.detail })) return;
-  const exec = run('java', ['-cp', [path.join(dir, 'classes'), classpath].join(path.delimiter), 'RoundTrip', casesFile], { cwd: dir });
+  const exec = await run('java', ['-cp', [path.join(dir, 'classes'), classpath].join(path.delimiter), 'RoundTrip', casesFile], { cwd: dir });
   if (!t.ok(exec.ok, 'the round-trip program ran', { detail: exec.detail })) return;
   checkRoundTrips(t, exec.stdout);
   t.comment(`javac ${build.seconds.toFixed(1)} s, run ${exec.seconds.toFixed(1)} s`);
-});
+};
 
 // ---------------------------------------------------------------- Rust
 
-t.test('Rust: the generated module compiles with serde and round-trips every example', async (t) => {
+const rustRoundTrip = async (t: Test) => {
   const source = generated.get('rust')?.find((f) => f.endsWith('.rs'));
   if (!source) return t.fail('no Rust output');
   // Cargo's home and target go under the temp dir, so no user configuration or cache applies.
   const env: NodeJS.ProcessEnv = { ...process.env, CARGO_TERM_COLOR: 'never' };
-  const version = rustupAware(env);
+  const version = await rustupAware(env);
   if (!version.ok) return missing(t, `\`cargo --version\` failed (apt-get install cargo, or rustup): ${version.detail.split('\n').slice(0, 3).join(' ')}`);
   const crates = new Set(readdirSafe(DEBIAN_CARGO_REGISTRY).map((d) => d.replace(/-\d.*$/, '')));
   const needed = ['serde', 'serde_derive', 'serde_json'].filter((c) => !crates.has(c));
@@ -509,12 +515,23 @@ fn main() {
   );
   env.CARGO_HOME = path.join(work, 'cargo-home');
   env.CARGO_TARGET_DIR = path.join(dir, 'target');
-  const build = run('cargo', ['build', '--offline', '--quiet'], { cwd: dir, env });
+  const build = await run('cargo', ['build', '--offline', '--quiet'], { cwd: dir, env });
   if (!t.ok(build.ok, 'cargo build', { detail: build.detail })) return;
-  const exec = run(path.join(dir, 'target', 'debug', 'hellwall-codegen-check'), [casesFile], { cwd: dir, env });
+  const exec = await run(path.join(dir, 'target', 'debug', 'hellwall-codegen-check'), [casesFile], { cwd: dir, env });
   if (!t.ok(exec.ok, 'the round-trip program ran', { detail: exec.detail })) return;
   checkRoundTrips(t, exec.stdout);
   t.comment(`cargo build ${build.seconds.toFixed(1)} s, run ${exec.seconds.toFixed(1)} s`);
+};
+
+// ---------------------------------------------------------------- the three compilers at once
+
+t.test('the generated code compiles and round-trips in each language that has a toolchain here', async (t) => {
+  // Each compiler works in its own process: run one after another they made this the suite's
+  // longest file (about 110 s under load), at once about as long as the slowest.
+  t.jobs = 3;
+  t.test('Go: the generated package compiles and round-trips every example', goRoundTrip);
+  t.test('Java: the generated classes compile against Jackson and round-trip every example', javaRoundTrip);
+  t.test('Rust: the generated module compiles with serde and round-trips every example', rustRoundTrip);
 });
 
 /**
@@ -523,13 +540,13 @@ fn main() {
  * try the .rustup next to the .cargo/bin the proxy lives in (rustup's standard layout) and keep
  * RUSTUP_HOME in env if that works.
  */
-function rustupAware(env: NodeJS.ProcessEnv): Run {
-  const first = run('cargo', ['--version'], { cwd: work, env, timeout: 30_000 });
+async function rustupAware(env: NodeJS.ProcessEnv): Promise<Run> {
+  const first = await run('cargo', ['--version'], { cwd: work, env, timeout: 30_000 });
   if (first.ok || env.RUSTUP_HOME) return first;
   const bin = (env.PATH ?? '').split(path.delimiter).find((d) => d && existsSync(path.join(d, 'cargo')));
   const guess = bin && path.join(bin, '..', '..', '.rustup');
   if (!guess || path.basename(path.dirname(bin)) !== '.cargo' || !existsSync(guess)) return first;
-  const second = run('cargo', ['--version'], { cwd: work, env: { ...env, RUSTUP_HOME: guess }, timeout: 30_000 });
+  const second = await run('cargo', ['--version'], { cwd: work, env: { ...env, RUSTUP_HOME: guess }, timeout: 30_000 });
   if (second.ok) env.RUSTUP_HOME = guess;
   return second.ok ? second : first;
 }

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { ROOT } from '../helpers/root.js';
 import t from 'tap';
 import { COMMAND_CODES } from '../../src/protocol/messages.gen.js';
 import { loadProtocol } from '../../src/protocol/registry.js';
@@ -9,7 +9,6 @@ import { ALICE, MAC, startHarness } from '../helpers/harness.js';
 // Issue 16: command codes live in protocol/index.json and nowhere else. The generated table follows
 // the index (gen:types --check guards staleness), and no client writes a code by hand.
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 t.test('COMMAND_CODES is the index, name for name', async (t) => {
   const fromIndex = Object.fromEntries([...loadProtocol().commands].map(([code, c]) => [c.name, code]));

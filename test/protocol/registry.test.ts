@@ -5,8 +5,8 @@ import t from 'tap';
 import { HANDLERS } from '../../src/handlers/index.js';
 import { ERROR_CODES } from '../../src/protocol/errors.js';
 import { loadProtocol, PROTOCOL_DIR } from '../../src/protocol/registry.js';
+import { ROOT } from '../helpers/root.js';
 
-const ROOT = path.resolve(PROTOCOL_DIR, '..');
 const protocol = loadProtocol();
 const readme = readFileSync(path.join(PROTOCOL_DIR, 'README.md'), 'utf8');
 const registry = JSON.parse(readFileSync(path.join(PROTOCOL_DIR, 'errors.json'), 'utf8')) as {

@@ -1,3 +1,5 @@
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import t from 'tap';
 import { parseFrame } from '../../src/codec/frame-decoder.js';
 import { createLogger } from '../../src/log.js';
@@ -11,8 +13,11 @@ import { LogSink } from '../helpers/log-sink.js';
 
 const protocol = loadProtocol();
 const handlers = Object.fromEntries([...protocol.commands.values()].map((c) => [c.name, () => ({ status: 'ok' })]));
-const { createDispatcher } = await t.mockImport<typeof import('../../src/server/dispatcher.js')>('../../src/server/dispatcher.js', {
-  '../../src/handlers/index.js': { HANDLERS: handlers },
+// Absolute URLs of the modules as loaded: tests run compiled from dist-test/, where ../../src is a
+// link to dist/, and tap would resolve a relative name from the source-mapped test/ path instead.
+const real = (name: string): string => pathToFileURL(realpathSync(new URL(name, import.meta.url))).href;
+const { createDispatcher } = await t.mockImport<typeof import('../../src/server/dispatcher.js')>(real('../../src/server/dispatcher.js'), {
+  [real('../../src/handlers/index.js')]: { HANDLERS: handlers },
 });
 const dispatch: DispatchFn = createDispatcher({} as never, protocol);
 const ctx = { ip: '192.0.2.7', log: createLogger('silent', new LogSink()), refusals: 0 };
