@@ -63,9 +63,9 @@ export interface AppDeps {
   /** Where the optional face package is (tests point it elsewhere); absent: packages/face of this checkout. */
   readonly facePackageDir?: string;
   /**
-   * The compiled protocol, when the caller already has one: compiling every schema costs tens of
-   * milliseconds of CPU, which a process building one app pays once, and a test process building
-   * dozens of apps would pay each time. Absent: protocol/ of this checkout, compiled here.
+   * The compiled protocol, when the caller already has one: compiling every schema costs about a
+   * quarter of a second of CPU, which a process building one app pays once, and a test process
+   * building dozens of apps would pay each time. Absent: protocol/ of this checkout, compiled here.
    */
   readonly protocol?: Protocol;
 }

@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import { main } from '../../src/cli/main.js';
+import type { Protocol } from '../../src/protocol/registry.js';
 import { sharedProtocol } from './shared-protocol.js';
 
 // The CLI in-process: main() with buffers for stdout and stderr, as `hellwall` would print them.
@@ -12,14 +13,14 @@ export interface CliResult {
 }
 
 /** Runs `hellwall <args>` in this process; `stdin` is what a pipe would give it (default: nothing). */
-export async function runCli(args: readonly string[], env: NodeJS.ProcessEnv, opts: { stdin?: string } = {}): Promise<CliResult> {
+export async function runCli(args: readonly string[], env: NodeJS.ProcessEnv, opts: { stdin?: string; protocol?: Protocol } = {}): Promise<CliResult> {
   let stdout = '';
   let stderr = '';
   const code = await main(args, env, {
     stdout: { write: (s: string) => (stdout += s) },
     stderr: { write: (s: string) => (stderr += s) },
     stdin: Readable.from(opts.stdin === undefined ? [] : [Buffer.from(opts.stdin)]),
-    protocol: sharedProtocol(),
+    protocol: opts.protocol ?? sharedProtocol(),
   });
   return { code, stdout, stderr };
 }
