@@ -11,13 +11,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# A client whose BuildKit works (the builds below set DOCKER_BUILDKIT=1): a newer client without its
-# buildx plugin refuses to build, while Debian's docker.io client (20.10) has BuildKit built in
-# (../shared/DOCKER.md). So the first docker on PATH, unless it lacks buildx and Debian's is there.
-if [ -z "${DOCKER:-}" ]; then
-  DOCKER=$(command -v docker || echo /usr/bin/docker)
-  if ! $DOCKER buildx version >/dev/null 2>&1 && [ -x /usr/bin/docker ]; then DOCKER=/usr/bin/docker; fi
-fi
+# A client whose BuildKit works: a newer client without its buildx plugin refuses to build with
+# BuildKit, while Debian's docker.io client (20.10) has BuildKit built in (../shared/DOCKER.md). So
+# the first docker on PATH, unless it lacks buildx and Debian's is there; with neither, the legacy
+# builder (DOCKER_BUILDKIT=0, which reads .dockerignore). Chosen again after prepare.sh, which may
+# have just installed Debian's client (on a fresh CI machine it did: the first choice had no buildx).
+user_docker=${DOCKER:-}
+pick_docker() {
+  DOCKER=${user_docker:-$(command -v docker || echo /usr/bin/docker)}
+  if [ -z "$user_docker" ] && ! $DOCKER buildx version >/dev/null 2>&1 && [ -x /usr/bin/docker ]; then DOCKER=/usr/bin/docker; fi
+  BUILDKIT=1
+  if ! $DOCKER buildx version >/dev/null 2>&1 && [ "$DOCKER" != /usr/bin/docker ]; then BUILDKIT=0; fi
+}
+pick_docker
 PREPARE=../shared/docker/prepare.sh
 IMAGE=${HELLWALL_SMOKE_IMAGE:-hellwall:ci}
 SINK_IMAGE=${HELLWALL_SMOKE_SINK_IMAGE:-hellwall-smtp-sink:ci}
@@ -124,6 +130,7 @@ if ! $DOCKER info >/dev/null 2>&1; then
   [ "$(id -u)" = 0 ] || die "no Docker engine answers, and $PREPARE (which starts one) needs root"
   started_engine=1
   bash "$PREPARE" >"$TMP/prepare.log" 2>&1 || { cat "$TMP/prepare.log"; die "prepare.sh failed"; }
+  pick_docker
 fi
 $DOCKER image inspect node:20-bookworm-slim >/dev/null 2>&1 || $DOCKER pull node:20-bookworm-slim >/dev/null 2>&1 ||
   die "no node:20-bookworm-slim image, and it could not be pulled"
@@ -131,7 +138,7 @@ ok "$([ "$started_engine" = 1 ] && echo "engine started by this run" || echo "en
 
 step "build image $IMAGE"
 previous=$($DOCKER image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
-if ! DOCKER_BUILDKIT=1 $DOCKER build -f docker/Dockerfile -t "$IMAGE" . >"$TMP/build.log" 2>&1; then
+if ! DOCKER_BUILDKIT=$BUILDKIT $DOCKER build -f docker/Dockerfile -t "$IMAGE" . >"$TMP/build.log" 2>&1; then
   tail -n 40 "$TMP/build.log"
   die "docker build failed"
 fi
@@ -236,7 +243,7 @@ $DOCKER rm -f "$APP" >/dev/null
 # --- production-like: own certificate (read-only mount), SMTP to the sink, hardened run ------------
 step "build SMTP sink image $SINK_IMAGE"
 previous=$($DOCKER image inspect --format '{{.Id}}' "$SINK_IMAGE" 2>/dev/null || true)
-if ! DOCKER_BUILDKIT=1 $DOCKER build -t "$SINK_IMAGE" docker/smtp-sink >"$TMP/sink-build.log" 2>&1; then
+if ! DOCKER_BUILDKIT=$BUILDKIT $DOCKER build -t "$SINK_IMAGE" docker/smtp-sink >"$TMP/sink-build.log" 2>&1; then
   tail -n 30 "$TMP/sink-build.log"
   die "docker build of the sink failed"
 fi
