@@ -6,6 +6,7 @@ import { pathToFileURL } from 'node:url';
 import t, { type Test } from 'tap';
 import type { ValidateFunction } from 'ajv';
 import { loadProtocol, PROTOCOL_DIR } from '../../src/protocol/registry.js';
+import { ROOT } from '../helpers/root.js';
 
 // Proves that protocol/schemas give client authors usable types in other languages, using
 // scripts/gen-clients.mjs (quicktype) exactly as they would. Every language is generated and must
@@ -21,7 +22,6 @@ import { loadProtocol, PROTOCOL_DIR } from '../../src/protocol/registry.js';
 // longer than tap's 30 s default per file.
 t.setTimeout(300_000);
 
-const ROOT = path.resolve(PROTOCOL_DIR, '..');
 const REQUIRE_TOOLCHAINS = !!process.env.HELLWALL_REQUIRE_TOOLCHAINS;
 /** Where Debian's librust-*-dev packages put crate sources, usable as an offline cargo registry. */
 const DEBIAN_CARGO_REGISTRY = '/usr/share/cargo/registry';
@@ -148,7 +148,7 @@ function run(cmd: string, args: string[], opts: { cwd: string; env?: NodeJS.Proc
   return new Promise((resolve) => {
     execFile(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, encoding: 'utf8', timeout: opts.timeout ?? 240_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
       const seconds = (performance.now() - started) / 1000;
-      const e = err as (NodeJS.ErrnoException & { code?: number | string; signal?: string; killed?: boolean }) | null;
+      const e = err as (NodeJS.ErrnoException & { code?: number | string; signal?: string }) | null;
       const how = !e ? 'exit 0' : typeof e.code === 'number' ? `exit ${e.code}${e.signal ? ` (${e.signal})` : ''}` : e.signal ? `killed (${e.signal})` : e.message;
       const detail = `${cmd} ${args.join(' ')}: ${how}\n${stderr ?? ''}${stdout ?? ''}`.slice(0, 8000);
       resolve({ ok: !e, stdout: stdout ?? '', detail, seconds });

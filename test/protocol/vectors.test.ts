@@ -7,6 +7,7 @@ import { FrameDecoder, parseFrame } from '../../src/codec/frame-decoder.js';
 import { encodeFrame } from '../../src/codec/frame-encoder.js';
 import { PROTOCOL_DIR } from '../../src/protocol/registry.js';
 import { startHarness } from '../helpers/harness.js';
+import { ROOT } from '../helpers/root.js';
 
 // Runs protocol/vectors/ the way a client author in another language would: the decoder vectors
 // against our frame decoder, the exchange vectors against a real server over TLS. The Python
@@ -64,8 +65,7 @@ function decode(chunks: Buffer[], maxFrameBytes: number): { results: DecoderVect
 }
 
 t.test('the vector files are generated from scripts/gen-vectors.mjs and current', async (t) => {
-  const root = path.resolve(PROTOCOL_DIR, '..');
-  t.equal(execFileSync(process.execPath, [path.join(root, 'scripts/gen-vectors.mjs'), '--check'], { encoding: 'utf8' }), '');
+  t.equal(execFileSync(process.execPath, [path.join(ROOT, 'scripts/gen-vectors.mjs'), '--check'], { encoding: 'utf8' }), '');
 });
 
 t.test('decoder vectors, however the stream is split', async (t) => {
