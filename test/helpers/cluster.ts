@@ -214,10 +214,16 @@ export async function startCluster(t: Test, opts: ClusterOptions = {}): Promise<
     for (const u of users) {
       if (u === firstAdmin) continue;
       // Each add hashes a password: with a test's short token TTL the admin token may expire
-      // meanwhile, and admin commands take no renewal [P-3.6]; a check renews it.
-      const renewed = await check(client, admin);
-      if (renewed.status === 'renew') admin = { ...admin, token: renewed.token };
-      const res = await client.admin('admin.user.add', admin, { email: u.email, phone: u.phone, role: u.role, password: u.password });
+      // meanwhile, and admin commands take no renewal [P-3.6]; a check renews it. On a loaded
+      // machine it can also expire between that check and the add (which then changed nothing,
+      // E_UNAUTHENTICATED): renew and send the add again, a few times at most.
+      let res;
+      for (let attempt = 0; ; attempt++) {
+        const renewed = await check(client, admin);
+        if (renewed.status === 'renew') admin = { ...admin, token: renewed.token };
+        res = await client.admin('admin.user.add', admin, { email: u.email, phone: u.phone, role: u.role, password: u.password });
+        if (res.status === 'ok' || res.error !== 'E_UNAUTHENTICATED' || attempt === 2) break;
+      }
       if (res.status !== 'ok') throw new Error(`admin.user.add ${u.email}: ${JSON.stringify(res)}`);
     }
     await client.close();
